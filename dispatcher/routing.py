@@ -1,0 +1,209 @@
+"""The routing file: which queues exist, who belongs to each, which strategy each uses, and the
+ordered rules that send a lead to a queue (first match wins). Checked as a whole before it takes
+effect; `dispatcher routing check FILE` runs the same check.
+
+```yaml
+channels: [web, chat, call, email, form, sms]
+queues:
+  enterprise: {strategy: priority, members: {teams: [enterprise]}}
+  spanish:    {strategy: load_aware, members: {skills: {spanish: 5}}}
+  promo:      {strategy: online_now, heartbeat_window_s: 10}
+  general:    {}
+rules:
+  - {when: {attributes: {grade: A}, value_gte: 10000}, queue: enterprise}
+  - {when: {skills: [spanish]}, queue: spanish}
+  - {when: {attributes: {source: promo}}, queue: promo}
+default_queue: general
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from strategies import policy
+from strategies.base import order_codes
+
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+DEFAULT_CHANNELS = ("web", "chat", "call", "email", "form", "sms")
+Scalar = str | int | float | bool
+
+
+class RoutingError(ValueError):
+    """The routing file cannot be used; the message says what is wrong and where."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MemberFilter(_Strict):
+    teams: list[str] = Field(default_factory=list, description="any of these teams")
+    skills: dict[str, int] = Field(default_factory=dict, description="each skill at this level or above")
+    attributes: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+
+
+class QueueSpec(_Strict):
+    strategy: str = policy.DEFAULT_STRATEGY
+    members: MemberFilter = MemberFilter()
+    heartbeat_window_s: float | None = Field(None, ge=0)
+
+
+class Condition(_Strict):
+    channel: str | list[str] | None = None
+    priority_gte: int | None = Field(None, ge=0, le=9)
+    value_gte: float | None = Field(None, ge=0)
+    skills: list[str] = Field(default_factory=list, description="the lead asks for all of these")
+    attributes: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+
+
+class Rule(_Strict):
+    when: Condition = Condition()
+    queue: str
+
+
+class RoutingFile(_Strict):
+    channels: list[str] = Field(default_factory=lambda: list(DEFAULT_CHANNELS), min_length=1)
+    queues: dict[str, QueueSpec] = Field(default_factory=lambda: {"default": QueueSpec()}, min_length=1)
+    rules: list[Rule] = Field(default_factory=list)
+    default_queue: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RoutingFile:
+        for kind, names in (("queue", self.queues), ("channel", self.channels)):
+            for name in names:
+                if not re.match(NAME_PATTERN, name):
+                    raise ValueError(f"{kind} name {name!r} must be 1..64 of [A-Za-z0-9_.-]")
+        for name, spec in self.queues.items():
+            try:
+                policy.strategy(spec.strategy)
+            except ValueError as exc:
+                raise ValueError(f"queue {name!r}: {exc}") from None
+        for index, rule in enumerate(self.rules, start=1):
+            if rule.queue not in self.queues:
+                raise ValueError(f"rule {index} sends leads to queue {rule.queue!r}, which is not defined")
+        if self.default_queue is not None and self.default_queue not in self.queues:
+            raise ValueError(f"default_queue {self.default_queue!r} is not defined")
+        return self
+
+
+def _matches(expected: Scalar | list[Scalar], actual: Any) -> bool:
+    allowed = expected if isinstance(expected, list) else [expected]
+    present = actual if isinstance(actual, list) else [actual]
+    return any(value in allowed for value in present)
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    strategy: str
+    members: MemberFilter
+    heartbeat_window_ms: int
+    order: str
+
+    def admits(self, profile: Mapping[str, Any]) -> bool:
+        wanted = self.members
+        if wanted.teams and not set(wanted.teams) & set(profile.get("teams") or ()):
+            return False
+        skills = profile.get("skills") or {}
+        if any(skills.get(skill, 0) < level for skill, level in wanted.skills.items()):
+            return False
+        attributes = profile.get("attributes") or {}
+        return all(
+            key in attributes and _matches(expected, attributes[key]) for key, expected in wanted.attributes.items()
+        )
+
+
+class Routing:
+    """A checked routing file, ready to match leads and to describe queues to the Lua scripts."""
+
+    def __init__(self, spec: RoutingFile, source: str) -> None:
+        self.spec = spec
+        self.source = source
+        self.channels: tuple[str, ...] = tuple(spec.channels)
+        self.queues: tuple[Queue, ...] = tuple(
+            Queue(
+                name=name,
+                strategy=queue.strategy,
+                members=queue.members,
+                heartbeat_window_ms=int(
+                    1000
+                    * (
+                        queue.heartbeat_window_s
+                        if queue.heartbeat_window_s is not None
+                        else policy.strategy(queue.strategy).HEARTBEAT_WINDOW_S
+                    )
+                ),
+                order=order_codes(policy.strategy(queue.strategy).ORDER),
+            )
+            for name, queue in spec.queues.items()
+        )
+        self.default_queue = spec.default_queue or self.queues[-1].name
+        self.fingerprint = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
+
+    def queue_for(self, lead: Mapping[str, Any]) -> str:
+        """First rule that matches, else the default queue."""
+        for rule in self.spec.rules:
+            if self._rule_matches(rule.when, lead):
+                return rule.queue
+        return self.default_queue
+
+    def queues_for(self, profile: Mapping[str, Any]) -> list[str]:
+        return [queue.name for queue in self.queues if queue.admits(profile)]
+
+    @staticmethod
+    def _rule_matches(when: Condition, lead: Mapping[str, Any]) -> bool:
+        if when.channel is not None and not _matches(when.channel, lead.get("channel", "web")):
+            return False
+        if when.priority_gte is not None and lead.get("priority", 0) < when.priority_gte:
+            return False
+        if when.value_gte is not None and (lead.get("value") or 0) < when.value_gte:
+            return False
+        if when.skills and not set(when.skills) <= set(lead.get("skills") or ()):
+            return False
+        attributes = lead.get("attributes") or {}
+        return all(
+            key in attributes and _matches(expected, attributes[key]) for key, expected in when.attributes.items()
+        )
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        where = ".".join(str(part) for part in item["loc"])
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)
+
+
+def parse_routing(text: str, source: str) -> Routing:
+    try:
+        document = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise RoutingError(f"{source} is not valid YAML: {exc}") from None
+    if not isinstance(document, dict):
+        raise RoutingError(f"{source} must be a mapping with queues, rules, channels, default_queue")
+    try:
+        return Routing(RoutingFile.model_validate(document), source)
+    except ValidationError as exc:
+        raise RoutingError(f"{source}: {_describe(exc)}") from None
+
+
+def load_routing(path: Path | None) -> Routing:
+    """The routing file at `path`, or the built-in default: one load-aware queue over all reps."""
+    if path is None:
+        return Routing(RoutingFile(), "built-in default")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RoutingError(f"cannot read routing file {path}: {exc.strerror}") from None
+    return parse_routing(text, str(path))
+

@@ -1,0 +1,91 @@
+"""Every Redis key the dispatcher uses, with its type and purpose.
+
+All keys of one workspace share the hash tag ``{workspace}``: one decision touches the lead, the
+rep and the ready index of every queue the rep is in, and Redis Cluster runs a script only when
+all its keys live in one slot. A deployment shards by workspace, not by queue (see DESIGN notes
+in README). The ``v1`` in the prefix changes whenever a layout below changes meaning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KEY_VERSION = "v1"
+
+
+@dataclass(frozen=True)
+class Keys:
+    workspace: str
+
+    def _key(self, name: str) -> str:
+        return f"dsp:{KEY_VERSION}:{{{self.workspace}}}:{name}"
+
+    @property
+    def leads(self) -> str:
+        """HASH lead id -> JSON record (status, rep, queue, lead body, decision facts, history)."""
+        return self._key("leads")
+
+    @property
+    def rep_profiles(self) -> str:
+        """HASH rep id -> JSON profile as last PUT (name, capacity, skills, attributes, teams)."""
+        return self._key("rep:profiles")
+
+    @property
+    def rep_capacity(self) -> str:
+        """HASH "rep|bucket" -> capacity; bucket "*" when one number covers every channel."""
+        return self._key("rep:cap")
+
+    @property
+    def rep_load(self) -> str:
+        """HASH "rep|bucket" -> open leads counted against that bucket."""
+        return self._key("rep:load")
+
+    @property
+    def rep_skills(self) -> str:
+        """HASH "rep|skill" -> level 1..10."""
+        return self._key("rep:skills")
+
+    @property
+    def rep_rank(self) -> str:
+        """HASH rep id -> rank (higher is better), from the rep's `rank` attribute."""
+        return self._key("rep:rank")
+
+    @property
+    def rep_status(self) -> str:
+        """HASH rep id -> online | away | offline, as last set."""
+        return self._key("rep:status")
+
+    @property
+    def rep_seen(self) -> str:
+        """ZSET rep id scored by its last heartbeat (ms, Redis clock)."""
+        return self._key("rep:seen")
+
+    @property
+    def rep_last_assigned(self) -> str:
+        """HASH rep id -> time of its last assignment (ms, Redis clock; 0 = never)."""
+        return self._key("rep:last_assigned")
+
+    @property
+    def routing_fingerprint(self) -> str:
+        """STRING hash of the routing file the queue memberships were last built from."""
+        return self._key("routing:fingerprint")
+
+    def queue_members(self, queue: str) -> str:
+        """SET of rep ids eligible for the queue by its static filters (teams, skills, attributes)."""
+        return self._key(f"q:{queue}:members")
+
+    def queue_ready(self, queue: str, bucket: str) -> str:
+        """ZSET (all scores 0, ordered by member bytes) of "sortkey|rep" for members that are
+        online with room in that capacity bucket; the sort key is the queue strategy's order."""
+        return self._key(f"q:{queue}:ready:{bucket}")
+
+    def queue_wait(self, queue: str, channel: str) -> str:
+        """ZSET lead id scored (9 - priority) * 1e13 + accepted ms: the head is the next to serve."""
+        return self._key(f"q:{queue}:wait:{channel}")
+
+    def fixed(self) -> list[str]:
+        """The keys every script takes first, in the order lib.lua expects."""
+        return [
+            self.leads, self.rep_profiles, self.rep_capacity, self.rep_load, self.rep_skills,
+            self.rep_rank, self.rep_status, self.rep_seen, self.rep_last_assigned,
+        ]

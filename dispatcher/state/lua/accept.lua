@@ -1,0 +1,9 @@
+-- accept: record a lead as pending the moment it is accepted over HTTP, so it can be looked up
+-- before a worker routes it. An id seen before is left exactly as it is.
+-- KEYS: the shared fixed keys (lib.lua); only KEYS[1], the lead records, is touched.
+-- ARGV: lead id, lead JSON (validated).
+-- Returns 1 when the lead is new, 0 when the id was already known.
+local now = now_ms()
+local record = {id = ARGV[1], status = 'pending', accepted_at = now, lead = cjson.decode(ARGV[2]),
+                history = {{at = now, event = 'accepted'}}}
+return redis.call('HSETNX', KEYS[K_LEADS], ARGV[1], cjson.encode(record))

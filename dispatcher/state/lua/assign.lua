@@ -1,0 +1,36 @@
+-- assign: decide one lead. Takes the best rep of the lead's queue that every filter lets through,
+-- reserves a unit of its capacity and records the decision, all in this one atomic step; when no
+-- rep can take it, the lead waits in the queue's wait set for its channel.
+-- KEYS: the shared layout (lib.lua), built for the lead's channel only.
+-- ARGV: the shared layout, then lead id, lead JSON (validated), source (where this delivery came
+--       from, e.g. "leads/2@1041"), queue name.
+-- Returns {kind, status, assignment?}: kind is 'new', 'replay' (same source seen again: a
+-- redelivery after a crash, whose event must go out again) or 'duplicate' (the id was already
+-- decided from another source: nothing changes).
+local ctx = parse_context()
+local lead_id, lead_json, source, queue_name = ARGV[ctx.argi], ARGV[ctx.argi + 1], ARGV[ctx.argi + 2], ARGV[ctx.argi + 3]
+
+local record = load_record(lead_id)
+if record and record.status ~= 'pending' then
+    local kind = record.source == source and 'replay' or 'duplicate'
+    if record.status == 'assigned' then
+        return {kind, record.status, {record.id, record.rep_id, record.queue, record.strategy,
+                                      record.assigned_at, cjson.encode(record.facts)}}
+    end
+    return {kind, record.status}
+end
+if not record then
+    record = {id = lead_id, accepted_at = ctx.now, history = {}}
+    add_history(record, ctx.now, 'accepted', {})
+end
+record.lead = cjson.decode(lead_json)
+record.source = source
+
+local q = ctx.by_name[queue_name]
+local choice, skipped = pick_rep(ctx, q, record.lead.channel, lead_skills(record), nil)
+if choice then
+    return {'new', 'assigned', reserve(ctx, record, q, choice.rep, choice.bucket, 'assigned',
+                                       {skipped = skipped, priority = record.lead.priority})}
+end
+enqueue(ctx, record, q)
+return {'new', 'queued'}

@@ -1,0 +1,28 @@
+-- close: end a lead. Frees the rep's unit at once and hands it the best waiting lead it may take.
+-- Closing twice changes nothing, so a retried close can never leak capacity.
+-- KEYS: the shared layout (lib.lua), all channels.
+-- ARGV: the shared layout, then lead id, outcome.
+-- Returns {'unknown'} | {'already_closed', outcome} | {'closed', previous status, rep id or '', drained assignments}
+local ctx = parse_context()
+local lead_id, outcome = ARGV[ctx.argi], ARGV[ctx.argi + 1]
+
+local record = load_record(lead_id)
+if not record then return {'unknown'} end
+if record.status == 'closed' then return {'already_closed', record.outcome} end
+
+local previous = record.status
+local rep = previous == 'assigned' and record.rep_id or nil
+if rep then
+    release(ctx, rep, record.bucket)
+elseif previous == 'queued' then
+    redis.call('ZREM', ctx.by_name[record.queue].wait[record.lead.channel], lead_id)
+end
+record.status = 'closed'
+record.outcome = outcome
+record.closed_at = ctx.now
+add_history(record, ctx.now, 'closed', {outcome = outcome})
+save_record(record)
+
+local drained = {}
+if rep then drain_rep(ctx, rep, drained) end
+return {'closed', previous, rep or '', drained}

@@ -1,0 +1,56 @@
+-- reassign: a supervisor moves a lead. With a rep id the lead goes to that rep if it is online and
+-- has room (skills are the supervisor's call); without one it is routed again in its queue,
+-- never back to the rep it leaves. The rep it leaves then drains its queues as after a close.
+-- KEYS: the shared layout (lib.lua), all channels.
+-- ARGV: the shared layout, then lead id, target rep id ('' to re-route), queue to use when the
+--       lead's own queue is no longer routed.
+-- Returns {'refused', message} | {'ok', status, assignment or false, drained assignments}
+local ctx = parse_context()
+local lead_id, target, fallback_queue = ARGV[ctx.argi], ARGV[ctx.argi + 1], ARGV[ctx.argi + 2]
+
+local record = load_record(lead_id)
+if not record then return {'refused', 'unknown lead ' .. lead_id} end
+if record.status == 'closed' or record.status == 'pending' then
+    return {'refused', string.format('lead %s is %s and cannot be reassigned', lead_id, record.status)}
+end
+local channel = record.lead.channel
+local q = ctx.by_name[record.queue] or ctx.by_name[fallback_queue]
+local old_rep = record.status == 'assigned' and record.rep_id or nil
+local target_bucket
+if target ~= '' then
+    if redis.call('HEXISTS', KEYS[K_PROFILES], target) == 0 then return {'refused', 'unknown rep ' .. target} end
+    if target == old_rep then return {'refused', string.format('lead %s is already assigned to %s', lead_id, target)} end
+    target_bucket = bucket_for(target, channel)
+    if not target_bucket then return {'refused', string.format('rep %s takes no %s leads', target, channel)} end
+    if not is_present(ctx, target) then return {'refused', string.format('rep %s is not online', target)} end
+    local load, cap = load_and_cap(target, target_bucket)
+    if load >= cap then
+        return {'refused', string.format('rep %s is at capacity (%d of %d)', target, load, cap)}
+    end
+end
+
+if old_rep then
+    release(ctx, old_rep, record.bucket)
+elseif record.status == 'queued' then
+    redis.call('ZREM', ctx.by_name[record.queue] and ctx.by_name[record.queue].wait[channel] or q.wait[channel], lead_id)
+end
+record.reassigned = true
+
+local assignment = false
+local drained = {}
+if target ~= '' then
+    assignment = reserve(ctx, record, q, target, target_bucket, 'reassigned', {manual = true, from_rep = old_rep or cjson.null})
+else
+    local choice, skipped = pick_rep(ctx, q, channel, lead_skills(record), old_rep)
+    if choice then
+        assignment = reserve(ctx, record, q, choice.rep, choice.bucket, 'reassigned',
+            {skipped = skipped, priority = record.lead.priority, from_rep = old_rep or cjson.null})
+    else
+        -- The rep it leaves drains first, so the lead cannot fall straight back to it.
+        if old_rep then drain_rep(ctx, old_rep, drained) end
+        enqueue(ctx, record, q)
+        return {'ok', record.status, assignment, drained}
+    end
+end
+if old_rep then drain_rep(ctx, old_rep, drained) end
+return {'ok', record.status, assignment, drained}

@@ -1,0 +1,244 @@
+"""The one door to Redis. Every change of live state is one registered Lua script (dispatcher/state/lua),
+run atomically; this module only lays out the keys and arguments and reads the answers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from dispatcher.routing import Routing
+from dispatcher.state.keys import Keys
+from strategies import policy
+
+LUA_DIR = Path(__file__).parent / "lua"
+SCRIPT_NAMES = ("accept", "assign", "close", "presence", "upsert_rep", "reassign", "rebuild_queue")
+
+
+def iso_ms(epoch_ms: float) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Assignment:
+    lead_id: str
+    rep_id: str
+    queue: str
+    strategy: str
+    assigned_at_ms: int
+    facts: Mapping[str, Any]
+    reassigned: bool = False
+
+    @classmethod
+    def from_script(cls, row: Sequence[Any], *, reassigned: bool = False) -> Assignment:
+        lead_id, rep_id, queue, strategy, assigned_at, facts = row
+        return cls(lead_id, rep_id, queue, strategy, int(assigned_at), orjson.loads(facts), reassigned)
+
+    @property
+    def reason(self) -> str:
+        return policy.explain(self.strategy, dict(self.facts))
+
+    def event(self) -> dict[str, Any]:
+        return {
+            "lead_id": self.lead_id,
+            "rep_id": self.rep_id,
+            "queue": self.queue,
+            "strategy": self.strategy,
+            "reason": self.reason,
+            "assigned_at": iso_ms(self.assigned_at_ms),
+            "reassigned": self.reassigned,
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """kind: 'new' (decided now), 'replay' (the same delivery again: re-emit its event) or
+    'duplicate' (the id was decided from another delivery: nothing to do)."""
+
+    lead_id: str
+    kind: str
+    status: str
+    assignment: Assignment | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a close, presence, profile or reassign call did: `ok` False means refused, with a
+    message in words; `assignments` are every lead that went to a rep as a result."""
+
+    ok: bool
+    detail: str = ""
+    assignments: tuple[Assignment, ...] = field(default_factory=tuple)
+
+
+class Store:
+    def __init__(self, client: aioredis.Redis, keys: Keys, routing: Routing, presence_ttl_s: float) -> None:
+        self.client = client
+        self.keys = keys
+        self.presence_ttl_ms = int(presence_ttl_s * 1000)
+        lib = (LUA_DIR / "lib.lua").read_text()
+        self._scripts = {
+            name: client.register_script(f"{lib}\n{(LUA_DIR / f'{name}.lua').read_text()}") for name in SCRIPT_NAMES
+        }
+        self.use_routing(routing)
+
+    def use_routing(self, routing: Routing) -> None:
+        self.routing = routing
+        self._layouts: dict[tuple[str, tuple[str, ...]], tuple[list[str], list[Any]]] = {}
+        self._all_channels = self._layout(routing.channels)
+
+    def _layout(self, channels: tuple[str, ...], only_queue: str | None = None) -> tuple[list[str], list[Any]]:
+        """KEYS and leading ARGV in the shape lib.lua's parse_context reads; cached, since it
+        changes only with the routing file."""
+        cache_key = (only_queue or "", channels)
+        if cache_key not in self._layouts:
+            queues = [q for q in self.routing.queues if only_queue in (None, q.name)]
+            keys, args = self.keys.fixed(), [len(queues), ",".join(channels), self.presence_ttl_ms]
+            for queue in queues:
+                keys.append(self.keys.queue_members(queue.name))
+                keys.append(self.keys.queue_ready(queue.name, "*"))
+                keys.extend(self.keys.queue_ready(queue.name, channel) for channel in channels)
+                keys.extend(self.keys.queue_wait(queue.name, channel) for channel in channels)
+                args.extend((queue.name, queue.strategy, queue.order, queue.heartbeat_window_ms))
+            self._layouts[cache_key] = (keys, args)
+        return self._layouts[cache_key]
+
+    # --- leads -----------------------------------------------------------------------------
+
+    async def accept(self, lead: Mapping[str, Any]) -> bool:
+        """Records a lead as pending; False when its id is already known (a resend)."""
+        return bool(await self._scripts["accept"](keys=self.keys.fixed(), args=[lead["id"], orjson.dumps(lead)]))
+
+    def _assign_args(self, lead: Mapping[str, Any], source: str) -> tuple[list[str], list[Any]]:
+        keys, args = self._layout((lead["channel"],))
+        return keys, [*args, lead["id"], orjson.dumps(lead), source, self.routing.queue_for(lead)]
+
+    @staticmethod
+    def _decision(lead_id: str, row: Sequence[Any]) -> Decision:
+        assignment = Assignment.from_script(row[2]) if len(row) > 2 else None
+        return Decision(lead_id, row[0], row[1], assignment)
+
+    async def assign(self, lead: Mapping[str, Any], source: str) -> Decision:
+        keys, args = self._assign_args(lead, source)
+        return self._decision(lead["id"], await self._scripts["assign"](keys=keys, args=args))
+
+    async def assign_many(self, deliveries: Iterable[tuple[Mapping[str, Any], str]]) -> list[Decision]:
+        """Several decisions in one round trip; each is still its own atomic script, in order."""
+        pipe = self.client.pipeline(transaction=False)
+        lead_ids = []
+        for lead, source in deliveries:
+            keys, args = self._assign_args(lead, source)
+            await self._scripts["assign"](keys=keys, args=args, client=pipe)
+            lead_ids.append(lead["id"])
+        rows = await pipe.execute()
+        return [self._decision(lead_id, row) for lead_id, row in zip(lead_ids, rows, strict=True)]
+
+    async def close(self, lead_id: str, outcome: str) -> Outcome:
+        keys, args = self._all_channels
+        row = await self._scripts["close"](keys=keys, args=[*args, lead_id, outcome])
+        if row[0] == "unknown":
+            return Outcome(False, f"unknown lead {lead_id}")
+        if row[0] == "already_closed":
+            return Outcome(True, "already closed")
+        return Outcome(True, f"closed (was {row[1]})", tuple(Assignment.from_script(r) for r in row[3]))
+
+    async def reassign(self, lead_id: str, rep_id: str | None) -> Outcome:
+        keys, args = self._all_channels
+        row = await self._scripts["reassign"](
+            keys=keys, args=[*args, lead_id, rep_id or "", self.routing.default_queue]
+        )
+        if row[0] == "refused":
+            return Outcome(False, row[1])
+        moved = (Assignment.from_script(row[2], reassigned=True),) if row[2] else ()
+        return Outcome(True, row[1], moved + tuple(Assignment.from_script(r) for r in row[3]))
+
+    async def lead(self, lead_id: str) -> dict[str, Any] | None:
+        raw = await self.client.hget(self.keys.leads, lead_id)
+        return None if raw is None else orjson.loads(raw)
+
+    # --- reps ------------------------------------------------------------------------------
+
+    async def set_presence(self, rep_id: str, status: str) -> Outcome:
+        keys, args = self._all_channels
+        row = await self._scripts["presence"](keys=keys, args=[*args, rep_id, status])
+        if row[0] == "unknown":
+            return Outcome(False, f"unknown rep {rep_id}; create it with PUT /v1/reps/{rep_id} first")
+        return Outcome(True, row[1], tuple(Assignment.from_script(r) for r in row[2]))
+
+    async def upsert_rep(self, rep_id: str, profile: Mapping[str, Any]) -> Outcome:
+        capacity = profile["capacity"]
+        capacity_spec = f"*={capacity}" if isinstance(capacity, int) else ",".join(f"{c}={n}" for c, n in capacity.items())
+        skills_spec = ",".join(f"{skill}={level}" for skill, level in profile.get("skills", {}).items())
+        rank = (profile.get("attributes") or {}).get("rank", 0)
+        keys, args = self._all_channels
+        row = await self._scripts["upsert_rep"](
+            keys=keys,
+            args=[*args, rep_id, orjson.dumps(profile), capacity_spec, skills_spec, rank,
+                  ",".join(self.routing.queues_for(profile))],
+        )
+        if row[0] == "conflict":
+            return Outcome(False, row[1])
+        return Outcome(True, row[1], tuple(Assignment.from_script(r) for r in row[2]))
+
+    async def rebuild_queues(self) -> list[Assignment]:
+        """Recomputes every queue's members from the stored profiles and the current routing."""
+        profiles = {rep: orjson.loads(raw) for rep, raw in (await self.client.hgetall(self.keys.rep_profiles)).items()}
+        drained: list[Assignment] = []
+        for queue in self.routing.queues:
+            members = [rep for rep, profile in profiles.items() if queue.admits(profile)]
+            keys, args = self._layout(self.routing.channels, only_queue=queue.name)
+            row = await self._scripts["rebuild_queue"](keys=keys, args=[*args, *members])
+            drained.extend(Assignment.from_script(r) for r in row[2])
+        await self.client.set(self.keys.routing_fingerprint, self.routing.fingerprint)
+        return drained
+
+    async def routing_is_current(self) -> bool:
+        return await self.client.get(self.keys.routing_fingerprint) == self.routing.fingerprint
+
+    async def reps(self, rep_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Rep objects as the API shows them: profile, effective status, load shaped like capacity."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        if rep_ids is None:
+            pipe.hgetall(k.rep_profiles).hgetall(k.rep_status).zrange(k.rep_seen, 0, -1, withscores=True)
+            pipe.hgetall(k.rep_load).hgetall(k.rep_last_assigned).time()
+            profiles_raw, status, seen, load, last, now = await pipe.execute()
+        else:
+            pipe.hmget(k.rep_profiles, rep_ids).hmget(k.rep_status, rep_ids)
+            pipe.zmscore(k.rep_seen, rep_ids).hgetall(k.rep_load).hmget(k.rep_last_assigned, rep_ids).time()
+            raw_list, status_list, seen_list, load, last_list, now = await pipe.execute()
+            profiles_raw = {r: p for r, p in zip(rep_ids, raw_list, strict=True) if p is not None}
+            status = dict(zip(rep_ids, status_list, strict=True))
+            seen = [(r, s) for r, s in zip(rep_ids, seen_list, strict=True) if s is not None]
+            last = dict(zip(rep_ids, last_list, strict=True))
+        now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+        seen_at = dict(seen)
+        reps = []
+        for rep_id, raw in profiles_raw.items():
+            profile = orjson.loads(raw)
+            capacity = profile["capacity"]
+            heard = seen_at.get(rep_id)
+            effective = status.get(rep_id) or "offline"
+            if effective == "online" and (heard is None or heard < now_ms - self.presence_ttl_ms):
+                effective = "offline"
+            if isinstance(capacity, int):
+                rep_load: int | dict[str, int] = int(load.get(f"{rep_id}|*", 0))
+            else:
+                rep_load = {channel: int(load.get(f"{rep_id}|{channel}", 0)) for channel in capacity}
+            last_assigned = int(last.get(rep_id) or 0)
+            reps.append({
+                "id": rep_id,
+                **profile,
+                "status": effective,
+                "load": rep_load,
+                "capacity": capacity,
+                "queues": self.routing.queues_for(profile),
+                "last_seen_at": iso_ms(heard) if heard else None,
+                "last_assigned_at": iso_ms(last_assigned) if last_assigned else None,
+            })
+        return sorted(reps, key=lambda rep: rep["id"])

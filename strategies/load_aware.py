@@ -1,0 +1,21 @@
+"""load_aware (the default): the eligible rep with the lowest load relative to capacity; ties go
+to the rep idle longest, so equal reps take turns instead of the first one filling up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from strategies.base import LeadView, RepState, describe_load, join_reason, utilization_key
+
+NAME = "load_aware"
+ORDER = ("utilization", "last_assigned")
+HEARTBEAT_WINDOW_S = 0.0
+
+
+def select(candidates: Sequence[RepState], lead: LeadView) -> RepState | None:
+    return min(candidates, key=lambda rep: (utilization_key(rep), rep.last_assigned_ms, rep.id), default=None)
+
+
+def explain(facts: Mapping[str, Any]) -> str:
+    return join_reason(f"load-aware: least loaded eligible rep, {describe_load(facts)}", facts)
