@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -14,10 +15,13 @@ class Settings(BaseSettings):
 
     broker: str = "kafka://127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_max_connections: int = Field(64, ge=1, le=10_000)
     http_port: int = Field(6066, ge=1, le=65535)
     http_host: str = "0.0.0.0"
     routing: Path | None = None
     topic_prefix: str = ""
+    # The consumer group; prefixed like the topics, so prefixed deployments never share a group.
+    group_id: str = "lead-dispatcher"
     # Namespaces every Redis key, so several dispatchers (or test runs) can share one redis.
     workspace: str = Field("main", pattern=r"^[A-Za-z0-9_-]{1,32}$")
 
@@ -36,6 +40,11 @@ class Settings(BaseSettings):
     presence_ttl_s: float = Field(60.0, gt=0)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     worker_id: str = ""
+    # faust insists on a data directory even without tables; keep it out of the working tree.
+    data_dir: Path = Path(tempfile.gettempdir()) / "lead-dispatcher"
+    # Batching amortises the Redis round trip under bursts; the window bounds the latency it adds.
+    batch_max: int = Field(200, ge=1, le=10_000)
+    batch_window_ms: float = Field(1.0, gt=0)
     log_level: str = "info"
 
     @field_validator("api_tokens", mode="before")

@@ -3,7 +3,7 @@ run atomically; this module only lays out the keys and arguments and reads the a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +18,13 @@ from strategies import policy
 
 LUA_DIR = Path(__file__).parent / "lua"
 SCRIPT_NAMES = ("accept", "assign", "close", "presence", "upsert_rep", "reassign", "rebuild_queue")
+
+
+def connect(url: str, max_connections: int) -> aioredis.Redis:
+    """A client whose callers wait for a free connection rather than fail, so a burst of HTTP
+    requests cannot open more than `max_connections` sockets to redis."""
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, decode_responses=True)
+    return aioredis.Redis(connection_pool=pool)
 
 
 def iso_ms(epoch_ms: float) -> str:
@@ -63,17 +70,23 @@ class Decision:
     lead_id: str
     kind: str
     status: str
+    queue: str
     assignment: Assignment | None = None
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a close, presence, profile or reassign call did: `ok` False means refused, with a
-    message in words; `assignments` are every lead that went to a rep as a result."""
+    """What a close, presence, profile or reassign call did. `code` is 'ok', 'not_found' or
+    'conflict' (refused: `detail` says why in words); `assignments` are every lead that went to a
+    rep as a result."""
 
-    ok: bool
+    code: str
     detail: str = ""
     assignments: tuple[Assignment, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return self.code == "ok"
 
 
 class Store:
@@ -110,42 +123,39 @@ class Store:
 
     # --- leads -----------------------------------------------------------------------------
 
-    async def accept(self, lead: Mapping[str, Any]) -> bool:
-        """Records a lead as pending; False when its id is already known (a resend)."""
-        return bool(await self._scripts["accept"](keys=self.keys.fixed(), args=[lead["id"], orjson.dumps(lead)]))
-
-    def _assign_args(self, lead: Mapping[str, Any], source: str) -> tuple[list[str], list[Any]]:
-        keys, args = self._layout((lead["channel"],))
-        return keys, [*args, lead["id"], orjson.dumps(lead), source, self.routing.queue_for(lead)]
-
-    @staticmethod
-    def _decision(lead_id: str, row: Sequence[Any]) -> Decision:
-        assignment = Assignment.from_script(row[2]) if len(row) > 2 else None
-        return Decision(lead_id, row[0], row[1], assignment)
+    async def accept(self, lead: Mapping[str, Any]) -> str:
+        """Records a lead as pending: 'new', or the status of the lead already known by its id."""
+        return await self._scripts["accept"](keys=self.keys.fixed(), args=[lead["id"], orjson.dumps(lead)])
 
     async def assign(self, lead: Mapping[str, Any], source: str) -> Decision:
-        keys, args = self._assign_args(lead, source)
-        return self._decision(lead["id"], await self._scripts["assign"](keys=keys, args=args))
+        (decision,) = await self.assign_many([(lead, source)])
+        return decision
 
-    async def assign_many(self, deliveries: Iterable[tuple[Mapping[str, Any], str]]) -> list[Decision]:
+    async def assign_many(self, deliveries: Sequence[tuple[Mapping[str, Any], str]]) -> list[Decision]:
         """Several decisions in one round trip; each is still its own atomic script, in order."""
         pipe = self.client.pipeline(transaction=False)
-        lead_ids = []
+        queues = []
         for lead, source in deliveries:
-            keys, args = self._assign_args(lead, source)
-            await self._scripts["assign"](keys=keys, args=args, client=pipe)
-            lead_ids.append(lead["id"])
+            queue = self.routing.queue_for(lead)
+            keys, args = self._layout((lead["channel"],))
+            await self._scripts["assign"](
+                keys=keys, args=[*args, lead["id"], orjson.dumps(lead), source, queue], client=pipe
+            )
+            queues.append(queue)
         rows = await pipe.execute()
-        return [self._decision(lead_id, row) for lead_id, row in zip(lead_ids, rows, strict=True)]
+        return [
+            Decision(lead["id"], row[0], row[1], queue, Assignment.from_script(row[2]) if len(row) > 2 else None)
+            for (lead, _), queue, row in zip(deliveries, queues, rows, strict=True)
+        ]
 
     async def close(self, lead_id: str, outcome: str) -> Outcome:
         keys, args = self._all_channels
         row = await self._scripts["close"](keys=keys, args=[*args, lead_id, outcome])
         if row[0] == "unknown":
-            return Outcome(False, f"unknown lead {lead_id}")
+            return Outcome("not_found", f"unknown lead {lead_id}")
         if row[0] == "already_closed":
-            return Outcome(True, "already closed")
-        return Outcome(True, f"closed (was {row[1]})", tuple(Assignment.from_script(r) for r in row[3]))
+            return Outcome("ok", "already closed")
+        return Outcome("ok", f"closed (was {row[1]})", tuple(Assignment.from_script(r) for r in row[3]))
 
     async def reassign(self, lead_id: str, rep_id: str | None) -> Outcome:
         keys, args = self._all_channels
@@ -153,9 +163,9 @@ class Store:
             keys=keys, args=[*args, lead_id, rep_id or "", self.routing.default_queue]
         )
         if row[0] == "refused":
-            return Outcome(False, row[1])
+            return Outcome(row[1], row[2])
         moved = (Assignment.from_script(row[2], reassigned=True),) if row[2] else ()
-        return Outcome(True, row[1], moved + tuple(Assignment.from_script(r) for r in row[3]))
+        return Outcome("ok", row[1], moved + tuple(Assignment.from_script(r) for r in row[3]))
 
     async def lead(self, lead_id: str) -> dict[str, Any] | None:
         raw = await self.client.hget(self.keys.leads, lead_id)
@@ -167,8 +177,8 @@ class Store:
         keys, args = self._all_channels
         row = await self._scripts["presence"](keys=keys, args=[*args, rep_id, status])
         if row[0] == "unknown":
-            return Outcome(False, f"unknown rep {rep_id}; create it with PUT /v1/reps/{rep_id} first")
-        return Outcome(True, row[1], tuple(Assignment.from_script(r) for r in row[2]))
+            return Outcome("not_found", f"unknown rep {rep_id}; create it with PUT /v1/reps/{rep_id} first")
+        return Outcome("ok", row[1], tuple(Assignment.from_script(r) for r in row[2]))
 
     async def upsert_rep(self, rep_id: str, profile: Mapping[str, Any]) -> Outcome:
         capacity = profile["capacity"]
@@ -182,8 +192,8 @@ class Store:
                   ",".join(self.routing.queues_for(profile))],
         )
         if row[0] == "conflict":
-            return Outcome(False, row[1])
-        return Outcome(True, row[1], tuple(Assignment.from_script(r) for r in row[2]))
+            return Outcome("conflict", row[1])
+        return Outcome("ok", row[1], tuple(Assignment.from_script(r) for r in row[2]))
 
     async def rebuild_queues(self) -> list[Assignment]:
         """Recomputes every queue's members from the stored profiles and the current routing."""

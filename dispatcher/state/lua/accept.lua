@@ -2,8 +2,11 @@
 -- before a worker routes it. An id seen before is left exactly as it is.
 -- KEYS: the shared fixed keys (lib.lua); only KEYS[1], the lead records, is touched.
 -- ARGV: lead id, lead JSON (validated).
--- Returns 1 when the lead is new, 0 when the id was already known.
+-- Returns 'new', or the status of the lead already known by that id.
+local known = redis.call('HGET', KEYS[K_LEADS], ARGV[1])
+if known then return cjson.decode(known).status end
 local now = now_ms()
 local record = {id = ARGV[1], status = 'pending', accepted_at = now, lead = cjson.decode(ARGV[2]),
                 history = {{at = now, event = 'accepted'}}}
-return redis.call('HSETNX', KEYS[K_LEADS], ARGV[1], cjson.encode(record))
+redis.call('HSET', KEYS[K_LEADS], ARGV[1], cjson.encode(record))
+return 'new'

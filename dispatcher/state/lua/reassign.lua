@@ -4,28 +4,28 @@
 -- KEYS: the shared layout (lib.lua), all channels.
 -- ARGV: the shared layout, then lead id, target rep id ('' to re-route), queue to use when the
 --       lead's own queue is no longer routed.
--- Returns {'refused', message} | {'ok', status, assignment or false, drained assignments}
+-- Returns {'refused', 'not_found' | 'conflict', message} | {'ok', status, assignment or false, drained assignments}
 local ctx = parse_context()
 local lead_id, target, fallback_queue = ARGV[ctx.argi], ARGV[ctx.argi + 1], ARGV[ctx.argi + 2]
 
 local record = load_record(lead_id)
-if not record then return {'refused', 'unknown lead ' .. lead_id} end
+if not record then return {'refused', 'not_found', 'unknown lead ' .. lead_id} end
 if record.status == 'closed' or record.status == 'pending' then
-    return {'refused', string.format('lead %s is %s and cannot be reassigned', lead_id, record.status)}
+    return {'refused', 'conflict', string.format('lead %s is %s and cannot be reassigned', lead_id, record.status)}
 end
 local channel = record.lead.channel
 local q = ctx.by_name[record.queue] or ctx.by_name[fallback_queue]
 local old_rep = record.status == 'assigned' and record.rep_id or nil
 local target_bucket
 if target ~= '' then
-    if redis.call('HEXISTS', KEYS[K_PROFILES], target) == 0 then return {'refused', 'unknown rep ' .. target} end
-    if target == old_rep then return {'refused', string.format('lead %s is already assigned to %s', lead_id, target)} end
+    if redis.call('HEXISTS', KEYS[K_PROFILES], target) == 0 then return {'refused', 'not_found', 'unknown rep ' .. target} end
+    if target == old_rep then return {'refused', 'conflict', string.format('lead %s is already assigned to %s', lead_id, target)} end
     target_bucket = bucket_for(target, channel)
-    if not target_bucket then return {'refused', string.format('rep %s takes no %s leads', target, channel)} end
-    if not is_present(ctx, target) then return {'refused', string.format('rep %s is not online', target)} end
+    if not target_bucket then return {'refused', 'conflict', string.format('rep %s takes no %s leads', target, channel)} end
+    if not is_present(ctx, target) then return {'refused', 'conflict', string.format('rep %s is not online', target)} end
     local load, cap = load_and_cap(target, target_bucket)
     if load >= cap then
-        return {'refused', string.format('rep %s is at capacity (%d of %d)', target, load, cap)}
+        return {'refused', 'conflict', string.format('rep %s is at capacity (%d of %d)', target, load, cap)}
     end
 end
 

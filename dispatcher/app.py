@@ -1,0 +1,65 @@
+"""The one faust App, its topics and the live state it works on.
+
+Settings are read from the environment once, here, when a worker starts; everything else gets
+them from `app.settings`.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from dispatcher.http import make_middleware
+from dispatcher.routing import load_routing
+from dispatcher.settings import Settings
+from dispatcher.state.keys import Keys
+from dispatcher.state.store import Store, connect
+from dispatcher.transport import Transport as FetchWaitTransport
+
+
+class DispatcherApp(faust.App):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            f"{settings.topic_prefix}{settings.group_id}",
+            broker=settings.broker,
+            key_serializer="raw",
+            value_serializer="raw",
+            web_host=settings.http_host,
+            web_port=settings.http_port,
+            topic_partitions=settings.topic_partitions,
+            broker_session_timeout=settings.broker_session_timeout_s,
+            broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
+            broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
+            broker_commit_interval=settings.commit_interval_s,
+            autodiscover=False,
+            datadir=str(settings.data_dir),
+            web_application_options={
+                "middlewares": [make_middleware(settings)],
+                "client_max_size": settings.max_body_bytes,
+            },
+        )
+        self.settings = settings
+        self.consuming = False
+
+    def _new_transport(self) -> faust.types.TransportT:
+        return FetchWaitTransport(self.conf.broker_consumer, self)
+
+
+settings = Settings()
+app = DispatcherApp(settings)
+
+leads_topic = app.topic(settings.topic("leads"))
+assignments_topic = app.topic(settings.topic("assignments"))
+rep_events_topic = app.topic(settings.topic("rep-events"))
+leads_dlq_topic = app.topic(settings.topic("leads-dlq"))
+
+store = Store(
+    connect(settings.redis_url, settings.redis_max_connections),
+    Keys(settings.workspace),
+    load_routing(settings.routing),
+    settings.presence_ttl_s,
+)
+
+
+@app.on_partitions_assigned.connect
+async def _mark_consuming(sender: object, assigned: object, **kwargs: object) -> None:
+    app.consuming = True

@@ -1,0 +1,53 @@
+"""What every HTTP request passes through: the bearer-token check and the rule that every error,
+including aiohttp's own (unknown path, wrong method, body too large), is JSON in words."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from dispatcher.settings import Settings
+
+log = logging.getLogger(__name__)
+OPEN_PATHS = frozenset({"/v1/health", "/metrics"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return web.Response(body=orjson.dumps({"error": message}), status=status, content_type="application/json")
+
+
+def make_middleware(settings: Settings) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    tokens = [token.encode() for token in settings.api_tokens]
+
+    def authorized(request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            return False
+        return any(hmac.compare_digest(presented.strip().encode(), token) for token in tokens)
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if tokens and request.path not in OPEN_PATHS and not authorized(request):
+            return error_response(401, "missing or invalid bearer token (send Authorization: Bearer <token>)")
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(413, f"body is larger than the limit of {settings.max_body_bytes} bytes")
+        except web.HTTPNotFound:
+            return error_response(404, f"no such endpoint: {request.method} {request.path}")
+        except web.HTTPMethodNotAllowed as exc:
+            allowed = ", ".join(sorted(exc.allowed_methods))
+            return error_response(405, f"{request.method} is not allowed on {request.path}; allowed: {allowed}")
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            log.exception("request %s %s failed", request.method, request.path)
+            return error_response(500, f"internal error while handling {request.method} {request.path}: {exc}")
+
+    return guard

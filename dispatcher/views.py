@@ -1,0 +1,215 @@
+"""The HTTP API (CONTRACT.md): leads in, reps and presence, closes and moves, health, metrics.
+
+Leads are accepted here and routed by the `assign_leads` agent through the `leads` topic, so HTTP
+and Kafka producers get the same path. Closes, presence and profile changes run their Lua step
+here and answer with the state after it: capacity freed by a close is free when the 200 arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiohttp import web
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from dispatcher import metrics
+from dispatcher.app import app, leads_topic, settings, store
+from dispatcher.events import publish_assignments, publish_rep_event
+from dispatcher.models import (
+    BadInput,
+    CloseRequest,
+    PresenceChange,
+    ReassignRequest,
+    check_id,
+    decode,
+    routable_lead,
+    usable_profile,
+)
+from dispatcher.state.store import Outcome, iso_ms
+from strategies import policy
+
+PRODUCE_TIMEOUT_S = 10.0
+OUTCOME_STATUS = {"ok": 200, "not_found": 404, "conflict": 409}
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def error(status: int, message: str, endpoint: str) -> Response:
+    metrics.http_rejected_total.labels(endpoint, str(status)).inc()
+    return json_response({"error": message}, status)
+
+
+async def body_of(request: Request) -> bytes:
+    return await request.read()
+
+
+def lead_view(record: dict[str, Any]) -> dict[str, Any]:
+    status, lead = record["status"], record.get("lead") or {}
+    rep_id = record.get("rep_id") or None
+    if rep_id and record.get("facts"):
+        reason = policy.explain(record["strategy"], record["facts"])
+    elif status == "queued":
+        reason = f"waiting in queue {record['queue']}: no eligible rep has room yet"
+    elif status == "pending":
+        reason = "accepted, not yet routed"
+    else:
+        reason = f"closed before any rep took it ({record.get('outcome')})"
+    history = [
+        {**entry, "at": iso_ms(entry["at"])} for entry in sorted(record.get("history") or [], key=lambda e: e["at"])
+    ]
+    view = {
+        "id": record["id"],
+        "status": status,
+        "rep_id": rep_id,
+        "queue": record.get("queue"),
+        "strategy": record.get("strategy"),
+        "reason": reason,
+        "channel": lead.get("channel"),
+        "priority": lead.get("priority"),
+        "accepted_at": iso_ms(record["accepted_at"]),
+        "history": history,
+    }
+    if record.get("outcome"):
+        view["outcome"] = record["outcome"]
+    return view
+
+
+async def announce(outcome: Outcome) -> None:
+    await publish_assignments(
+        (a for a in outcome.assignments if not a.reassigned), drained=True
+    )
+    await publish_assignments(a for a in outcome.assignments if a.reassigned)
+
+
+@app.page("/v1/health")
+class Health(View):
+    async def get(self, request: Request) -> Response:
+        try:
+            redis_ok = bool(await store.client.ping())
+        except Exception as exc:  # noqa: BLE001 - any failure means "not healthy", said in words
+            return json_response({"status": "unavailable", "error": f"redis does not answer: {exc}"}, 503)
+        if not app.consuming:
+            return json_response({"status": "starting", "error": "not yet consuming the leads topic"}, 503)
+        return json_response(
+            {"status": "ok", "redis": redis_ok, "worker_id": settings.worker_id, "routing": store.routing.source}
+        )
+
+
+@app.page("/metrics")
+class Metrics(View):
+    async def get(self, request: Request) -> Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@app.page("/v1/leads")
+class Leads(View):
+    async def post(self, request: Request) -> Response:
+        raw = await body_of(request)
+        try:
+            lead = routable_lead(raw, store.routing, max_bytes=settings.max_body_bytes)
+        except BadInput as exc:
+            return error(413 if exc.kind == "too_large" else 400, str(exc), "leads")
+        known = await store.accept(lead)
+        if known not in ("new", "pending"):
+            return json_response({"id": lead["id"], "status": "accepted", "duplicate": True}, 202)
+        try:
+            delivery = await leads_topic.send(key=lead["id"].encode(), value=orjson.dumps(lead))
+            await asyncio.wait_for(delivery, PRODUCE_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - the client must learn the lead was not taken
+            return error(503, f"the broker did not take the lead; send it again: {exc}", "leads")
+        metrics.leads_received_total.labels("http").inc()
+        return json_response({"id": lead["id"], "status": "accepted", "duplicate": known == "pending"}, 202)
+
+
+@app.page("/v1/leads/{lead_id}")
+class Lead(View):
+    async def get(self, request: Request, lead_id: str) -> Response:
+        record = await store.lead(lead_id)
+        if record is None:
+            return error(404, f"unknown lead {lead_id}", "lead")
+        return json_response(lead_view(record))
+
+
+@app.page("/v1/leads/{lead_id}/close")
+class LeadClose(View):
+    async def post(self, request: Request, lead_id: str) -> Response:
+        try:
+            check_id(lead_id, "lead")
+            close = decode(await body_of(request), CloseRequest, max_bytes=settings.max_body_bytes)
+        except BadInput as exc:
+            return error(400, str(exc), "close")
+        outcome = await store.close(lead_id, close.outcome)
+        if not outcome.ok:
+            return error(OUTCOME_STATUS[outcome.code], outcome.detail, "close")
+        await announce(outcome)
+        record = await store.lead(lead_id)
+        await publish_rep_event("lead_closed", record.get("rep_id") or "", lead_id=lead_id, outcome=close.outcome)
+        return json_response(lead_view(record))
+
+
+@app.page("/v1/leads/{lead_id}/reassign")
+class LeadReassign(View):
+    async def post(self, request: Request, lead_id: str) -> Response:
+        raw = await body_of(request)
+        try:
+            check_id(lead_id, "lead")
+            move = decode(raw, ReassignRequest, max_bytes=settings.max_body_bytes) if raw.strip() else ReassignRequest()
+        except BadInput as exc:
+            return error(400, str(exc), "reassign")
+        outcome = await store.reassign(lead_id, move.rep_id)
+        if not outcome.ok:
+            return error(OUTCOME_STATUS[outcome.code], outcome.detail, "reassign")
+        await announce(outcome)
+        return json_response(lead_view(await store.lead(lead_id)))
+
+
+@app.page("/v1/reps")
+class Reps(View):
+    async def get(self, request: Request) -> Response:
+        return json_response({"reps": await store.reps()})
+
+
+@app.page("/v1/reps/{rep_id}")
+class Rep(View):
+    async def get(self, request: Request, rep_id: str) -> Response:
+        found = await store.reps([rep_id])
+        if not found:
+            return error(404, f"unknown rep {rep_id}", "rep")
+        return json_response(found[0])
+
+    async def put(self, request: Request, rep_id: str) -> Response:
+        try:
+            check_id(rep_id, "rep")
+            profile = usable_profile(await body_of(request), store.routing, max_bytes=settings.max_body_bytes)
+        except BadInput as exc:
+            return error(413 if exc.kind == "too_large" else 400, str(exc), "rep")
+        outcome = await store.upsert_rep(rep_id, profile)
+        if not outcome.ok:
+            return error(OUTCOME_STATUS[outcome.code], outcome.detail, "rep")
+        await announce(outcome)
+        await publish_rep_event("profile", rep_id, profile=profile)
+        (rep,) = await store.reps([rep_id])
+        return json_response(rep)
+
+
+@app.page("/v1/reps/{rep_id}/presence")
+class RepPresence(View):
+    async def post(self, request: Request, rep_id: str) -> Response:
+        try:
+            check_id(rep_id, "rep")
+            change = decode(await body_of(request), PresenceChange, max_bytes=settings.max_body_bytes)
+        except BadInput as exc:
+            return error(400, str(exc), "presence")
+        outcome = await store.set_presence(rep_id, change.status)
+        if not outcome.ok:
+            return error(OUTCOME_STATUS[outcome.code], outcome.detail, "presence")
+        await announce(outcome)
+        if outcome.detail != change.status:
+            await publish_rep_event("presence", rep_id, status=change.status, previous=outcome.detail)
+        (rep,) = await store.reps([rep_id])
+        return json_response(rep)

@@ -1,0 +1,63 @@
+"""Factories for the Redis-level tests: a Store on the session's real redis-server, in a
+workspace of its own, with a routing file given as YAML (or the built-in default)."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from dispatcher.routing import load_routing, parse_routing
+from dispatcher.state.keys import Keys
+from dispatcher.state.store import Store, connect
+
+StoreFactory = Callable[..., Awaitable[Store]]
+
+
+@pytest.fixture
+async def store_factory(stack: Any) -> AsyncIterator[StoreFactory]:
+    clients: list[aioredis.Redis] = []
+
+    async def make(routing_yaml: str | None = None, *, presence_ttl_s: float = 60.0, pool_size: int = 50) -> Store:
+        client = connect(stack.redis_url, pool_size)
+        clients.append(client)
+        routing = parse_routing(routing_yaml, "test routing") if routing_yaml else load_routing(None)
+        return Store(client, Keys(f"test-{uuid.uuid4().hex[:12]}"), routing, presence_ttl_s)
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+def rep_factory() -> Callable[..., Awaitable[None]]:
+    """Puts a rep in place, online unless told otherwise; every field has a default."""
+
+    async def make(
+        store: Store,
+        rep_id: str,
+        *,
+        capacity: int | dict[str, int] = 2,
+        skills: dict[str, int] | None = None,
+        attributes: dict[str, Any] | None = None,
+        teams: list[str] | None = None,
+        status: str = "online",
+    ) -> None:
+        profile = {"capacity": capacity, "skills": skills or {}, "attributes": attributes or {}, "teams": teams or []}
+        outcome = await store.upsert_rep(rep_id, profile)
+        assert outcome.ok, outcome.detail
+        assert (await store.set_presence(rep_id, status)).ok
+
+    return make
+
+
+_leads = itertools.count()
+
+
+def lead(lead_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A valid lead as the scripts take it, with full defaults."""
+    return {"id": lead_id or f"lead-{next(_leads)}", "channel": "web", "priority": 0, **fields}

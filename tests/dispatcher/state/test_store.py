@@ -1,0 +1,246 @@
+"""The atomic Redis steps against a real redis-server: every invariant of CONTRACT.md that lives
+in Redis, checked where it is enforced."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from tests.dispatcher.state.conftest import lead
+
+
+async def loads(store) -> dict[str, object]:
+    return {rep["id"]: rep["load"] for rep in await store.reps()}
+
+
+async def test_parallel_reserves_yield_exactly_capacity(store_factory, rep_factory):
+    store = await store_factory()
+    capacities = {"r1": 3, "r2": 5, "r3": 1, "r4": 7}
+    for rep_id, capacity in capacities.items():
+        await rep_factory(store, rep_id, capacity=capacity)
+    decisions = await asyncio.gather(*(store.assign(lead(), f"p0@{n}") for n in range(120)))
+    assigned = [d for d in decisions if d.status == "assigned"]
+    assert len(assigned) == sum(capacities.values())
+    assert sum(d.status == "queued" for d in decisions) == 120 - len(assigned)
+    assert await loads(store) == capacities
+
+
+async def test_offline_and_away_reps_get_nothing(store_factory, rep_factory):
+    store = await store_factory()
+    await rep_factory(store, "away-rep", status="away")
+    await rep_factory(store, "offline-rep", status="offline")
+    await rep_factory(store, "gone-rep")
+    await store.set_presence("gone-rep", "offline")
+    decisions = [await store.assign(lead(), f"p0@{n}") for n in range(3)]
+    assert [d.status for d in decisions] == ["queued"] * 3
+    assert await loads(store) == {"away-rep": 0, "offline-rep": 0, "gone-rep": 0}
+
+
+async def test_a_rep_whose_heartbeat_expired_counts_as_offline(store_factory, rep_factory):
+    store = await store_factory(presence_ttl_s=0.2)
+    await rep_factory(store, "quiet")
+    await asyncio.sleep(0.3)
+    assert (await store.assign(lead(), "p0@1")).status == "queued"
+    (rep,) = await store.reps(["quiet"])
+    assert rep["status"] == "offline"
+    await store.set_presence("quiet", "online")
+    assert (await loads(store))["quiet"] == 1, "the heartbeat brings it back and it drains the waiting lead"
+
+
+async def test_waiting_leads_drain_highest_priority_then_oldest(store_factory, rep_factory):
+    store = await store_factory()
+    await rep_factory(store, "solo", capacity=1)
+    first = await store.assign(lead("busy"), "p0@0")
+    assert first.assignment.rep_id == "solo"
+    arrivals = [("low-old", 1), ("high-old", 8), ("low-new", 1), ("high-new", 8), ("mid", 5)]
+    for lead_id, priority in arrivals:
+        assert (await store.assign(lead(lead_id, priority=priority), f"p0@{lead_id}")).status == "queued"
+        await asyncio.sleep(0.002)
+    served = []
+    current = "busy"
+    for _ in arrivals:
+        outcome = await store.close(current, "won")
+        (drained,) = outcome.assignments
+        served.append(drained.lead_id)
+        current = drained.lead_id
+    assert served == ["high-old", "high-new", "mid", "low-old", "low-new"]
+
+
+async def test_load_aware_spreads_evenly(store_factory, rep_factory):
+    store = await store_factory()
+    reps = [f"rep{n}" for n in range(7)]
+    for rep_id in reps:
+        await rep_factory(store, rep_id, capacity=5)
+    for n in range(7 * 5):
+        await store.assign(lead(), f"p0@{n}")
+        current = list((await loads(store)).values())
+        assert max(current) - min(current) <= 1, current
+
+
+async def test_ties_go_to_the_rep_idle_longest(store_factory, rep_factory):
+    store = await store_factory()
+    for rep_id in ("a", "b", "c"):
+        await rep_factory(store, rep_id, capacity=10)
+    order = [(await store.assign(lead(), f"p0@{n}")).assignment.rep_id for n in range(6)]
+    assert order[:3] == sorted(order[:3]) and len(set(order[:3])) == 3, "never-assigned reps go first, by id"
+    assert order[3:] == order[:3], "then whoever has waited longest since their last lead"
+
+
+async def test_a_resent_id_never_makes_a_second_assignment(store_factory, rep_factory):
+    store = await store_factory()
+    await rep_factory(store, "r", capacity=5)
+    first = await store.assign(lead("same"), "leads/0@7")
+    replay = await store.assign(lead("same"), "leads/0@7")
+    resend = await store.assign(lead("same", priority=9), "leads/3@100")
+    assert first.kind == "new" and replay.kind == "replay" and resend.kind == "duplicate"
+    assert replay.assignment == first.assignment
+    assert (await loads(store))["r"] == 1
+
+
+async def test_closing_twice_frees_capacity_once(store_factory, rep_factory):
+    store = await store_factory()
+    await rep_factory(store, "r", capacity=2)
+    await store.assign(lead("a"), "p@1")
+    await store.assign(lead("b"), "p@2")
+    assert (await store.close("a", "won")).ok
+    assert (await store.close("a", "won")).detail == "already closed"
+    assert (await loads(store))["r"] == 1
+    assert (await store.close("nope", "won")).code == "not_found"
+
+
+async def test_per_channel_capacity_is_kept_per_channel(store_factory, rep_factory):
+    store = await store_factory()
+    await rep_factory(store, "r", capacity={"chat": 2, "call": 1})
+    assert (await store.assign(lead(channel="call"), "p@1")).status == "assigned"
+    assert (await store.assign(lead(channel="call"), "p@2")).status == "queued"
+    assert (await store.assign(lead(channel="chat"), "p@3")).status == "assigned"
+    assert (await store.assign(lead(channel="web"), "p@4")).status == "queued", "r takes no web leads"
+    assert (await loads(store))["r"] == {"chat": 1, "call": 1}
+
+
+async def test_an_int_capacity_is_one_budget_across_channels(store_factory, rep_factory):
+    store = await store_factory()
+    await rep_factory(store, "r", capacity=2)
+    assert (await store.assign(lead(channel="call"), "p@1")).status == "assigned"
+    assert (await store.assign(lead(channel="chat"), "p@2")).status == "assigned"
+    assert (await store.assign(lead(channel="web"), "p@3")).status == "queued"
+    assert (await loads(store))["r"] == 2
+
+
+async def test_required_skills_filter_reps(store_factory, rep_factory):
+    store = await store_factory()
+    await rep_factory(store, "idle-english", capacity=10, skills={"english": 9})
+    await rep_factory(store, "busy-spanish", capacity=2, skills={"spanish": 6})
+    await store.assign(lead(), "p@0")
+    await store.assign(lead(), "p@1")
+    spanish = await store.assign(lead(skills=["spanish"]), "p@2")
+    assert spanish.assignment.rep_id == "busy-spanish"
+    assert spanish.assignment.facts["skipped"] >= 1
+    assert (await store.assign(lead(skills=["mandarin"]), "p@3")).status == "queued"
+
+
+async def test_lowering_capacity_below_open_load_is_refused(store_factory, rep_factory):
+    store = await store_factory()
+    await rep_factory(store, "r", capacity=3)
+    for n in range(3):
+        await store.assign(lead(), f"p@{n}")
+    outcome = await store.upsert_rep("r", {"capacity": 2})
+    assert outcome.code == "conflict" and "3 open leads" in outcome.detail
+    assert (await store.reps(["r"]))[0]["capacity"] == 3
+
+
+async def test_raising_capacity_drains_at_once(store_factory, rep_factory):
+    store = await store_factory()
+    await rep_factory(store, "r", capacity=1)
+    await store.assign(lead("held"), "p@0")
+    await store.assign(lead("waiting"), "p@1")
+    outcome = await store.upsert_rep("r", {"capacity": 2})
+    assert [a.lead_id for a in outcome.assignments] == ["waiting"]
+
+
+ROUTING = """
+queues:
+  promo: {strategy: online_now, heartbeat_window_s: 0.3}
+  vip: {strategy: priority, members: {teams: [enterprise]}}
+  general: {}
+rules:
+  - {when: {attributes: {source: promo}}, queue: promo}
+  - {when: {priority_gte: 7}, queue: vip}
+default_queue: general
+"""
+
+
+async def test_online_now_skips_reps_without_a_fresh_heartbeat(store_factory, rep_factory):
+    store = await store_factory(ROUTING)
+    await rep_factory(store, "stale", capacity=5)
+    await rep_factory(store, "fresh", capacity=5)
+    await asyncio.sleep(0.4)
+    await store.set_presence("fresh", "online")
+    promo = await store.assign(lead(attributes={"source": "promo"}), "p@1")
+    assert promo.assignment.rep_id == "fresh" and promo.assignment.queue == "promo"
+    general = await store.assign(lead(), "p@2")
+    assert general.assignment.rep_id == "stale", "the presence TTL alone still counts it online elsewhere"
+
+
+async def test_priority_queue_prefers_the_best_ranked_rep(store_factory, rep_factory):
+    store = await store_factory(ROUTING)
+    await rep_factory(store, "junior", capacity=5, teams=["enterprise"], attributes={"rank": 2})
+    await rep_factory(store, "senior", capacity=2, teams=["enterprise"], attributes={"rank": 9})
+    await rep_factory(store, "outsider", capacity=5, attributes={"rank": 10})
+    chosen = [(await store.assign(lead(priority=9), f"p@{n}")).assignment.rep_id for n in range(3)]
+    assert chosen == ["senior", "senior", "junior"]
+
+
+async def test_manual_reassign_respects_capacity_and_presence(store_factory, rep_factory):
+    store = await store_factory()
+    await rep_factory(store, "a", capacity=1)
+    await rep_factory(store, "b", capacity=1)
+    await rep_factory(store, "away", capacity=1, status="away")
+    first = await store.assign(lead("x"), "p@0")
+    other = "b" if first.assignment.rep_id == "a" else "a"
+    assert (await store.reassign("x", "away")).code == "conflict"
+    assert (await store.reassign("x", "ghost")).code == "not_found"
+    moved = await store.reassign("x", other)
+    assert moved.ok and moved.assignments[0].reassigned and moved.assignments[0].rep_id == other
+    assert await loads(store) == {"a": int(other == "a"), "b": int(other == "b"), "away": 0}
+    record = await store.lead("x")
+    assert [entry["event"] for entry in record["history"]] == ["accepted", "assigned", "reassigned"]
+
+
+async def test_reroute_never_returns_the_lead_to_the_rep_it_leaves(store_factory, rep_factory):
+    store = await store_factory()
+    await rep_factory(store, "only", capacity=2)
+    await store.assign(lead("x"), "p@0")
+    outcome = await store.reassign("x", None)
+    assert outcome.ok and outcome.detail == "queued" and not outcome.assignments
+    assert (await loads(store))["only"] == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_random_workload_never_exceeds_capacity_or_leaks(store_factory, rep_factory, seed):
+    rng = random.Random(seed)
+    store = await store_factory()
+    reps = {f"r{n}": rng.randint(0, 4) for n in range(8)}
+    for rep_id, capacity in reps.items():
+        await rep_factory(store, rep_id, capacity=capacity, status=rng.choice(["online", "online", "away"]))
+    open_leads: set[str] = set()
+    for step in range(300):
+        action = rng.random()
+        if action < 0.5:
+            lead_id = f"l{step}"
+            await store.assign(lead(lead_id, priority=rng.randint(0, 9)), f"p@{step}")
+            open_leads.add(lead_id)
+        elif action < 0.8 and open_leads:
+            await store.close(rng.choice(sorted(open_leads)), "won")
+        else:
+            await store.set_presence(rng.choice(list(reps)), rng.choice(["online", "away", "offline"]))
+    records = [await store.lead(lead_id) for lead_id in open_leads]
+    held: dict[str, int] = {rep_id: 0 for rep_id in reps}
+    for record in records:
+        if record["status"] == "assigned":
+            held[record["rep_id"]] += 1
+    current = await loads(store)
+    assert current == held, "every rep's load equals its open leads"
+    assert all(current[rep_id] <= capacity for rep_id, capacity in reps.items())
