@@ -12,7 +12,6 @@ from pathlib import Path
 
 import click
 
-from dispatcher.embedded import EmbeddedStack, WorkerProcess, free_port
 from dispatcher.routing import RoutingError, load_routing
 
 
@@ -43,6 +42,7 @@ def dev(http_port: int | None, demo: bool, broker: str | None, redis_url: str | 
 
 async def _dev(port: int, demo: bool, broker: str | None, redis_url: str | None, workdir: Path) -> None:
     from dispatcher.demo import DemoPlan, run_demo
+    from dispatcher.embedded import EmbeddedStack, WorkerProcess
 
     stop = _wait_for_stop_signal()
     with contextlib.ExitStack() as cleanup:
@@ -74,6 +74,8 @@ async def _dev(port: int, demo: bool, broker: str | None, redis_url: str | None,
 @main.command()
 def services() -> None:
     """Only the embedded broker and redis, in the foreground, until Ctrl-C."""
+    from dispatcher.embedded import EmbeddedStack
+
     stack = EmbeddedStack(Path(tempfile.mkdtemp(prefix="dispatcher-services-")))
 
     async def run() -> None:

@@ -73,7 +73,7 @@ def decode(raw: bytes, shape: type[T], *, max_bytes: int) -> T:
     except msgspec.ValidationError as exc:
         raise BadInput(f"invalid {shape.__name__.lower()}: {exc}") from None
     except msgspec.DecodeError as exc:
-        raise BadInput(f"malformed JSON: {exc}", "malformed_json") from None
+        raise BadInput(f"malformed JSON: {str(exc).removeprefix('JSON is malformed: ')}", "malformed_json") from None
 
 
 def check_id(value: str, what: str) -> str:
