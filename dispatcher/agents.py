@@ -1,5 +1,6 @@
 """Stream processors: `assign_leads` turns each lead on the `leads` topic into one atomic decision
-in Redis and one assignment event.
+in Redis and one assignment event; `adopt_routing` and `reload_routing` keep queue membership in
+step with the routing file.
 
 Delivery is at-least-once: offsets are committed only after the decisions and their events are
 handed to the producer (faust flushes the producer before each commit). A redelivery after a crash
@@ -22,6 +23,7 @@ from dispatcher import metrics
 from dispatcher.app import app, leads_topic, settings, store
 from dispatcher.events import publish_assignments, publish_dead_letter
 from dispatcher.models import BadInput, routable_lead
+from dispatcher.routing import RoutingError, load_routing
 from dispatcher.state.store import Decision
 
 log = logging.getLogger(__name__)
@@ -75,3 +77,44 @@ async def _decide_until_redis_answers(deliveries: list) -> list[Decision]:
             log.warning("redis unavailable (%s); retrying %d leads in %.2f s", exc, len(deliveries), delay)
             attempt += 1
             await asyncio.sleep(delay)
+
+
+@app.task
+async def adopt_routing() -> None:
+    """A routing file the roster was not yet sorted by (first start, or changed while no worker
+    ran) rebuilds every queue's members before leads depend on them."""
+    if not await store.routing_is_current():
+        log.info("routing %s is new here: rebuilding queue membership", store.routing.source)
+        await publish_assignments(await store.rebuild_queues(), drained=True)
+
+
+_routing_mtime = settings.routing.stat().st_mtime if settings.routing else None
+
+
+@app.timer(interval=settings.routing_poll_s)
+async def reload_routing() -> None:
+    """Rules change by editing the file, not the code. A file that fails the check is refused
+    in words in the log and the metrics, and the routing in force stays as it was."""
+    global _routing_mtime
+    if settings.routing is None:
+        return
+    try:
+        mtime = settings.routing.stat().st_mtime
+    except OSError as exc:
+        log.error("routing file %s cannot be read (%s); keeping the routing in force", settings.routing, exc)
+        return
+    if mtime == _routing_mtime:
+        return
+    _routing_mtime = mtime
+    try:
+        routing = load_routing(settings.routing)
+    except RoutingError as exc:
+        metrics.routing_reloads_total.labels("refused").inc()
+        log.error("routing file refused, keeping the routing in force: %s", exc)
+        return
+    if routing.fingerprint == store.routing.fingerprint:
+        return
+    store.use_routing(routing)
+    await publish_assignments(await store.rebuild_queues(), drained=True)
+    metrics.routing_reloads_total.labels("applied").inc()
+    log.info("routing reloaded from %s: %d queues", settings.routing, len(routing.queues))

@@ -36,3 +36,6 @@ lead_to_assignment_ms = Histogram(
     "From the lead's Kafka timestamp to its assignment event being handed to the producer",
     buckets=END_TO_END_BUCKETS_MS,
 )
+routing_reloads_total = Counter(
+    "dispatcher_routing_reloads_total", "Routing file changes seen, by result (applied, refused)", ["result"]
+)

@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     http_port: int = Field(6066, ge=1, le=65535)
     http_host: str = "0.0.0.0"
     routing: Path | None = None
+    routing_poll_s: float = Field(2.0, gt=0)
     topic_prefix: str = ""
     # The consumer group; prefixed like the topics, so prefixed deployments never share a group.
     group_id: str = "lead-dispatcher"

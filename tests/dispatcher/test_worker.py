@@ -1,0 +1,176 @@
+"""The worker end to end: real broker, real redis-server, the worker as its own process, driven
+over HTTP and Kafka as users drive it. Each test has its own topics and Redis workspace."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.kafka_io import eventually, produce, produce_leads, read_topic
+
+
+class Api:
+    def __init__(self, session: aiohttp.ClientSession, port: int) -> None:
+        self.session, self.base = session, f"http://127.0.0.1:{port}"
+
+    async def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+                   headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
+        async with self.session.request(method, self.base + path, data=data, headers=headers) as response:
+            text = await response.read()
+            return response.status, orjson.loads(text) if text else None
+
+    async def rep(self, rep_id: str, capacity: Any = 2, status: str = "online", **profile: Any) -> None:
+        code, body = await self.call("PUT", f"/v1/reps/{rep_id}", {"capacity": capacity, **profile})
+        assert code == 200, body
+        code, body = await self.call("POST", f"/v1/reps/{rep_id}/presence", {"status": status})
+        assert code == 200, body
+
+    async def lead_status(self, lead_id: str) -> dict[str, Any] | None:
+        code, body = await self.call("GET", f"/v1/leads/{lead_id}")
+        return body if code == 200 else None
+
+
+@pytest.fixture
+async def api_factory():
+    sessions = []
+
+    async def make(worker) -> Api:
+        session = aiohttp.ClientSession()
+        sessions.append(session)
+        return Api(session, worker.http_port)
+
+    yield make
+    for session in sessions:
+        await session.close()
+
+
+def topic(worker, name: str) -> str:
+    return worker.env["DISPATCHER_TOPIC_PREFIX"] + name
+
+
+async def test_a_lead_posted_over_http_is_assigned_and_announced(worker_factory, api_factory, stack):
+    worker = worker_factory()
+    api = await api_factory(worker)
+    await api.rep("ana", capacity=2, skills={"spanish": 8})
+    await api.rep("bo", capacity=2)
+    code, body = await api.call("POST", "/v1/leads", {"id": "web-1", "skills": ["spanish"], "priority": 5})
+    assert (code, body) == (202, {"id": "web-1", "status": "accepted", "duplicate": False})
+    lead = await eventually(lambda: _assigned(api, "web-1"))
+    assert lead["rep_id"] == "ana" and lead["strategy"] == "load_aware" and "load-aware" in lead["reason"]
+    assert [entry["event"] for entry in lead["history"]] == ["accepted", "assigned"]
+    events = await read_topic(stack.broker_url, topic(worker, "assignments"), until=lambda r: len(r) >= 1)
+    assert events[0]["lead_id"] == "web-1" and events[0]["rep_id"] == "ana" and events[0]["reassigned"] is False
+    code, rep = await api.call("GET", "/v1/reps/ana")
+    assert rep["load"] == 1 and rep["status"] == "online"
+
+
+async def _assigned(api: Api, lead_id: str) -> dict[str, Any] | None:
+    lead = await api.lead_status(lead_id)
+    return lead if lead and lead["status"] == "assigned" else None
+
+
+async def test_close_frees_capacity_at_once_and_drains_the_queue(worker_factory, api_factory):
+    worker = worker_factory()
+    api = await api_factory(worker)
+    await api.rep("solo", capacity=1)
+    for lead_id, priority in (("first", 0), ("low", 1), ("urgent", 9)):
+        assert (await api.call("POST", "/v1/leads", {"id": lead_id, "priority": priority}))[0] == 202
+        await eventually(lambda lead_id=lead_id: _decided(api, lead_id))
+    code, closed = await api.call("POST", "/v1/leads/first/close", {"outcome": "won"})
+    assert code == 200 and closed["status"] == "closed" and closed["outcome"] == "won"
+    assert (await api.lead_status("urgent"))["status"] == "assigned", "the drain ran inside the close"
+    assert (await api.lead_status("low"))["status"] == "queued"
+
+
+async def _decided(api: Api, lead_id: str) -> bool:
+    lead = await api.lead_status(lead_id)
+    return bool(lead) and lead["status"] in ("assigned", "queued")
+
+
+BAD_LEADS = [
+    (b"{not json", 400, "malformed JSON"),
+    (b'{"id": "x", "priority": "high"}', 400, "priority"),
+    (b'{"id": "x", "priority": 10}', 400, "priority"),
+    (b'{"id": "bad id!"}', 400, "id"),
+    (b'{"priority": 1}', 400, "id"),
+    (b'{"id": "x", "priorty": 1}', 400, "priorty"),
+    (b'{"id": "x", "channel": "fax"}', 400, "not routed"),
+    (b'{"id": "x", "attributes": {"a": {"b": 1}}}', 400, "attributes"),
+    (b'[]', 400, "object"),
+    (b'{"id": "x", "attributes": {"blob": "' + b"a" * 200_000 + b'"}}', 413, "limit"),
+]
+
+
+@pytest.mark.parametrize(("raw", "status", "words"), BAD_LEADS)
+async def test_bad_leads_over_http_are_refused_in_words_and_change_nothing(worker, api, raw, status, words):
+    code, body = await api.call("POST", "/v1/leads", raw=raw)
+    assert code == status and words in body["error"], body
+    assert await api.lead_status("x") is None
+
+
+@pytest.fixture(scope="module")
+def worker(worker_factory_module):
+    return worker_factory_module()
+
+
+@pytest.fixture
+async def api(worker):
+    async with aiohttp.ClientSession() as session:
+        yield Api(session, worker.http_port)
+
+
+async def test_bad_rep_and_presence_input_is_refused(worker, api):
+    cases = [
+        ("PUT", "/v1/reps/r1", {"capacity": -1}, 400, "capacity"),
+        ("PUT", "/v1/reps/r1", {"capacity": {"fax": 1}}, 400, "not routed"),
+        ("PUT", "/v1/reps/r1", {"skills": {"x": 1}}, 400, "capacity"),
+        ("PUT", "/v1/reps/r1", {"capacity": 1, "skills": {"x": 11}}, 400, "skills"),
+        ("PUT", "/v1/reps/r1", {"capacity": 1, "attributes": {"rank": "top"}}, 400, "rank"),
+        ("PUT", "/v1/reps/bad%20id", {"capacity": 1}, 400, "rep id"),
+        ("POST", "/v1/reps/nobody/presence", {"status": "online"}, 404, "unknown rep"),
+        ("POST", "/v1/reps/r1/presence", {"status": "busy"}, 400, "status"),
+        ("GET", "/v1/reps/nobody", None, 404, "unknown rep"),
+        ("GET", "/v1/leads/nothing", None, 404, "unknown lead"),
+        ("POST", "/v1/leads/nothing/close", {"outcome": "won"}, 404, "unknown lead"),
+        ("POST", "/v1/leads/nothing/close", {}, 400, "outcome"),
+        ("POST", "/v1/leads/nothing/reassign", {"rep_id": 5}, 400, "rep_id"),
+        ("DELETE", "/v1/leads", None, 405, "not allowed"),
+        ("GET", "/v1/nowhere", None, 404, "no such endpoint"),
+    ]
+    for method, path, body, status, words in cases:
+        code, answer = await api.call(method, path, body)
+        assert code == status and words in answer["error"], (method, path, answer)
+    code, reps = await api.call("GET", "/v1/reps")
+    assert reps == {"reps": []}, "no refused call created anything"
+
+
+async def test_bad_records_on_the_topic_go_to_the_dead_letter_topic(worker_factory, api_factory, stack):
+    worker = worker_factory()
+    api = await api_factory(worker)
+    await api.rep("r", capacity=5)
+    await produce(stack.broker_url, topic(worker, "leads"), [
+        ("a", b"{oops"),
+        ("b", orjson.dumps({"id": "b", "priority": "urgent"})),
+        ("c", orjson.dumps({"id": "c", "channel": "pigeon"})),
+        ("good", orjson.dumps({"id": "good"})),
+    ])
+    await eventually(lambda: _assigned(api, "good"))
+    dead = await read_topic(stack.broker_url, topic(worker, "leads-dlq"), until=lambda r: len(r) >= 3)
+    assert [record["kind"] for record in dead] == ["malformed_json", "invalid", "unrouted_channel"]
+    assert all(record["error"] and record["value"] and record["source"] for record in dead)
+
+
+async def test_tokens_guard_everything_but_health_and_metrics(worker_factory, api_factory):
+    worker = worker_factory(DISPATCHER_API_TOKENS="s3cret,other", DISPATCHER_ALLOW_ANONYMOUS="0")
+    api = await api_factory(worker)
+    assert (await api.call("GET", "/v1/reps"))[0] == 401
+    assert (await api.call("GET", "/v1/reps", headers={"Authorization": "Bearer wrong"}))[0] == 401
+    assert (await api.call("GET", "/v1/reps", headers={"Authorization": "Bearer other"}))[0] == 200
+    assert (await api.call("GET", "/v1/health"))[0] == 200
+    async with api.session.get(api.base + "/metrics") as response:
+        assert response.status == 200 and b"dispatcher_leads_received_total" in await response.read()
