@@ -174,3 +174,33 @@ async def test_tokens_guard_everything_but_health_and_metrics(worker_factory, ap
     assert (await api.call("GET", "/v1/health"))[0] == 200
     async with api.session.get(api.base + "/metrics") as response:
         assert response.status == 200 and b"dispatcher_leads_received_total" in await response.read()
+
+
+async def test_the_routing_file_changes_without_a_restart_and_a_bad_edit_is_refused(worker_factory, api_factory, tmp_path):
+    routing = tmp_path / "routing.yaml"
+    routing.write_text("queues: {everyone: {}}\n")
+    worker = worker_factory(DISPATCHER_ROUTING=str(routing), DISPATCHER_ROUTING_POLL_S="0.2")
+    api = await api_factory(worker)
+    await api.rep("vip-rep", capacity=3, teams=["vip"])
+    await api.rep("other", capacity=3)
+    assert (await api.call("GET", "/v1/reps/other"))[1]["queues"] == ["everyone"]
+
+    routing.write_text(
+        "queues: {vip: {strategy: priority, members: {teams: [vip]}}, everyone: {}}\n"
+        "rules: [{when: {priority_gte: 8}, queue: vip}]\ndefault_queue: everyone\n"
+    )
+    await eventually(lambda: _queues_of(api, "vip-rep", ["vip", "everyone"]))
+    assert (await api.call("POST", "/v1/leads", {"id": "urgent", "priority": 9}))[0] == 202
+    urgent = await eventually(lambda: _assigned(api, "urgent"))
+    assert (urgent["rep_id"], urgent["queue"], urgent["strategy"]) == ("vip-rep", "vip", "priority")
+
+    routing.write_text("queues: {vip: {strategy: nonsense}}\n")
+    await asyncio.sleep(1.0)
+    assert (await api.call("POST", "/v1/leads", {"id": "urgent-2", "priority": 9}))[0] == 202
+    second = await eventually(lambda: _assigned(api, "urgent-2"))
+    assert second["queue"] == "vip", "the refused edit left the routing in force"
+    assert "routing file refused" in worker.log_tail(200)
+
+
+async def _queues_of(api: Api, rep_id: str, expected: list[str]) -> bool:
+    return (await api.call("GET", f"/v1/reps/{rep_id}"))[1]["queues"] == expected
