@@ -161,7 +161,7 @@ async def test_bad_records_on_the_topic_go_to_the_dead_letter_topic(worker_facto
     ])
     await eventually(lambda: _assigned(api, "good"))
     dead = await read_topic(stack.broker_url, topic(worker, "leads-dlq"), until=lambda r: len(r) >= 3)
-    assert [record["kind"] for record in dead] == ["malformed_json", "invalid", "unrouted_channel"]
+    assert sorted(record["kind"] for record in dead) == ["invalid", "malformed_json", "unrouted_channel"]
     assert all(record["error"] and record["value"] and record["source"] for record in dead)
 
 
