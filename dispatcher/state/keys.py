@@ -70,6 +70,12 @@ class Keys:
         """STRING hash of the routing file the queue memberships were last built from."""
         return self._key("routing:fingerprint")
 
+    @property
+    def routed_queues(self) -> str:
+        """SET of queue names the last routing file defined, so a later file's removed queues are
+        known and their waiting leads can be routed again instead of stranded."""
+        return self._key("routing:queues")
+
     def queue_members(self, queue: str) -> str:
         """SET of rep ids eligible for the queue by its static filters (teams, skills, attributes)."""
         return self._key(f"q:{queue}:members")

@@ -157,10 +157,10 @@ class Store:
             return Outcome("ok", "already closed")
         return Outcome("ok", f"closed (was {row[1]})", tuple(Assignment.from_script(r) for r in row[3]))
 
-    async def reassign(self, lead_id: str, rep_id: str | None) -> Outcome:
+    async def reassign(self, lead_id: str, rep_id: str | None, *, fallback_queue: str | None = None) -> Outcome:
         keys, args = self._all_channels
         row = await self._scripts["reassign"](
-            keys=keys, args=[*args, lead_id, rep_id or "", self.routing.default_queue]
+            keys=keys, args=[*args, lead_id, rep_id or "", fallback_queue or self.routing.default_queue]
         )
         if row[0] == "refused":
             return Outcome(row[1], row[2])
@@ -196,7 +196,8 @@ class Store:
         return Outcome("ok", row[1], tuple(Assignment.from_script(r) for r in row[2]))
 
     async def rebuild_queues(self) -> list[Assignment]:
-        """Recomputes every queue's members from the stored profiles and the current routing."""
+        """Recomputes every queue's members from the stored profiles and the current routing, and
+        routes again the leads still waiting in queues the routing no longer has."""
         profiles = {rep: orjson.loads(raw) for rep, raw in (await self.client.hgetall(self.keys.rep_profiles)).items()}
         drained: list[Assignment] = []
         for queue in self.routing.queues:
@@ -204,8 +205,30 @@ class Store:
             keys, args = self._layout(self.routing.channels, only_queue=queue.name)
             row = await self._scripts["rebuild_queue"](keys=keys, args=[*args, *members])
             drained.extend(Assignment.from_script(r) for r in row[2])
+        drained.extend(await self._reroute_removed_queues())
         await self.client.set(self.keys.routing_fingerprint, self.routing.fingerprint)
         return drained
+
+    async def _reroute_removed_queues(self) -> list[Assignment]:
+        current = {queue.name for queue in self.routing.queues}
+        removed = await self.client.smembers(self.keys.routed_queues) - current
+        moved: list[Assignment] = []
+        for queue in removed:
+            for channel in self.routing.channels:
+                for lead_id in await self.client.zrange(self.keys.queue_wait(queue, channel), 0, -1):
+                    record = await self.lead(lead_id)
+                    if record and record["status"] == "queued":
+                        outcome = await self.reassign(lead_id, None, fallback_queue=self.routing.queue_for(record["lead"]))
+                        moved.extend(outcome.assignments)
+            await self.client.delete(
+                self.keys.queue_members(queue), self.keys.queue_ready(queue, "*"),
+                *(self.keys.queue_ready(queue, c) for c in self.routing.channels),
+                *(self.keys.queue_wait(queue, c) for c in self.routing.channels),
+            )
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self.keys.routed_queues).sadd(self.keys.routed_queues, *current)
+        await pipe.execute()
+        return moved
 
     async def routing_is_current(self) -> bool:
         return await self.client.get(self.keys.routing_fingerprint) == self.routing.fingerprint

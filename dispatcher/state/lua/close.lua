@@ -14,7 +14,7 @@ local previous = record.status
 local rep = previous == 'assigned' and record.rep_id or nil
 if rep then
     release(ctx, rep, record.bucket)
-elseif previous == 'queued' then
+elseif previous == 'queued' and ctx.by_name[record.queue] then
     redis.call('ZREM', ctx.by_name[record.queue].wait[record.lead.channel], lead_id)
 end
 record.status = 'closed'

@@ -31,8 +31,8 @@ end
 
 if old_rep then
     release(ctx, old_rep, record.bucket)
-elseif record.status == 'queued' then
-    redis.call('ZREM', ctx.by_name[record.queue] and ctx.by_name[record.queue].wait[channel] or q.wait[channel], lead_id)
+elseif record.status == 'queued' and ctx.by_name[record.queue] then
+    redis.call('ZREM', ctx.by_name[record.queue].wait[channel], lead_id)
 end
 record.reassigned = true
 

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from dispatcher.routing import parse_routing
 from tests.dispatcher.state.conftest import lead
 
 
@@ -244,3 +245,14 @@ async def test_random_workload_never_exceeds_capacity_or_leaks(store_factory, re
     current = await loads(store)
     assert current == held, "every rep's load equals its open leads"
     assert all(current[rep_id] <= capacity for rep_id, capacity in reps.items())
+
+
+async def test_leads_waiting_in_a_removed_queue_are_routed_again(store_factory, rep_factory):
+    store = await store_factory("queues: {old: {members: {teams: [nobody]}}, new: {}}\ndefault_queue: old\n")
+    await store.rebuild_queues()
+    await rep_factory(store, "r", capacity=1)
+    assert (await store.assign(lead("stuck"), "p@0")).status == "queued"
+    store.use_routing(parse_routing("queues: {new: {}}\n", "edited routing"))
+    moved = await store.rebuild_queues()
+    assert [(a.lead_id, a.rep_id, a.queue) for a in moved] == [("stuck", "r", "new")]
+    assert (await store.lead("stuck"))["status"] == "assigned"
