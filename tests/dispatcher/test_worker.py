@@ -204,3 +204,18 @@ async def test_the_routing_file_changes_without_a_restart_and_a_bad_edit_is_refu
 
 async def _queues_of(api: Api, rep_id: str, expected: list[str]) -> bool:
     return (await api.call("GET", f"/v1/reps/{rep_id}"))[1]["queues"] == expected
+
+
+async def test_a_resent_id_is_assigned_once_over_http_and_kafka(worker_factory, api_factory, stack):
+    worker = worker_factory()
+    api = await api_factory(worker)
+    await api.rep("r", capacity=10)
+    assert (await api.call("POST", "/v1/leads", {"id": "twice"}))[1]["duplicate"] is False
+    await eventually(lambda: _assigned(api, "twice"))
+    assert (await api.call("POST", "/v1/leads", {"id": "twice", "priority": 9}))[1]["duplicate"] is True
+    await produce_leads(stack.broker_url, topic(worker, "leads"), [{"id": "twice"}, {"id": "marker"}])
+    await eventually(lambda: _assigned(api, "marker"))
+    events = await read_topic(stack.broker_url, topic(worker, "assignments"),
+                              until=lambda r: any(e["lead_id"] == "marker" for e in r))
+    assert [e["lead_id"] for e in events].count("twice") == 1
+    assert (await api.call("GET", "/v1/reps/r"))[1]["load"] == 2
