@@ -24,12 +24,17 @@ def error_response(status: int, message: str) -> web.Response:
 def make_middleware(settings: Settings) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     tokens = [token.encode() for token in settings.api_tokens]
 
+    def presented_token(request: web.Request) -> str:
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and presented:
+            return presented.strip()
+        # A browser cannot put a header on a page it navigates to or on an EventSource, so reads
+        # may carry the token as ?access_token= instead (it then shows in access logs).
+        return request.query.get("access_token", "") if request.method == "GET" else ""
+
     def authorized(request: web.Request) -> bool:
-        header = request.headers.get("Authorization", "")
-        scheme, _, presented = header.partition(" ")
-        if scheme.lower() != "bearer" or not presented:
-            return False
-        return any(hmac.compare_digest(presented.strip().encode(), token) for token in tokens)
+        presented = presented_token(request).encode()
+        return bool(presented) and any(hmac.compare_digest(presented, token) for token in tokens)
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -5,7 +5,7 @@ Counters and histograms are per worker: Prometheus adds them up across workers w
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 # Decisions are one Redis round trip; produce -> assign crosses the broker twice.
 DECISION_BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 25, 50, 100, 250)
@@ -38,4 +38,32 @@ lead_to_assignment_ms = Histogram(
 )
 routing_reloads_total = Counter(
     "dispatcher_routing_reloads_total", "Routing file changes seen, by result (applied, refused)", ["result"]
+)
+
+# Gauges sampled from Redis every second by dispatcher/live.py. Every worker reports the same
+# workspace-wide figure, so dashboards take max() of these (and sum() of the counters above).
+UTILIZATION_BUCKETS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
+TOP_REPS = 20
+
+queue_waiting_leads = Gauge("dispatcher_queue_waiting_leads", "Leads waiting for capacity", ["queue"])
+queue_oldest_wait_seconds = Gauge(
+    "dispatcher_queue_oldest_wait_seconds", "How long the oldest waiting lead has waited", ["queue"]
+)
+queue_ready_reps = Gauge("dispatcher_queue_ready_reps", "Reps online with room in the queue", ["queue"])
+reps_by_status = Gauge("dispatcher_reps", "Reps by effective status and team", ["status", "team"])
+team_load_leads = Gauge("dispatcher_team_load_leads", "Open leads held by the team's reps", ["team"])
+team_capacity_leads = Gauge("dispatcher_team_capacity_leads", "Capacity of the team's online reps", ["team"])
+# Bounded labels for 10,000 reps: per-team counts by utilization band (for the heatmap) and only
+# the TOP_REPS most loaded reps by name.
+team_reps_by_utilization = Gauge(
+    "dispatcher_team_reps_utilization_le", "Online reps of the team at or under this utilization", ["team", "le"]
+)
+top_rep_utilization_ratio = Gauge(
+    "dispatcher_top_rep_utilization_ratio", f"Load/capacity of the {TOP_REPS} most loaded online reps", ["rep"]
+)
+assignments_total_workspace = Gauge(
+    "dispatcher_workspace_assignments", "Assignments made in the workspace since it began, all workers"
+)
+consumer_lag_messages = Gauge(
+    "dispatcher_consumer_lag_messages", "Leads on this worker's partitions not yet read", ["partition"]
 )

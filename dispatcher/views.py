@@ -8,6 +8,7 @@ here and answer with the state after it: capacity freed by a close is free when 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,7 +16,7 @@ from aiohttp import web
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from dispatcher import metrics
+from dispatcher import live, metrics
 from dispatcher.app import app, leads_topic, settings, store
 from dispatcher.events import publish_assignments, publish_rep_event
 from dispatcher.models import (
@@ -32,6 +33,7 @@ from dispatcher.state.store import Outcome, iso_ms
 from strategies import policy
 
 PRODUCE_TIMEOUT_S = 10.0
+PAGE = Path(__file__).parent / "static" / "index.html"
 OUTCOME_STATUS = {"ok": 200, "not_found": 404, "conflict": 409}
 
 
@@ -213,3 +215,35 @@ class RepPresence(View):
             await publish_rep_event("presence", rep_id, status=change.status, previous=outcome.detail)
         (rep,) = await store.reps([rep_id])
         return json_response(rep)
+
+
+async def current_picture() -> dict[str, Any]:
+    return live.latest or await live.snapshot(await store.reps())
+
+
+@app.page("/")
+class SupervisorPage(View):
+    async def get(self, request: Request) -> Response:
+        return web.Response(body=PAGE.read_bytes(), content_type="text/html", charset="utf-8")
+
+
+@app.page("/v1/live")
+class LivePicture(View):
+    async def get(self, request: Request) -> Response:
+        return json_response(await current_picture())
+
+
+@app.page("/v1/live/stream")
+class LiveStream(View):
+    """Server-sent events: the live picture once a second, for as long as the page is open."""
+
+    async def get(self, request: Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        try:
+            while True:
+                await response.write(b"data: " + orjson.dumps(await current_picture()) + b"\n\n")
+                await asyncio.sleep(live.SAMPLE_EVERY_S)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return response

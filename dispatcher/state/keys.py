@@ -66,6 +66,17 @@ class Keys:
         return self._key("rep:last_assigned")
 
     @property
+    def recent_assignments(self) -> str:
+        """LIST of the latest assignments (JSON rows as the scripts return them), newest first,
+        capped in Lua: what the supervisor page shows."""
+        return self._key("recent:assignments")
+
+    @property
+    def assigned_count(self) -> str:
+        """STRING counter of every assignment ever made in the workspace, across all workers."""
+        return self._key("stats:assigned")
+
+    @property
     def routing_fingerprint(self) -> str:
         """STRING hash of the routing file the queue memberships were last built from."""
         return self._key("routing:fingerprint")
@@ -94,4 +105,5 @@ class Keys:
         return [
             self.leads, self.rep_profiles, self.rep_capacity, self.rep_load, self.rep_skills,
             self.rep_rank, self.rep_status, self.rep_seen, self.rep_last_assigned,
+            self.recent_assignments, self.assigned_count,
         ]

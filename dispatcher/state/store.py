@@ -17,6 +17,8 @@ from dispatcher.state.keys import Keys
 from strategies import policy
 
 LUA_DIR = Path(__file__).parent / "lua"
+# Width of one priority band in a wait set's score (lib.lua's PRIORITY_SPAN).
+WAIT_BAND = 10**13
 SCRIPT_NAMES = ("accept", "assign", "close", "presence", "upsert_rep", "reassign", "rebuild_queue")
 
 
@@ -39,12 +41,13 @@ class Assignment:
     strategy: str
     assigned_at_ms: int
     facts: Mapping[str, Any]
+    accepted_at_ms: int
     reassigned: bool = False
 
     @classmethod
     def from_script(cls, row: Sequence[Any], *, reassigned: bool = False) -> Assignment:
-        lead_id, rep_id, queue, strategy, assigned_at, facts = row
-        return cls(lead_id, rep_id, queue, strategy, int(assigned_at), orjson.loads(facts), reassigned)
+        lead_id, rep_id, queue, strategy, assigned_at, facts, accepted_at = row
+        return cls(lead_id, rep_id, queue, strategy, int(assigned_at), orjson.loads(facts), int(accepted_at), reassigned)
 
     @property
     def reason(self) -> str:
@@ -275,3 +278,48 @@ class Store:
                 "last_assigned_at": iso_ms(last_assigned) if last_assigned else None,
             })
         return sorted(reps, key=lambda rep: rep["id"])
+
+    async def queue_figures(self) -> list[dict[str, Any]]:
+        """Per queue: leads waiting, how long the oldest has waited, members."""
+        k, now_ms = self.keys, await self.now_ms()
+        pipe = self.client.pipeline(transaction=False)
+        for queue in self.routing.queues:
+            pipe.scard(k.queue_members(queue.name))
+            for channel in self.routing.channels:
+                wait = k.queue_wait(queue.name, channel)
+                pipe.zcard(wait)
+                # The score is (9 - priority) * 1e13 + accepted ms: the oldest lead is the head of
+                # one of the ten priority bands.
+                for band in range(10):
+                    pipe.zrangebyscore(wait, band * WAIT_BAND, (band + 1) * WAIT_BAND - 1, start=0, num=1,
+                                       withscores=True)
+        replies = iter(await pipe.execute())
+        figures = []
+        for queue in self.routing.queues:
+            members = next(replies)
+            waiting, oldest_accepted = 0, None
+            for _ in self.routing.channels:
+                waiting += next(replies)
+                for _ in range(10):
+                    for _, score in next(replies):
+                        accepted = int(score) % WAIT_BAND
+                        oldest_accepted = accepted if oldest_accepted is None else min(oldest_accepted, accepted)
+            figures.append({
+                "name": queue.name,
+                "strategy": queue.strategy,
+                "members": members,
+                "waiting": waiting,
+                "oldest_wait_s": (now_ms - oldest_accepted) / 1000 if oldest_accepted is not None else 0.0,
+            })
+        return figures
+
+    async def recent_assignments(self) -> list[Assignment]:
+        rows = await self.client.lrange(self.keys.recent_assignments, 0, -1)
+        return [Assignment.from_script(orjson.loads(row)) for row in rows]
+
+    async def assigned_count(self) -> int:
+        return int(await self.client.get(self.keys.assigned_count) or 0)
+
+    async def now_ms(self) -> int:
+        seconds, micros = await self.client.time()
+        return int(seconds) * 1000 + int(micros) // 1000

@@ -15,7 +15,7 @@ if record and record.status ~= 'pending' then
     local kind = record.source == source and 'replay' or 'duplicate'
     if record.status == 'assigned' then
         return {kind, record.status, {record.id, record.rep_id, record.queue, record.strategy,
-                                      record.assigned_at, cjson.encode(record.facts)}}
+                                      record.assigned_at, cjson.encode(record.facts), record.accepted_at}}
     end
     return {kind, record.status}
 end

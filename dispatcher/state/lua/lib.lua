@@ -3,8 +3,8 @@
 -- only picks among them.
 --
 -- Key layout shared by all scripts (see dispatcher/state/keys.py):
---   KEYS[1..9]  leads, rep profiles, rep:cap, rep:load, rep:skills, rep:rank, rep:status, rep:seen,
---               rep:last_assigned
+--   KEYS[1..11] leads, rep profiles, rep:cap, rep:load, rep:skills, rep:rank, rep:status, rep:seen,
+--               rep:last_assigned, recent assignments, assignment counter
 --   then one block per queue: members, ready(queue, "*"), ready(queue, c) for c in CHANNELS,
 --               wait(queue, c) for c in CHANNELS
 -- ARGV layout shared by all scripts:
@@ -13,7 +13,10 @@
 --   then the script's own arguments, from ctx.argi on.
 
 local K_LEADS, K_PROFILES, K_CAP, K_LOAD, K_SKILLS, K_RANK, K_STATUS, K_SEEN, K_LAST = 1, 2, 3, 4, 5, 6, 7, 8, 9
-local FIXED_KEYS = 9
+local K_RECENT, K_ASSIGNED = 10, 11
+local FIXED_KEYS = 11
+-- How many of the latest assignments the supervisor page can show.
+local RECENT_KEPT = 50
 -- Score of a waiting lead: higher priority first, then older first. 1e13 ms is ~317 years.
 local PRIORITY_SPAN = 1e13
 -- How far a drain looks into one wait set for a lead this rep may take (skills, heartbeat window).
@@ -200,7 +203,11 @@ local function reserve(ctx, record, q, rep, bucket, event, facts)
     record.assigned_at = ctx.now
     add_history(record, ctx.now, event, {rep_id = rep, queue = q.name, strategy = q.strategy})
     save_record(record)
-    return {record.id, rep, q.name, q.strategy, ctx.now, cjson.encode(facts)}
+    local assignment = {record.id, rep, q.name, q.strategy, ctx.now, cjson.encode(facts), record.accepted_at}
+    redis.call('LPUSH', KEYS[K_RECENT], cjson.encode(assignment))
+    redis.call('LTRIM', KEYS[K_RECENT], 0, RECENT_KEPT - 1)
+    redis.call('INCR', KEYS[K_ASSIGNED])
+    return assignment
 end
 
 -- Gives back one unit of the rep's bucket; load never goes below zero, so a repeated release
