@@ -46,8 +46,8 @@ def error(status: int, message: str, endpoint: str) -> Response:
     return json_response({"error": message}, status)
 
 
-async def body_of(request: Request) -> bytes:
-    return await request.read()
+def refusal(exc: BadInput, endpoint: str) -> Response:
+    return error(413 if exc.kind == "too_large" else 400, str(exc), endpoint)
 
 
 def lead_view(record: dict[str, Any]) -> dict[str, Any]:
@@ -81,11 +81,14 @@ def lead_view(record: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-async def announce(outcome: Outcome) -> None:
-    await publish_assignments(
-        (a for a in outcome.assignments if not a.reassigned), drained=True
-    )
+async def refused_or_announced(outcome: Outcome, endpoint: str) -> Response | None:
+    """The refusal in words when the step was refused; otherwise None, once every lead the step
+    assigned (drained from a queue, or moved by a supervisor) has its event on the way."""
+    if not outcome.ok:
+        return error(OUTCOME_STATUS[outcome.code], outcome.detail, endpoint)
+    await publish_assignments((a for a in outcome.assignments if not a.reassigned), drained=True)
     await publish_assignments(a for a in outcome.assignments if a.reassigned)
+    return None
 
 
 @app.page("/v1/health")
@@ -111,11 +114,11 @@ class Metrics(View):
 @app.page("/v1/leads")
 class Leads(View):
     async def post(self, request: Request) -> Response:
-        raw = await body_of(request)
+        raw = await request.read()
         try:
             lead = routable_lead(raw, store.routing, max_bytes=settings.max_body_bytes)
         except BadInput as exc:
-            return error(413 if exc.kind == "too_large" else 400, str(exc), "leads")
+            return refusal(exc, "leads")
         known = await store.accept(lead)
         if known not in ("new", "pending"):
             return json_response({"id": lead["id"], "status": "accepted", "duplicate": True}, 202)
@@ -142,13 +145,12 @@ class LeadClose(View):
     async def post(self, request: Request, lead_id: str) -> Response:
         try:
             check_id(lead_id, "lead")
-            close = decode(await body_of(request), CloseRequest, max_bytes=settings.max_body_bytes)
+            close = decode(await request.read(), CloseRequest, max_bytes=settings.max_body_bytes)
         except BadInput as exc:
-            return error(400, str(exc), "close")
+            return refusal(exc, "close")
         outcome = await store.close(lead_id, close.outcome)
-        if not outcome.ok:
-            return error(OUTCOME_STATUS[outcome.code], outcome.detail, "close")
-        await announce(outcome)
+        if refused := await refused_or_announced(outcome, "close"):
+            return refused
         record = await store.lead(lead_id)
         await publish_rep_event("lead_closed", record.get("rep_id") or "", lead_id=lead_id, outcome=close.outcome)
         return json_response(lead_view(record))
@@ -157,16 +159,15 @@ class LeadClose(View):
 @app.page("/v1/leads/{lead_id}/reassign")
 class LeadReassign(View):
     async def post(self, request: Request, lead_id: str) -> Response:
-        raw = await body_of(request)
+        raw = await request.read()
         try:
             check_id(lead_id, "lead")
             move = decode(raw, ReassignRequest, max_bytes=settings.max_body_bytes) if raw.strip() else ReassignRequest()
         except BadInput as exc:
-            return error(400, str(exc), "reassign")
+            return refusal(exc, "reassign")
         outcome = await store.reassign(lead_id, move.rep_id)
-        if not outcome.ok:
-            return error(OUTCOME_STATUS[outcome.code], outcome.detail, "reassign")
-        await announce(outcome)
+        if refused := await refused_or_announced(outcome, "reassign"):
+            return refused
         return json_response(lead_view(await store.lead(lead_id)))
 
 
@@ -187,13 +188,12 @@ class Rep(View):
     async def put(self, request: Request, rep_id: str) -> Response:
         try:
             check_id(rep_id, "rep")
-            profile = usable_profile(await body_of(request), store.routing, max_bytes=settings.max_body_bytes)
+            profile = usable_profile(await request.read(), store.routing, max_bytes=settings.max_body_bytes)
         except BadInput as exc:
-            return error(413 if exc.kind == "too_large" else 400, str(exc), "rep")
+            return refusal(exc, "rep")
         outcome = await store.upsert_rep(rep_id, profile)
-        if not outcome.ok:
-            return error(OUTCOME_STATUS[outcome.code], outcome.detail, "rep")
-        await announce(outcome)
+        if refused := await refused_or_announced(outcome, "rep"):
+            return refused
         await publish_rep_event("profile", rep_id, profile=profile)
         (rep,) = await store.reps([rep_id])
         return json_response(rep)
@@ -204,13 +204,12 @@ class RepPresence(View):
     async def post(self, request: Request, rep_id: str) -> Response:
         try:
             check_id(rep_id, "rep")
-            change = decode(await body_of(request), PresenceChange, max_bytes=settings.max_body_bytes)
+            change = decode(await request.read(), PresenceChange, max_bytes=settings.max_body_bytes)
         except BadInput as exc:
-            return error(400, str(exc), "presence")
+            return refusal(exc, "presence")
         outcome = await store.set_presence(rep_id, change.status)
-        if not outcome.ok:
-            return error(OUTCOME_STATUS[outcome.code], outcome.detail, "presence")
-        await announce(outcome)
+        if refused := await refused_or_announced(outcome, "presence"):
+            return refused
         if outcome.detail != change.status:
             await publish_rep_event("presence", rep_id, status=change.status, previous=outcome.detail)
         (rep,) = await store.reps([rep_id])

@@ -31,22 +31,20 @@ async def put_roster(worker, reps: dict[str, int]) -> None:
                 assert response.status == 200, await response.text()
 
 
-async def lead_records(stack, worker) -> dict[str, dict]:
+async def workspace_hash(stack, worker, key: str) -> dict[str, str]:
     client = aioredis.from_url(stack.redis_url, decode_responses=True)
     try:
-        raw = await client.hgetall(Keys(worker.env["DISPATCHER_WORKSPACE"]).leads)
+        return await client.hgetall(getattr(Keys(worker.env["DISPATCHER_WORKSPACE"]), key))
     finally:
         await client.aclose()
-    return {lead_id: orjson.loads(record) for lead_id, record in raw.items()}
+
+
+async def lead_records(stack, worker) -> dict[str, dict]:
+    return {lead_id: orjson.loads(record) for lead_id, record in (await workspace_hash(stack, worker, "leads")).items()}
 
 
 async def rep_loads(stack, worker) -> dict[str, int]:
-    client = aioredis.from_url(stack.redis_url, decode_responses=True)
-    try:
-        raw = await client.hgetall(Keys(worker.env["DISPATCHER_WORKSPACE"]).rep_load)
-    finally:
-        await client.aclose()
-    return {field.split("|")[0]: int(load) for field, load in raw.items()}
+    return {field.split("|")[0]: int(load) for field, load in (await workspace_hash(stack, worker, "rep_load")).items()}
 
 
 def assert_one_rep_per_lead(events: list[dict]) -> dict[str, str]:
