@@ -9,9 +9,12 @@ from typing import Any
 import orjson
 
 from dispatcher import metrics
-from dispatcher.models import BadInput
+from dispatcher.models import BAD_INPUT_KINDS, BadInput
 from dispatcher.app import assignments_topic, leads_dlq_topic, rep_events_topic
 from dispatcher.state.store import Assignment
+
+for kind in BAD_INPUT_KINDS:
+    metrics.leads_dlq_total.labels(kind)
 
 
 async def publish_assignments(assignments: Iterable[Assignment], *, drained: bool = False) -> None:

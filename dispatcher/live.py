@@ -39,9 +39,9 @@ async def snapshot(reps: list[dict[str, Any]]) -> dict[str, Any]:
     for rep in reps:
         rep["utilization"] = round(utilization(rep), 3)
     for queue in queues:
-        queue["ready"] = sum(
-            rep["status"] == "online" and queue["name"] in rep["queues"] and has_room(rep) for rep in reps
-        )
+        online = [rep for rep in reps if rep["status"] == "online" and queue["name"] in rep["queues"]]
+        queue["online"] = len(online)
+        queue["ready"] = sum(has_room(rep) for rep in online)
     shown = sorted(reps, key=lambda rep: (rep["status"] != "online", -rep["utilization"], rep["id"]))[:REPS_SHOWN]
     statuses = collections.Counter(rep["status"] for rep in reps)
     return {
@@ -66,6 +66,7 @@ def export_gauges(current: dict[str, Any], reps: list[dict[str, Any]]) -> None:
         metrics.queue_waiting_leads.labels(queue["name"]).set(queue["waiting"])
         metrics.queue_oldest_wait_seconds.labels(queue["name"]).set(queue["oldest_wait_s"])
         metrics.queue_ready_reps.labels(queue["name"]).set(queue["ready"])
+        metrics.queue_online_reps.labels(queue["name"]).set(queue["online"])
     metrics.assignments_total_workspace.set(current["assigned_total"])
     by_team: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for rep in reps:

@@ -49,6 +49,7 @@ queue_waiting_leads = Gauge("dispatcher_queue_waiting_leads", "Leads waiting for
 queue_oldest_wait_seconds = Gauge(
     "dispatcher_queue_oldest_wait_seconds", "How long the oldest waiting lead has waited", ["queue"]
 )
+queue_online_reps = Gauge("dispatcher_queue_online_reps", "Member reps online now", ["queue"])
 queue_ready_reps = Gauge("dispatcher_queue_ready_reps", "Reps online with room in the queue", ["queue"])
 reps_by_status = Gauge("dispatcher_reps", "Reps by effective status and team", ["status", "team"])
 team_load_leads = Gauge("dispatcher_team_load_leads", "Open leads held by the team's reps", ["team"])

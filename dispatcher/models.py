@@ -23,6 +23,11 @@ Count = Annotated[int, Meta(ge=0, le=10_000)]
 Level = Annotated[int, Meta(ge=1, le=10)]
 
 
+# Every `kind` of BadInput, so counters by kind exist from the start (Prometheus's increase()
+# does not count a series' first appearance).
+BAD_INPUT_KINDS = ("malformed_json", "invalid", "too_large", "unrouted_channel", "empty")
+
+
 class BadInput(ValueError):
     """Input that cannot be used; str() says what is wrong, `kind` names the sort of problem
     (a bounded label for metrics and the dead-letter record)."""

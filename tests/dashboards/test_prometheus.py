@@ -1,0 +1,111 @@
+"""Every PromQL expression the dashboard and the alert rules use, evaluated by a real Prometheus
+that scraped a real worker under traffic (the demo floor, bad input included)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from dispatcher.demo import DemoPlan, run_demo
+from dispatcher.embedded import _die_with_parent, free_port
+from tests.kafka_io import eventually, produce
+
+DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
+
+
+def dashboard_expressions() -> list[str]:
+    dashboard = json.loads((DASHBOARDS / "dispatcher.json").read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+def alert_rules() -> list[dict]:
+    return [rule for group in yaml.safe_load((DASHBOARDS / "alerts.yml").read_text())["groups"] for rule in group["rules"]]
+
+
+def query(base: str, expr: str) -> list[dict]:
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    answer = json.load(urllib.request.urlopen(url, timeout=10))
+    assert answer["status"] == "success", (expr, answer)
+    return answer["data"]["result"]
+
+
+@pytest.fixture
+def prometheus(tmp_path, worker_factory):
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is missing: `make install` installs Debian's prometheus package"
+    worker = worker_factory()
+    port = free_port()
+    config = yaml.safe_load((DASHBOARDS / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{worker.http_port}"]}]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    shutil.copy(DASHBOARDS / "alerts.yml", tmp_path / "alerts.yml")
+    process = subprocess.Popen(
+        [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("wb"), preexec_fn=_die_with_parent,
+    )
+    yield worker, f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
+
+
+async def test_every_dashboard_and_alert_expression_returns_data(prometheus, stack):
+    worker, base = prometheus
+    stop = asyncio.Event()
+    plan = DemoPlan(reps=12, leads_per_second=20, burst_every_s=8, burst_length_s=2, mean_handle_time_s=2)
+    demo = asyncio.create_task(run_demo(f"http://127.0.0.1:{worker.http_port}", plan, stop))
+    prefix = worker.env["DISPATCHER_TOPIC_PREFIX"]
+    # Counters must be seen at zero first: increase() does not count a series' first sample.
+    await eventually(lambda: _scraped(base), timeout_s=30)
+    await produce(stack.broker_url, prefix + "leads", [("bad", b"{not json"), ("worse", orjson.dumps({"id": 1}))])
+    refused = urllib.request.Request(f"http://127.0.0.1:{worker.http_port}/v1/leads", data=b"{oops", method="POST")
+    with pytest.raises(urllib.error.HTTPError):
+        await asyncio.to_thread(urllib.request.urlopen, refused)
+    await asyncio.sleep(12)
+
+    missing = []
+    deadline = time.monotonic() + 30
+    expressions = dashboard_expressions() + [rule["expr"] for rule in alert_rules()]
+    while time.monotonic() < deadline:
+        missing = [expr for expr in dashboard_expressions() if not await asyncio.to_thread(query, base, expr)]
+        for rule in alert_rules():
+            # An alert's expression is empty while all is well; what must exist is every series it reads.
+            for metric in set(re.findall(r"\b(dispatcher_\w+|up)\b", rule["expr"])):
+                if not await asyncio.to_thread(query, base, metric):
+                    missing.append(f"{rule['alert']}: {metric}")
+        if not missing:
+            break
+        await asyncio.sleep(2)
+    stop.set()
+    await demo
+    assert not missing, f"no data for: {missing}"
+    for expr in expressions:
+        await asyncio.to_thread(query, base, expr)
+    states = await eventually(lambda: _states_once_dead_letters_fire(base), timeout_s=30)
+    assert states["DispatcherWorkerDown"] == "inactive", states
+
+
+def _scraped(base: str) -> bool:
+    try:
+        return bool(query(base, 'dispatcher_leads_dlq_total{reason="malformed_json"}'))
+    except OSError:
+        return False
+
+
+def _states_once_dead_letters_fire(base: str) -> dict[str, str] | None:
+    rules = json.load(urllib.request.urlopen(f"{base}/api/v1/rules"))["data"]["groups"][0]["rules"]
+    states = {rule["name"]: rule["state"] for rule in rules}
+    return states if states["DeadLettersGrowing"] == "firing" else None
