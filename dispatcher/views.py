@@ -199,6 +199,16 @@ class Rep(View):
         return json_response(rep)
 
 
+@app.page("/v1/reps/{rep_id}/leads")
+class RepLeads(View):
+    """The rep's open leads: what a rep's app polls to know what to work on."""
+
+    async def get(self, request: Request, rep_id: str) -> Response:
+        if not await store.reps([rep_id]):
+            return error(404, f"unknown rep {rep_id}", "rep_leads")
+        return json_response({"rep_id": rep_id, "leads": await store.open_leads_of(rep_id)})
+
+
 @app.page("/v1/reps/{rep_id}/presence")
 class RepPresence(View):
     async def post(self, request: Request, rep_id: str) -> Response:

@@ -77,6 +77,12 @@ class Keys:
         return self._key("stats:assigned")
 
     @property
+    def open_leads(self) -> str:
+        """ZSET (scores 0) of "rep|lead" for every assigned lead not yet closed: a rep's open leads
+        are one BYLEX range, and a lead can give its unit back only once."""
+        return self._key("open")
+
+    @property
     def routing_fingerprint(self) -> str:
         """STRING hash of the routing file the queue memberships were last built from."""
         return self._key("routing:fingerprint")
@@ -105,5 +111,5 @@ class Keys:
         return [
             self.leads, self.rep_profiles, self.rep_capacity, self.rep_load, self.rep_skills,
             self.rep_rank, self.rep_status, self.rep_seen, self.rep_last_assigned,
-            self.recent_assignments, self.assigned_count,
+            self.recent_assignments, self.assigned_count, self.open_leads,
         ]

@@ -170,6 +170,11 @@ class Store:
         moved = (Assignment.from_script(row[2], reassigned=True),) if row[2] else ()
         return Outcome("ok", row[1], moved + tuple(Assignment.from_script(r) for r in row[3]))
 
+    async def open_leads_of(self, rep_id: str) -> list[str]:
+        # "|" never occurs in an id and "}" is the byte after it: the range holds exactly this rep.
+        members = await self.client.zrange(self.keys.open_leads, f"[{rep_id}|", f"({rep_id}}}", bylex=True)
+        return [member.split("|", 1)[1] for member in members]
+
     async def lead(self, lead_id: str) -> dict[str, Any] | None:
         raw = await self.client.hget(self.keys.leads, lead_id)
         return None if raw is None else orjson.loads(raw)

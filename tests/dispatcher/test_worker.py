@@ -67,6 +67,8 @@ async def test_a_lead_posted_over_http_is_assigned_and_announced(worker_factory,
     assert events[0]["lead_id"] == "web-1" and events[0]["rep_id"] == "ana" and events[0]["reassigned"] is False
     code, rep = await api.call("GET", "/v1/reps/ana")
     assert rep["load"] == 1 and rep["status"] == "online"
+    assert await api.call("GET", "/v1/reps/ana/leads") == (200, {"rep_id": "ana", "leads": ["web-1"]})
+    assert (await api.call("GET", "/v1/reps/nobody/leads"))[0] == 404
 
 
 async def _assigned(api: Api, lead_id: str) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ if record.status == 'closed' then return {'already_closed', record.outcome} end
 local previous = record.status
 local rep = previous == 'assigned' and record.rep_id or nil
 if rep then
-    release(ctx, rep, record.bucket)
+    release(ctx, rep, record.bucket, lead_id)
 elseif previous == 'queued' and ctx.by_name[record.queue] then
     redis.call('ZREM', ctx.by_name[record.queue].wait[record.lead.channel], lead_id)
 end

@@ -3,8 +3,8 @@
 -- only picks among them.
 --
 -- Key layout shared by all scripts (see dispatcher/state/keys.py):
---   KEYS[1..11] leads, rep profiles, rep:cap, rep:load, rep:skills, rep:rank, rep:status, rep:seen,
---               rep:last_assigned, recent assignments, assignment counter
+--   KEYS[1..12] leads, rep profiles, rep:cap, rep:load, rep:skills, rep:rank, rep:status, rep:seen,
+--               rep:last_assigned, recent assignments, assignment counter, open leads
 --   then one block per queue: members, ready(queue, "*"), ready(queue, c) for c in CHANNELS,
 --               wait(queue, c) for c in CHANNELS
 -- ARGV layout shared by all scripts:
@@ -13,8 +13,8 @@
 --   then the script's own arguments, from ctx.argi on.
 
 local K_LEADS, K_PROFILES, K_CAP, K_LOAD, K_SKILLS, K_RANK, K_STATUS, K_SEEN, K_LAST = 1, 2, 3, 4, 5, 6, 7, 8, 9
-local K_RECENT, K_ASSIGNED = 10, 11
-local FIXED_KEYS = 11
+local K_RECENT, K_ASSIGNED, K_OPEN = 10, 11, 12
+local FIXED_KEYS = 12
 -- How many of the latest assignments the supervisor page can show.
 local RECENT_KEPT = 50
 -- Score of a waiting lead: higher priority first, then older first. 1e13 ms is ~317 years.
@@ -188,6 +188,7 @@ local function reserve(ctx, record, q, rep, bucket, event, facts)
     local load, cap, last, rank = rep_facts(rep, bucket)
     unindex_rep(ctx, rep, bucket)
     redis.call('HINCRBY', KEYS[K_LOAD], rep .. '|' .. bucket, 1)
+    redis.call('ZADD', KEYS[K_OPEN], 0, rep .. '|' .. record.id)
     redis.call('HSET', KEYS[K_LAST], rep, ctx.now)
     index_rep(ctx, rep, bucket)
     facts.load = load
@@ -210,12 +211,12 @@ local function reserve(ctx, record, q, rep, bucket, event, facts)
     return assignment
 end
 
--- Gives back one unit of the rep's bucket; load never goes below zero, so a repeated release
--- cannot leak capacity.
-local function release(ctx, rep, bucket)
+-- Gives back the unit this lead held. Only a lead still open on the rep gives one back, so a
+-- repeated release can never free capacity twice.
+local function release(ctx, rep, bucket, lead_id)
+    if redis.call('ZREM', KEYS[K_OPEN], rep .. '|' .. lead_id) == 0 then return end
     local field = rep .. '|' .. bucket
     local load = tonumber(redis.call('HGET', KEYS[K_LOAD], field) or '0')
-    if load <= 0 then return end
     unindex_rep(ctx, rep, bucket)
     redis.call('HSET', KEYS[K_LOAD], field, load - 1)
     index_rep(ctx, rep, bucket)

@@ -30,7 +30,7 @@ if target ~= '' then
 end
 
 if old_rep then
-    release(ctx, old_rep, record.bucket)
+    release(ctx, old_rep, record.bucket, lead_id)
 elseif record.status == 'queued' and ctx.by_name[record.queue] then
     redis.call('ZREM', ctx.by_name[record.queue].wait[channel], lead_id)
 end

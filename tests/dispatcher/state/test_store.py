@@ -109,6 +109,7 @@ async def test_closing_twice_frees_capacity_once(store_factory, rep_factory):
     assert (await store.close("a", "won")).detail == "already closed"
     assert (await loads(store))["r"] == 1
     assert (await store.close("nope", "won")).code == "not_found"
+    assert await store.open_leads_of("r") == ["b"]
 
 
 async def test_per_channel_capacity_is_kept_per_channel(store_factory, rep_factory):
