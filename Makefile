@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages demo test bench clean
+.PHONY: install system-packages demo test bench loadtest clean
 
 install: system-packages $(STAMP)
 
@@ -36,6 +36,9 @@ test: install
 
 bench: install
 	$(BIN)/python -m loadtest.bench
+
+loadtest: install
+	$(BIN)/python -m loadtest.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info loadtest/results

@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dispatcher import metrics
-from dispatcher.app import app, leads_topic, settings, store
+from dispatcher.app import app, assignments_topic, leads_dlq_topic, leads_topic, rep_events_topic, settings, store
 from dispatcher.events import publish_assignments, publish_dead_letter
 from dispatcher.models import BadInput, routable_lead
 from dispatcher.routing import RoutingError, load_routing
@@ -77,6 +77,14 @@ async def _decide_until_redis_answers(deliveries: list) -> list[Decision]:
             log.warning("redis unavailable (%s); retrying %d leads in %.2f s", exc, len(deliveries), delay)
             attempt += 1
             await asyncio.sleep(delay)
+
+
+@app.task
+async def declare_topics() -> None:
+    """Every topic exists, with the configured partitions, before anyone reads it: consumers of
+    `assignments` or `leads-dlq` may subscribe before the first record is written."""
+    for topic in (leads_topic, assignments_topic, rep_events_topic, leads_dlq_topic):
+        await topic.maybe_declare()
 
 
 @app.task

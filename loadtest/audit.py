@@ -1,0 +1,107 @@
+"""What a load test must prove, read from the system of record (Redis and the topics), never
+from locust's own counters: nothing lost, nothing assigned twice, nobody over capacity."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from dispatcher.state.keys import Keys
+
+
+@dataclass
+class Audit:
+    produced: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    lost: list[str] = field(default_factory=list)
+    doubled: dict[str, list[str]] = field(default_factory=dict)
+    over_capacity: dict[str, tuple[int, int]] = field(default_factory=dict)
+    load_mismatch: dict[str, tuple[int, int]] = field(default_factory=dict)
+    peak_assigned_per_s: float = 0.0
+    topic_lengths: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.lost or self.doubled or self.over_capacity or self.load_mismatch)
+
+
+async def read_whole_topic(bootstrap: str, topic: str) -> list[bytes]:
+    """Every record on the topic, from the first to the end it had when the read began."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=5)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = await consumer.end_offsets(partitions) if partitions else {}
+        remaining = {tp: end for tp, end in ends.items() if end > 0}
+        values: list[bytes] = []
+        while remaining:
+            for tp, messages in (await consumer.getmany(timeout_ms=500, max_records=10_000)).items():
+                values.extend(message.value for message in messages if message.offset < ends[tp])
+                if messages and messages[-1].offset >= ends[tp] - 1:
+                    remaining.pop(tp, None)
+        return values
+    finally:
+        await consumer.stop()
+
+
+def peak_rate(timestamps_ms: list[int], window_s: float = 10.0) -> float:
+    """The highest rate held over any window of `window_s` seconds."""
+    ordered = sorted(timestamps_ms)
+    best, start = 0, 0
+    for end, stamp in enumerate(ordered):
+        while stamp - ordered[start] >= window_s * 1000:
+            start += 1
+        best = max(best, end - start + 1)
+    return best / window_s
+
+
+async def audit(broker_url: str, redis_url: str, workspace: str, topic_prefix: str) -> Audit:
+    bootstrap = broker_url.removeprefix("kafka://")
+    result = Audit()
+    lead_values = await read_whole_topic(bootstrap, topic_prefix + "leads")
+    events = [orjson.loads(v) for v in await read_whole_topic(bootstrap, topic_prefix + "assignments")]
+    result.topic_lengths = {"leads": len(lead_values), "assignments": len(events)}
+    produced_ids = set()
+    for value in lead_values:
+        try:
+            produced_ids.add(orjson.loads(value)["id"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue
+    result.produced = len(produced_ids)
+
+    keys = Keys(workspace)
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    try:
+        records = {lead_id: orjson.loads(raw) for lead_id, raw in (await client.hgetall(keys.leads)).items()}
+        loads = await client.hgetall(keys.rep_load)
+        capacities = await client.hgetall(keys.rep_capacity)
+        open_members = await client.zrange(keys.open_leads, 0, -1)
+    finally:
+        await client.aclose()
+
+    result.by_status = dict(collections.Counter(record["status"] for record in records.values()))
+    decided = {"assigned", "queued", "closed", "pooled"}
+    result.lost = sorted(i for i in produced_ids if i not in records or records[i]["status"] not in decided)
+    reps_by_lead: dict[str, set[str]] = collections.defaultdict(set)
+    for event in events:
+        if not event.get("reassigned"):
+            reps_by_lead[event["lead_id"]].add(event["rep_id"])
+    result.doubled = {lead: sorted(reps) for lead, reps in reps_by_lead.items() if len(reps) > 1}
+    for bucket, capacity in capacities.items():
+        load = int(loads.get(bucket, 0))
+        if load > int(capacity):
+            result.over_capacity[bucket] = (load, int(capacity))
+    open_by_rep = collections.Counter(member.split("|", 1)[0] for member in open_members)
+    load_by_rep: collections.Counter[str] = collections.Counter()
+    for bucket, load in loads.items():
+        load_by_rep[bucket.split("|", 1)[0]] += int(load)
+    for rep in set(open_by_rep) | set(load_by_rep):
+        if open_by_rep[rep] != load_by_rep[rep]:
+            result.load_mismatch[rep] = (load_by_rep[rep], open_by_rep[rep])
+    result.peak_assigned_per_s = peak_rate([r["assigned_at"] for r in records.values() if r.get("assigned_at")])
+    return result
