@@ -8,10 +8,10 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from msgspec import Meta
 
-from dispatcher.routing import Routing
+from dispatcher.routing import NAME_PATTERN, Routing
 
-ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+# \Z, not $: `$` also matches before a trailing newline, which would let "id\n" through.
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}\Z"
 
 Id = Annotated[str, Meta(pattern=ID_PATTERN)]
 Name = Annotated[str, Meta(pattern=NAME_PATTERN)]
@@ -19,7 +19,9 @@ Text = Annotated[str, Meta(max_length=256)]
 Scalar = str | int | float | bool
 AttributeValue = Scalar | Annotated[list[Scalar], Meta(max_length=64)]
 Attributes = Annotated[dict[Annotated[str, Meta(min_length=1, max_length=64)], AttributeValue], Meta(max_length=64)]
-Count = Annotated[int, Meta(ge=0, le=10_000)]
+# A rep's unit count per bucket. Bounded because a rep coming online drains up to its capacity
+# in one atomic step; TaskRouter's own ceiling is 50 per channel.
+Count = Annotated[int, Meta(ge=0, le=1000)]
 Level = Annotated[int, Meta(ge=1, le=10)]
 
 

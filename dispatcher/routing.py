@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from strategies import policy
 from strategies.base import order_codes
 
-NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+# The one name pattern for queues, teams, skills and channels; \Z because `$` admits a trailing newline.
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}\Z"
 DEFAULT_CHANNELS = ("web", "chat", "call", "email", "form", "sms")
 Scalar = str | int | float | bool
 

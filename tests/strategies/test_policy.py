@@ -1,47 +1,127 @@
-"""Filters run before the selector; the policy resolves names from the routing file."""
+"""The policy: names resolve to strategies, and `choose` applies every filter, then the selector."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
-from strategies import filters, policy
-from strategies.base import LeadView, RepState
+from strategies import filters, load_aware, online_now, policy, priority
+from strategies.base import ORDER_CODES, LeadView, RepState
 
 NOW = 1_000_000
-MOMENT = filters.Moment(now_ms=NOW, presence_ttl_ms=60_000, heartbeat_window_ms=15_000)
+MOMENT = filters.Moment(now_ms=NOW, presence_ttl_ms=60_000)
+LEAD = LeadView("l")
 
 
 def rep(rep_id: str, **fields) -> RepState:
-    defaults = {"load": 0, "capacity": 2, "status": "online", "last_seen_ms": NOW - 1_000}
+    defaults = {"load": 0, "capacity": 4, "status": "online", "last_seen_ms": NOW - 1_000}
     return RepState(id=rep_id, **{**defaults, **fields})
 
 
-def test_present_needs_online_and_a_heartbeat_within_the_ttl():
-    kept = filters.present([rep("on"), rep("away", status="away"), rep("silent", last_seen_ms=NOW - 61_000)],
-                           LeadView("l"), MOMENT)
-    assert [r.id for r in kept] == ["on"]
+def test_the_registry_holds_every_strategy_and_load_aware_is_the_default():
+    assert policy.STRATEGIES == {"load_aware": load_aware, "online_now": online_now, "priority": priority}
+    assert policy.DEFAULT_STRATEGY == "load_aware"
+    for name, module in policy.STRATEGIES.items():
+        assert policy.strategy(name) is module
 
 
-def test_recent_applies_the_queue_window_only_when_it_has_one():
-    reps = [rep("fresh"), rep("stale", last_seen_ms=NOW - 20_000)]
-    assert [r.id for r in filters.recent(reps, LeadView("l"), MOMENT)] == ["fresh"]
-    no_window = filters.Moment(NOW, 60_000, 0)
-    assert len(filters.recent(reps, LeadView("l"), no_window)) == 2
+@pytest.mark.parametrize("name", ["nope", "", "Load_Aware", "round_robin"])
+def test_an_unknown_strategy_names_itself_and_the_known_ones(name):
+    with pytest.raises(ValueError) as refused:
+        policy.strategy(name)
+    message = str(refused.value)
+    assert f"unknown strategy {name!r}" in message
+    assert "known strategies: load_aware, online_now, priority" in message
 
 
-def test_room_and_skills():
-    reps = [rep("full", load=2), rep("bilingual", skills={"spanish": 3, "english": 9}), rep("english", skills={"english": 9})]
-    assert [r.id for r in filters.with_room(reps, LeadView("l"), MOMENT)] == ["bilingual", "english"]
-    spanish = LeadView("l", skills=("spanish", "english"))
-    assert [r.id for r in filters.with_skills(reps, spanish, MOMENT)] == ["bilingual"]
+def test_choose_refuses_an_unknown_strategy():
+    with pytest.raises(ValueError, match="unknown strategy 'nope'"):
+        policy.choose("nope", [rep("a")], LEAD, MOMENT)
 
 
-def test_choose_filters_then_selects():
-    reps = [rep("away", status="away"), rep("full", load=2), rep("busy", load=1), rep("free")]
-    assert policy.choose("load_aware", reps, LeadView("l"), MOMENT).id == "free"
-    assert policy.choose("load_aware", reps[:2], LeadView("l"), MOMENT) is None
+# Each of these would be the load-aware pick (idle longest, empty) if it were eligible.
+INELIGIBLE = {
+    "away": rep("away", status="away"),
+    "offline": rep("offline", status="offline"),
+    "silent": rep("silent", last_seen_ms=NOW - 60_001),
+    "full": rep("full", load=4, last_assigned_ms=0),
+    "no-skill": rep("no-skill", skills={"english": 9}),
+}
+ELIGIBLE = rep("ok", load=3, last_assigned_ms=900, skills={"spanish": 1})
+SPANISH = LeadView("l", skills=("spanish",))
 
 
-def test_unknown_strategy_names_the_known_ones():
-    with pytest.raises(ValueError, match="known strategies: load_aware, online_now, priority"):
-        policy.strategy("fastest")
+@pytest.mark.parametrize("strategy_name", sorted(policy.STRATEGIES))
+def test_choose_applies_every_filter_before_the_selector(strategy_name):
+    everyone = [*INELIGIBLE.values(), ELIGIBLE]
+    assert policy.choose(strategy_name, everyone, SPANISH, MOMENT) is ELIGIBLE
+    assert policy.choose(strategy_name, list(INELIGIBLE.values()), SPANISH, MOMENT) is None
+    assert policy.choose(strategy_name, [], SPANISH, MOMENT) is None
+
+
+@pytest.mark.parametrize("name", sorted(INELIGIBLE))
+def test_each_filter_alone_keeps_a_rep_out(name):
+    assert policy.choose("load_aware", [INELIGIBLE[name]], SPANISH, MOMENT) is None
+
+
+def test_choose_applies_the_queue_heartbeat_window():
+    stale = rep("stale", last_seen_ms=NOW - 20_000, last_assigned_ms=0)
+    fresh = rep("fresh", last_seen_ms=NOW - 1_000, last_assigned_ms=500)
+    windowed = filters.Moment(NOW, 60_000, heartbeat_window_ms=15_000)
+    assert policy.choose("online_now", [stale, fresh], LEAD, windowed) is fresh
+    assert policy.choose("online_now", [stale, fresh], LEAD, MOMENT) is stale
+
+
+def test_choose_then_selects_by_the_named_strategy():
+    light_recent = rep("light", load=0, last_assigned_ms=900, rank=1)
+    busy_idle = rep("idle", load=2, last_assigned_ms=10, rank=2)
+    ranked_busiest = rep("ranked", load=3, last_assigned_ms=500, rank=9)
+    reps = [light_recent, busy_idle, ranked_busiest]
+    assert policy.choose("load_aware", reps, LEAD, MOMENT) is light_recent
+    assert policy.choose("online_now", reps, LEAD, MOMENT) is busy_idle
+    assert policy.choose("priority", reps, LEAD, MOMENT) is ranked_busiest
+
+
+def test_priority_passes_over_a_full_top_ranked_rep():
+    top_full = rep("top", load=4, rank=9)
+    second = rep("second", load=3, rank=5)
+    assert policy.choose("priority", [top_full, second, rep("third", rank=1)], LEAD, MOMENT) is second
+
+
+def test_explain_delegates_to_the_named_strategy():
+    facts = {"load": 1, "capacity": 2, "rank": 3, "idle_ms": 100}
+    for name, module in policy.STRATEGIES.items():
+        assert policy.explain(name, facts) == module.explain(facts)
+    assert policy.explain("load_aware", facts) != policy.explain("priority", facts)
+
+
+def _index_member(order: tuple[str, ...], r: RepState) -> str:
+    """The ready-index member exactly as lib.lua's member_for writes it (sorted lexically)."""
+    parts = []
+    for name in order:
+        code = ORDER_CODES[name]
+        if code == "u":
+            parts.append(f"{r.load * 1_000_000_000 // r.capacity:010d}")
+        elif code == "l":
+            parts.append(f"{r.last_assigned_ms:014d}")
+        elif code == "r":
+            parts.append(f"{1_000_000 - int(r.rank * 1000):07d}")
+    return "|".join([*parts, r.id])
+
+
+ROSTER = [
+    RepState(id=f"r{i}", load=load, capacity=cap, last_assigned_ms=last, rank=rank)
+    for i, (load, cap, last, rank) in enumerate(
+        itertools.product([0, 1, 2], [3, 6], [0, 100, 1_700_000_000_000], [0, 2.5, 9])
+    )
+]
+
+
+@pytest.mark.parametrize("module", [load_aware, online_now, priority])
+def test_select_agrees_with_the_declared_index_order(module):
+    for size in (1, 2, 5, len(ROSTER)):
+        for start in range(0, len(ROSTER), 7):
+            candidates = (ROSTER[start:] + ROSTER[:start])[:size]
+            by_index = min(candidates, key=lambda r: _index_member(module.ORDER, r))
+            assert module.select(candidates, LEAD) is by_index
