@@ -6,42 +6,27 @@ them from `app.settings`.
 
 from __future__ import annotations
 
-import faust
-
 from dispatcher.http import make_middleware
 from dispatcher.routing import load_routing
 from dispatcher.settings import Settings
 from dispatcher.state.keys import Keys
 from dispatcher.state.store import Store, connect
-from dispatcher.transport import Transport as FetchWaitTransport
+from dispatcher.transport import StreamApp
 
 
-class DispatcherApp(faust.App):
+class DispatcherApp(StreamApp):
     def __init__(self, settings: Settings) -> None:
         super().__init__(
             f"{settings.topic_prefix}{settings.group_id}",
-            broker=settings.broker,
-            key_serializer="raw",
-            value_serializer="raw",
+            settings,
             web_host=settings.http_host,
             web_port=settings.http_port,
-            topic_partitions=settings.topic_partitions,
-            broker_session_timeout=settings.broker_session_timeout_s,
-            broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
-            broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
-            broker_commit_interval=settings.commit_interval_s,
-            autodiscover=False,
-            datadir=str(settings.data_dir),
             web_application_options={
                 "middlewares": [make_middleware(settings)],
                 "client_max_size": settings.max_body_bytes,
             },
         )
-        self.settings = settings
         self.consuming = False
-
-    def _new_transport(self) -> faust.types.TransportT:
-        return FetchWaitTransport(self.conf.broker_consumer, self)
 
 
 settings = Settings()

@@ -1,0 +1,616 @@
+"""`make bench`: the dispatcher against the bare limit, in one run on one fresh embedded stack.
+
+Three systems read an input topic and write one event per input record to an output topic:
+
+  aiokafka relay  consume (5 ms fetch wait), produce `{"lead_id"}`, nothing in between (loadtest/relays.py)
+  faust relay     the same as a bare faust agent, with the dispatcher's transport (the same 5 ms wait)
+  dispatcher      one `dispatcher worker`: validate, route, one Lua step in Redis, one assignment event,
+                  with a roster so large that no lead waits (200 reps x capacity 1,000 by default)
+
+Phases, each on FRESH topics and a freshly started process of the system (the broker slows as a
+topic grows, NOTES.md), run phase by phase so the three systems of a phase see the broker in about
+the same state:
+
+  200/s, 1000/s     paced production (small batches on absolute 5 ms deadlines), latency from the
+                    moment a record is handed to the producer to the moment its output event is
+                    received by this process (fetch wait 5 ms), matched by id
+  burst (idle)      the system running, warmed up and idle; N records produced flat out; throughput
+                    from the first to the last output event
+  burst (backlog)   N records produced BEFORE the system starts; it then starts and drains them;
+                    throughput from the first to the last output event
+
+Every process is warmed up (a few hundred records, not counted) before a measured phase, except
+in the backlog phase, where the backlog is the first thing it reads. Each row also shows the CPU
+the system, the broker, redis and this process used while it was measured: on a small machine the
+broker alone takes most of a core at 1,000/s, so tails follow from how busy the cores are.
+
+Topic lengths are counted from the offsets this process saw (delivery reports for the input, the
+records read for the output): the embedded broker answers ListOffsets(latest) with the base offset
+of a topic's last batch, which is short by that batch's size once producers batch.
+
+    python -m loadtest.bench [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from dispatcher.embedded import EmbeddedStack, WorkerProcess, _die_with_parent, free_port
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PARTITIONS = 4  # the dispatcher's default topic_partitions; the relays' topics get the same
+FETCH_MAX_WAIT_MS = 5
+TICK_S = 0.005  # paced production: one small batch per 5 ms deadline
+SYSTEMS = ("aiokafka relay", "faust relay", "dispatcher")
+PACED_WARMUP_RATE = 500
+
+
+@dataclass(frozen=True)
+class Plan:
+    rates: tuple[int, ...] = (200, 1000)
+    seconds: float = 10.0
+    warmup: int = 300
+    burst: int = 20_000
+    idle_burst: bool = True
+    backlog_burst: bool = True
+    reps: int = 200
+    capacity: int = 1000
+    settle_s: float = 30.0
+    start_timeout_s: float = 60.0
+    systems: tuple[str, ...] = SYSTEMS
+
+
+FULL = Plan()
+QUICK = Plan(seconds=2.0, warmup=100, burst=3000, settle_s=20.0)
+
+
+@dataclass
+class Row:
+    system: str
+    phase: str
+    topics: str
+    sent: int
+    matched: int
+    send_rate: float  # what the producer achieved, records/s
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    throughput: float | None = None  # output events/s, first to last
+    input_len: int = 0  # records in the input topic at the end of the phase
+    output_len: int = 0
+    seconds: float = 0.0  # wall time of the phase, start-up included
+    extra: dict = field(default_factory=dict)
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(CPU time the whole machine has spent busy, CPU time of this process and its reaped children)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(value) for value in stat.readline().split()[1:9]]
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+    own = sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                resource.getrusage(resource.RUSAGE_CHILDREN)))
+    return busy, own
+
+
+def process_cpu_s(pid: int | None) -> float:
+    """CPU seconds a process has used so far (all its threads)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuWatch:
+    """Share of one core each process used between start() and stop(): where the time goes."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = pids
+
+    def start(self) -> CpuWatch:
+        self.began = time.perf_counter()
+        self.used = {name: process_cpu_s(pid) for name, pid in self.pids.items()}
+        return self
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.began
+        return {name: round((process_cpu_s(pid) - self.used[name]) / wall, 2) for name, pid in self.pids.items()}
+
+
+def percentile(ordered: list[float], share: float) -> float:
+    """Nearest rank: the smallest value with at least `share` of the values at or below it."""
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def lead_value(lead_id: str) -> bytes:
+    return orjson.dumps({"id": lead_id, "channel": "web", "priority": 5})
+
+
+async def create_topics(bootstrap: str, names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names])
+    finally:
+        await admin.close()
+
+
+class Probe:
+    """The measuring side of one phase: produces to the system's input topic, consumes its output
+    topic (fetch wait 5 ms, from the earliest offset: the topics are fresh) and matches by id."""
+
+    def __init__(self, bootstrap: str, source: str, target: str) -> None:
+        self.bootstrap, self.source, self.target = bootstrap, source, target
+        self.sent_at: dict[str, float] = {}
+        self.latencies_ms: list[float] = []
+        self.received_at: list[float] = []
+        self.created_ms: list[int] = []  # the output records' own timestamps: when the system produced them
+        self.unmatched = 0
+        # Topic lengths come from offsets seen, not from ListOffsets: Tansu answers "latest" with the
+        # base offset of the last batch, short by that batch's size once producers batch.
+        self.input_ends: dict[int, int] = {}
+        self.output_ends: dict[int, int] = {}
+
+    async def __aenter__(self) -> Probe:
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0)
+        self.consumer = AIOKafkaConsumer(
+            self.target, bootstrap_servers=self.bootstrap, group_id=None, auto_offset_reset="earliest",
+            enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        )
+        await self.producer.start()
+        await self.consumer.start()
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+        await self.producer.stop()
+        await self.consumer.stop()
+
+    async def _read(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=100)
+            now = time.perf_counter()
+            for messages in batches.values():
+                for message in messages:
+                    self.output_ends[message.partition] = max(self.output_ends.get(message.partition, 0),
+                                                              message.offset + 1)
+                    started = self.sent_at.pop(orjson.loads(message.value)["lead_id"], None)
+                    if started is None:
+                        self.unmatched += 1  # a repeat, or a record of an earlier step
+                    else:
+                        self.latencies_ms.append((now - started) * 1000)
+                        self.received_at.append(now)
+                        self.created_ms.append(message.timestamp)
+
+    def reset(self) -> None:
+        self.sent_at.clear()
+        self.latencies_ms, self.received_at, self.created_ms, self.unmatched = [], [], [], 0
+
+    async def _send(self, lead_id: str) -> None:
+        self.sent_at[lead_id] = time.perf_counter()  # the moment it is handed to the producer
+        delivery = await self.producer.send(self.source, key=lead_id.encode(), value=lead_value(lead_id))
+        delivery.add_done_callback(self._delivered)
+
+    def _delivered(self, delivery: asyncio.Future) -> None:
+        if not delivery.cancelled() and delivery.exception() is None:
+            meta = delivery.result()
+            self.input_ends[meta.partition] = max(self.input_ends.get(meta.partition, 0), meta.offset + 1)
+
+    async def paced(self, tag: str, count: int, rate: float) -> float:
+        """`count` records at `rate`/s: at each 5 ms deadline (absolute, so lateness never
+        accumulates into drift) whatever is due by then. Returns the rate achieved."""
+        start = time.perf_counter()
+        sent, tick, self.late_max_ms = 0, 0, 0.0
+        while sent < count:
+            tick += 1
+            delay = start + tick * TICK_S - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                self.late_max_ms = max(self.late_max_ms, -delay * 1000)
+            due = min(count, int(rate * tick * TICK_S + 1e-9))
+            while sent < due:
+                await self._send(f"{tag}-{sent}")
+                sent += 1
+        await self.producer.flush()
+        elapsed = time.perf_counter() - start
+        await asyncio.sleep(0.01)  # the delivery callbacks (topic lengths) run
+        return count / elapsed
+
+    async def flat_out(self, tag: str, count: int) -> float:
+        start = time.perf_counter()
+        for n in range(count):
+            await self._send(f"{tag}-{n}")
+        await self.producer.flush()
+        elapsed = time.perf_counter() - start
+        await asyncio.sleep(0.01)  # the delivery callbacks (topic lengths) run
+        return count / elapsed
+
+    async def wait_for(self, count: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while len(self.latencies_ms) < count:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)  # let any repeat arrive and be counted
+        return True
+
+    def lengths(self) -> tuple[int, int]:
+        """Records in the input topic (all produced here) and the output topic (all read here)."""
+        return sum(self.input_ends.values()), sum(self.output_ends.values())
+
+
+class Relay:
+    """A relay of loadtest/relays.py as a child process, on one input and one output topic."""
+
+    def __init__(self, kind: str, stack: EmbeddedStack, workdir: Path, env: dict[str, str]) -> None:
+        self.kind, self.stack, self.workdir, self.env = kind, stack, workdir, env
+        self.name = f"{kind} relay"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def prepare(self, tag: str) -> tuple[str, str]:
+        source, target = f"{tag}.in", f"{tag}.out"
+        await create_topics(self.stack.broker_url.removeprefix("kafka://"), [source, target])
+        self.log = self.workdir / f"{tag}.log"
+        return source, target
+
+    async def start(self, source: str, target: str, timeout_s: float) -> None:
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "loadtest.relays", self.kind, "--broker", self.stack.broker_url,
+                 "--in", source, "--out", target, "--port", str(free_port())],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **self.env},
+                preexec_fn=_die_with_parent,
+            )
+        deadline = time.monotonic() + timeout_s
+        while b"ready" not in self.log.read_bytes():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                raise RuntimeError(f"the {self.name} did not start; its log {self.log}:\n{self.log.read_text()[-2000:]}")
+            await asyncio.sleep(0.05)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def stop(self) -> asyncio.Future:
+        process, self.process = self.process, None
+        return asyncio.ensure_future(asyncio.to_thread(_stop, process))
+
+
+class Dispatcher:
+    """`dispatcher worker` processes (WorkerProcess), one per phase on topics of its own (a fresh
+    DISPATCHER_TOPIC_PREFIX), all in one Redis workspace that holds the roster."""
+
+    name = "dispatcher"
+
+    def __init__(self, stack: EmbeddedStack, workdir: Path, env: dict[str, str], run_id: str, plan: Plan) -> None:
+        self.stack, self.workdir, self.env, self.plan = stack, workdir, env, plan
+        self.workspace = f"bench-{run_id}"
+        self.roster_ready = False
+        self.worker: WorkerProcess | None = None
+
+    async def prepare(self, tag: str) -> tuple[str, str]:
+        self.prefix = f"{tag}."
+        await create_topics(self.stack.broker_url.removeprefix("kafka://"),
+                            [self.prefix + name for name in ("leads", "assignments", "rep-events", "leads-dlq")])
+        self.log = self.workdir / f"{tag}.log"
+        return self.prefix + "leads", self.prefix + "assignments"
+
+    async def start(self, source: str, target: str, timeout_s: float) -> None:
+        env = {
+            **self.env,
+            "DISPATCHER_BROKER": self.stack.broker_url,
+            "DISPATCHER_REDIS_URL": self.stack.redis_url,
+            "DISPATCHER_TOPIC_PREFIX": self.prefix,
+            "DISPATCHER_WORKSPACE": self.workspace,
+            "DISPATCHER_ALLOW_ANONYMOUS": "1",
+            "DISPATCHER_HTTP_HOST": "127.0.0.1",
+            "DISPATCHER_WORKER_ID": self.prefix.rstrip("."),
+            # Every phase's worker must find the roster online without a heartbeat of its own,
+            # including the backlog phase's, which drains before anyone could send one.
+            "DISPATCHER_PRESENCE_TTL_S": "3600",
+        }
+        self.worker = WorkerProcess(env, free_port(), self.log)
+        await asyncio.to_thread(self.worker.start, timeout_s)
+        if not self.roster_ready:
+            await self.put_roster()
+
+    async def put_roster(self) -> None:
+        """Reps with room for every lead of the run, so none waits: PUT and presence over HTTP."""
+        base = f"http://127.0.0.1:{self.worker.http_port}/v1/reps"
+        async with aiohttp.ClientSession() as session:
+
+            async def one(n: int) -> None:
+                for method, url, body in (("PUT", f"{base}/bench-{n}", {"capacity": self.plan.capacity}),
+                                          ("POST", f"{base}/bench-{n}/presence", {"status": "online"})):
+                    async with session.request(method, url, json=body) as response:
+                        if response.status != 200:
+                            raise RuntimeError(f"{method} {url}: {response.status} {await response.text()}")
+
+            for start in range(0, self.plan.reps, 20):
+                await asyncio.gather(*(one(n) for n in range(start, min(start + 20, self.plan.reps))))
+        self.roster_ready = True
+
+    async def ensure_roster(self, tag: str, timeout_s: float) -> None:
+        """The roster must be in place before a worker that starts on a backlog reads it; made
+        by the first phase's worker, or here by a worker of its own when no phase came before."""
+        if not self.roster_ready:
+            source, target = await self.prepare(f"{tag}-roster")
+            try:
+                await self.start(source, target, timeout_s)
+            finally:
+                await self.stop()
+
+    @property
+    def pid(self) -> int | None:
+        return self.worker.process.pid if self.worker and self.worker.process else None
+
+    def stop(self) -> asyncio.Future:
+        worker, self.worker = self.worker, None
+        return asyncio.ensure_future(asyncio.to_thread(worker.terminate if worker else lambda: None))
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def latency_figures(probe: Probe) -> dict[str, float]:
+    ordered = sorted(probe.latencies_ms)
+    if not ordered:
+        return {}
+    return {"p50_ms": percentile(ordered, 0.50), "p95_ms": percentile(ordered, 0.95),
+            "p99_ms": percentile(ordered, 0.99), "max_ms": ordered[-1]}
+
+
+def rate_between(first: float, last: float, count: int) -> float | None:
+    return (count - 1) / (last - first) if count > 1 and last > first else None
+
+
+async def warm_up(probe: Probe, tag: str, plan: Plan) -> None:
+    """A few hundred records through the whole path (group join, first fetches, connections,
+    script loads) before anything is measured; they count in the topic lengths, not the figures."""
+    await probe.paced(f"{tag}-warm", plan.warmup, PACED_WARMUP_RATE)
+    if not await probe.wait_for(plan.warmup, plan.start_timeout_s):
+        raise RuntimeError(f"{tag}: only {len(probe.latencies_ms)} of {plan.warmup} warm-up records came through")
+    probe.reset()
+
+
+async def run_phase(system: Relay | Dispatcher, phase: str, tag: str, stack: EmbeddedStack, plan: Plan,
+                    stopping: list[asyncio.Future]) -> Row:
+    """One row: fresh topics, a fresh process of the system, measured. The previous row's process
+    shuts down while this one starts (a group join takes seconds); `stopping` holds those
+    shutdowns, and nothing is measured before they are over."""
+    bootstrap = stack.broker_url.removeprefix("kafka://")
+    began = time.perf_counter()
+    if phase == "burst (backlog)" and isinstance(system, Dispatcher):
+        await system.ensure_roster(tag, plan.start_timeout_s)
+    source, target = await system.prepare(tag)
+    extra: dict = {}
+    async with Probe(bootstrap, source, target) as probe:
+        try:
+            if phase == "burst (backlog)":
+                await _all_stopped(stopping)
+                sent = plan.burst
+                send_rate = await probe.flat_out(tag, sent)
+                extra["input_len_before_start"] = probe.lengths()[0]
+                started = time.perf_counter()
+                await system.start(source, target, plan.start_timeout_s)
+                extra["start_s"] = round(time.perf_counter() - started, 2)
+                cpu = CpuWatch(pids(system, stack)).start()  # the drain has begun during start-up
+            else:
+                started = time.perf_counter()
+                await system.start(source, target, plan.start_timeout_s)
+                extra["start_s"] = round(time.perf_counter() - started, 2)
+                await _all_stopped(stopping)
+                await warm_up(probe, tag, plan)
+                cpu = CpuWatch(pids(system, stack)).start()
+                if phase == "burst (idle)":
+                    sent = plan.burst
+                    send_rate = await probe.flat_out(tag, sent)
+                else:
+                    rate = int(phase.removesuffix("/s"))
+                    sent = int(rate * plan.seconds)
+                    send_rate = await probe.paced(tag, sent, rate)
+                    extra["pace_late_max_ms"] = round(probe.late_max_ms, 1)  # this side behind its schedule
+            await probe.wait_for(sent, plan.settle_s if phase.endswith("/s") else max(plan.settle_s, sent / 500))
+            extra["cpu"] = cpu.stop()
+            input_len, output_len = probe.lengths()
+        finally:
+            stopping.append(system.stop())
+    if probe.unmatched:
+        extra["unmatched_output_events"] = probe.unmatched
+    row = Row(system.name, phase, "fresh", sent, len(probe.latencies_ms), send_rate, input_len=input_len,
+              output_len=output_len, seconds=time.perf_counter() - began, extra=extra)
+    if phase.endswith("/s"):
+        for name, value in latency_figures(probe).items():
+            setattr(row, name, value)
+    else:
+        # First to last output event as the system stamped them when producing (ms, one clock for
+        # all processes here), so this side's fetch batching does not blur a fast system's span.
+        row.throughput = rate_between(min(probe.created_ms, default=0) / 1000,
+                                      max(probe.created_ms, default=0) / 1000, len(probe.created_ms))
+        row.extra["received_rate"] = rate_between(min(probe.received_at, default=0),
+                                                  max(probe.received_at, default=0), len(probe.received_at))
+        row.extra.update({f"wait_{k}": v for k, v in latency_figures(probe).items()})
+    return row
+
+
+def pids(system: Relay | Dispatcher, stack: EmbeddedStack) -> dict[str, int | None]:
+    return {"system": system.pid, "broker": stack._broker.pid if stack._broker else None,
+            "redis": stack._redis.pid if stack._redis else None, "bench": os.getpid()}
+
+
+async def _all_stopped(stopping: list[asyncio.Future]) -> None:
+    while stopping:
+        await stopping.pop()
+
+
+def phases_of(plan: Plan) -> list[str]:
+    return ([f"{rate}/s" for rate in plan.rates] + (["burst (idle)"] if plan.idle_burst else [])
+            + (["burst (backlog)"] if plan.backlog_burst else []))
+
+
+async def run_bench(plan: Plan, *, workdir: Path | None = None, log=print) -> dict:  # type: ignore[no-untyped-def]
+    """The whole bench on one fresh embedded stack; returns the summary (rows and ratios). The
+    logs of the broker, redis and every process stay in `workdir` (a new temporary one by default)."""
+    run_id = uuid.uuid4().hex[:6]
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="dispatcher-bench-"))
+    env = {"DISPATCHER_DATA_DIR": str(workdir / "data")}
+    began = time.perf_counter()
+    busy_before, own_before = cpu_seconds()
+    rows: list[Row] = []
+    with EmbeddedStack(workdir) as stack:
+        log(f"bench {run_id}: broker {stack.broker_url}, redis {stack.redis_url}, logs in {workdir}")
+        systems = {
+            "aiokafka relay": Relay("aiokafka", stack, workdir, env),
+            "faust relay": Relay("faust", stack, workdir, env),
+            "dispatcher": Dispatcher(stack, workdir, env, run_id, plan),
+        }
+        stopping: list[asyncio.Future] = []
+        try:
+            for phase in phases_of(plan):
+                for name in plan.systems:
+                    tag = f"b{run_id}-{name.split()[0]}-{phase.split()[-1].strip('()').replace('/s', 'ps')}"
+                    row = await run_phase(systems[name], phase, tag, stack, plan, stopping)
+                    rows.append(row)
+                    log(f"  {row.system:<15} {row.phase:<16} matched {row.matched}/{row.sent} in {row.seconds:.1f} s"
+                        + (f", p99 {row.p99_ms:.1f} ms" if row.p99_ms is not None else "")
+                        + (f", {row.throughput:,.0f}/s" if row.throughput else "")
+                        + f" (start-up {row.extra['start_s']:.1f} s)")
+        finally:
+            await _all_stopped(stopping)
+    busy_after, own_after = cpu_seconds()
+    wall = time.perf_counter() - began
+    others_cpu_share = max(0.0, (busy_after - busy_before) - (own_after - own_before)) / (wall * (os.cpu_count() or 1))
+    return {
+        "plan": asdict(plan),
+        "rows": [asdict(row) for row in rows],
+        "ratios": ratios(rows, plan),
+        "records_written": sum(row.input_len + row.output_len for row in rows),
+        "seconds": round(wall, 1),
+        # Processes outside this bench (its broker, redis and systems are its children) that used
+        # the cores meanwhile: the figures are only comparable when this is near zero.
+        "others_cpu_share": others_cpu_share,
+        "logs": str(workdir),
+    }
+
+
+def ratios(rows: list[Row], plan: Plan) -> list[dict]:
+    find = {(row.system, row.phase): row for row in rows}
+    out = []
+
+    def add(name: str, numerator: float | None, denominator: float | None, target: str) -> None:
+        value = numerator / denominator if numerator and denominator else None
+        bound = float(target[2:].rstrip("x"))
+        ok = None if value is None else (value <= bound if target.startswith("<=") else value >= bound)
+        out.append({"ratio": name, "value": value, "target": target, "met": ok})
+
+    if plan.rates:
+        rate = f"{max(plan.rates)}/s"
+        mine = find.get(("dispatcher", rate))
+        for relay in ("aiokafka relay", "faust relay"):
+            other = find.get((relay, rate))
+            add(f"dispatcher p99 / {relay} p99 at {rate}", mine and mine.p99_ms, other and other.p99_ms, "<=1.5x")
+    for phase in ("burst (idle)", "burst (backlog)"):
+        mine, faust = find.get(("dispatcher", phase)), find.get(("faust relay", phase))
+        if mine or faust:
+            add(f"dispatcher / faust relay throughput, {phase}", mine and mine.throughput,
+                faust and faust.throughput, ">=0.8x")
+    return out
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def table(summary: dict) -> str:
+    lines = [f"{'system':<15} {'phase':<16}{'topics':>7}{'sent':>7}{'matched':>8}{'sent/s':>8}"
+             f"{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'max ms':>8}{'out/s':>8}{'in len':>8}{'out len':>8}"]
+    lines.append("-" * len(lines[0]))
+    for row in summary["rows"]:
+        out_rate = "-" if row["throughput"] is None else f"{row['throughput']:.0f}"
+        lines.append(
+            f"{row['system']:<15} {row['phase']:<16}{row['topics']:>7}{row['sent']:>7}{row['matched']:>8}"
+            f"{row['send_rate']:>8.0f}{_ms(row['p50_ms']):>8}{_ms(row['p95_ms']):>8}{_ms(row['p99_ms']):>8}"
+            f"{_ms(row['max_ms']):>8}{out_rate:>8}{row['input_len']:>8}{row['output_len']:>8}"
+        )
+    lines += ["", f"{'cores busy while measured':<32}{'system':>8}{'broker':>8}{'redis':>8}{'bench':>8}"
+              f"{'system CPU per event':>23}"]
+    for row in summary["rows"]:
+        cpu = row["extra"].get("cpu", {})
+        per_event = cpu.get("system", 0) * 1e6 / (row["throughput"] or row["send_rate"])
+        lines.append(f"{row['system']:<15} {row['phase']:<16}" + "".join(f"{cpu.get(k, 0):>8.2f}" for k in
+                     ("system", "broker", "redis", "bench")) + f"{per_event:>20.0f} us")
+    lines.append("")
+    for ratio in summary["ratios"]:
+        value = "n/a" if ratio["value"] is None else f"{ratio['value']:.2f}x"
+        verdict = {True: "met", False: "MISSED", None: "n/a"}[ratio["met"]]
+        lines.append(f"  {ratio['ratio']:<56}{value:>8}   target {ratio['target']:<7} {verdict}")
+    lines += [
+        "",
+        "  topics: every row ran on fresh topics (its own input and output topic, a new process of the",
+        "  system, a new consumer group); 'in len' / 'out len' are the records in them at the row's end,",
+        f"  warm-up included. All rows' topics together: {summary['records_written']:,} records.",
+        "  latency: handed to the producer -> output event received here (fetch wait 5 ms on both hops).",
+        "  burst (idle): produced flat out to the warmed-up, idle system; burst (backlog): produced before",
+        "  the system started. out/s = output events from the first to the last, by the timestamps the system",
+        "  put on them; sent/s = the rate this side's producer achieved (the pace, or flat out): where out/s",
+        "  comes near it, this side's producer, not the system, set the pace.",
+        "  cores busy: CPU each process used over the measured part (1.00 = one core); per event: the",
+        f"  system's CPU over its output rate. A row's columns together = how busy the {os.cpu_count()} cores were.",
+        f"  other processes on this machine used {summary['others_cpu_share']:.0%} of its {os.cpu_count()} cores meanwhile"
+        + (" -- figures are noisy; run again on a quiet machine" if summary["others_cpu_share"] > 0.1 else ""),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short phases (2 s paced, 3,000-record bursts)")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    summary = asyncio.run(run_bench(plan))
+    summary.update(quick=args.quick, when=time.strftime("%Y-%m-%d %H:%M:%S"),
+                   machine={"cores": os.cpu_count(), "python": sys.version.split()[0]})
+    print()
+    print(table(summary))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(summary, indent=2))
+    print(f"\n  {summary['seconds']:.0f} s in all; figures written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
