@@ -30,10 +30,45 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
+class NaturalBatches:
+    """Decides leads in batches that form by themselves: while one batch is in Redis, the leads
+    that arrive meanwhile gather into the next. A lone lead is decided at once (no window to
+    wait out, unlike faust's take()), and a burst costs one round trip per batch. Each lead is
+    acknowledged only after its decision and event are out, so a crash replays it."""
+
+    def __init__(self, stream, max_size: int) -> None:  # type: ignore[no-untyped-def]
+        self._stream, self._max_size = stream, max_size
+        self._pending: list[EventT] = []
+        self._arrived, self._has_room = asyncio.Event(), asyncio.Event()
+        self._has_room.set()
+        self._worker = asyncio.ensure_future(self._decide_forever())
+
+    async def add(self, event: EventT) -> None:
+        if self._worker.done():
+            self._worker.result()  # a failure of the decision loop stops the agent, loudly
+        self._pending.append(event)
+        self._arrived.set()
+        if len(self._pending) >= 4 * self._max_size:
+            self._has_room.clear()
+            await self._has_room.wait()
+
+    async def _decide_forever(self) -> None:
+        while True:
+            await self._arrived.wait()
+            batch, self._pending = self._pending[: self._max_size], self._pending[self._max_size:]
+            if not self._pending:
+                self._arrived.clear()
+            self._has_room.set()
+            await decide(batch)
+            for event in batch:
+                await self._stream.ack(event)
+
+
 @app.agent(leads_topic)
 async def assign_leads(stream):  # type: ignore[no-untyped-def]
-    async for events in stream.take_events(settings.batch_max, within=settings.batch_window_ms / 1000):
-        await decide(events)
+    batches = NaturalBatches(stream, settings.batch_max)
+    async for event in stream.noack().events():
+        await batches.add(event)
 
 
 async def decide(events: Sequence[EventT]) -> None:

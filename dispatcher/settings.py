@@ -43,9 +43,8 @@ class Settings(BaseSettings):
     worker_id: str = ""
     # faust insists on a data directory even without tables; keep it out of the working tree.
     data_dir: Path = Path(tempfile.gettempdir()) / "lead-dispatcher"
-    # Batching amortises the Redis round trip under bursts; the window bounds the latency it adds.
+    # The most leads one Redis round trip decides; batches form only while a previous one runs.
     batch_max: int = Field(200, ge=1, le=10_000)
-    batch_window_ms: float = Field(1.0, gt=0)
     log_level: str = "info"
 
     @field_validator("api_tokens", mode="before")

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from dispatcher.routing import Routing
 from dispatcher.state.keys import Keys
@@ -136,16 +137,23 @@ class Store:
 
     async def assign_many(self, deliveries: Sequence[tuple[Mapping[str, Any], str]]) -> list[Decision]:
         """Several decisions in one round trip; each is still its own atomic script, in order."""
-        pipe = self.client.pipeline(transaction=False)
-        queues = []
-        for lead, source in deliveries:
-            queue = self.routing.queue_for(lead)
-            keys, args = self._layout((lead["channel"],))
-            await self._scripts["assign"](
-                keys=keys, args=[*args, lead["id"], orjson.dumps(lead), source, queue], client=pipe
-            )
-            queues.append(queue)
-        rows = await pipe.execute()
+        script = self._scripts["assign"]
+        queues = [self.routing.queue_for(lead) for lead, _ in deliveries]
+        for attempt in (1, 2):
+            # EVALSHA straight into the pipeline: redis-py's script-in-pipeline path asks SCRIPT
+            # EXISTS first, a second round trip for every batch.
+            pipe = self.client.pipeline(transaction=False)
+            for (lead, source), queue in zip(deliveries, queues, strict=True):
+                keys, args = self._layout((lead["channel"],))
+                pipe.evalsha(script.sha, len(keys), *keys, *args, lead["id"], orjson.dumps(lead), source, queue)
+            try:
+                rows = await pipe.execute()
+                break
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                # Redis lost its script cache (restart, SCRIPT FLUSH); nothing in the batch ran.
+                await self.client.script_load(script.script)
         return [
             Decision(lead["id"], row[0], row[1], queue, Assignment.from_script(row[2]) if len(row) > 2 else None)
             for (lead, _), queue, row in zip(deliveries, queues, rows, strict=True)
