@@ -33,8 +33,8 @@ TOKEN = os.environ.get("DISPATCHER_API_TOKEN", "")
 HEADERS = {"Authorization": f"Bearer {TOKEN}"} if TOKEN else {}
 TOPIC_PREFIX = os.environ.get("DISPATCHER_TOPIC_PREFIX", "")
 BROKER = os.environ.get("DISPATCHER_BROKER", "kafka://127.0.0.1:9092").removeprefix("kafka://")
-REPS = int(os.environ.get("LOADTEST_REPS", "40"))
-REP_CAPACITY = int(os.environ.get("LOADTEST_REP_CAPACITY", "5000"))
+REPS = int(os.environ.get("LOADTEST_REPS", "100"))
+REP_CAPACITY = int(os.environ.get("LOADTEST_REP_CAPACITY", "1000"))
 HANDLE_TIME_S = float(os.environ.get("LOADTEST_HANDLE_TIME_S", "5"))
 # A rep works a few leads per look at its list, as a person would; at a promotion's peak the
 # floor's capacity, not its closing speed, is what keeps leads flowing.
@@ -135,7 +135,7 @@ class KafkaLeadUser(User):
 
 class RepUser(FastHttpUser):
     fixed_count = REPS
-    wait_time = between(0.2, 0.4)
+    wait_time = between(0.5, 1.0)
 
     def on_start(self) -> None:
         self.rep_id = f"lt-rep-{RUN}-{uuid.uuid4().hex[:6]}"

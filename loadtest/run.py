@@ -29,8 +29,8 @@ LATENCY_ROW = "lead produced -> assigned"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--reps", type=int, default=40)
-    parser.add_argument("--rep-capacity", type=int, default=5000)
+    parser.add_argument("--reps", type=int, default=100)
+    parser.add_argument("--rep-capacity", type=int, default=1000)
     parser.add_argument("--handle-time-s", type=float, default=5.0)
     parser.add_argument("--baseline-users", type=int, default=30)
     parser.add_argument("--leads-per-user-s", type=float, default=10.0)
