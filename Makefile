@@ -9,10 +9,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: system-packages $(STAMP)
 
-# redis-server for the embedded stack; docker-compose and promtool to check the production files.
+# redis-server for the embedded stack; docker-compose and promtool to check the production files;
+# chromium for the live page's browser test (driven by Playwright; never `playwright install`).
 system-packages:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \

@@ -16,7 +16,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
 START_TIMEOUT_S = 30.0
 STOP_GRACE_S = 5.0
@@ -31,7 +30,9 @@ def free_port() -> int:
 
 def _die_with_parent() -> None:
     """Runs in the child before exec: the kernel kills it when the parent dies, so a killed
-    `dispatcher dev` or test run never leaves a broker or redis behind."""
+    `dispatcher dev` or test run never leaves a broker or redis behind. Linux counts the *thread*
+    that spawned the child as its parent, so spawn from a thread that lives as long as the child
+    should (the main thread, or asyncio's default executor, whose threads last until the loop ends)."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
@@ -154,7 +155,7 @@ class EmbeddedStack:
         self.start()
         return self
 
-    def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 
@@ -191,6 +192,12 @@ class WorkerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def wait(self, timeout_s: float | None = None) -> int:
+        """The exit code; raises subprocess.TimeoutExpired if the worker still runs after `timeout_s`."""
+        if self.process is None:
+            raise RuntimeError("the worker was never started")
+        return self.process.wait(timeout_s)
 
     def log_tail(self, lines: int = 40) -> str:
         return _tail(self.log_path, lines)
