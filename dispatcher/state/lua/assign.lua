@@ -30,7 +30,7 @@ local q = ctx.by_name[queue_name]
 local choice, skipped = pick_rep(ctx, q, record.lead.channel, lead_skills(record), nil)
 if choice then
     return {'new', 'assigned', reserve(ctx, record, q, choice.rep, choice.bucket, 'assigned',
-                                       {skipped = skipped, priority = record.lead.priority})}
+                                       {skipped = skipped, priority = record.lead.priority}, choice.facts)}
 end
 enqueue(ctx, record, q)
 return {'new', 'queued'}

@@ -108,34 +108,40 @@ local function member_for(order, rep, load, cap, last, rank)
     return table.concat(parts, '|')
 end
 
+-- What the ready indexes order a rep by, for one capacity bucket. Read once per step and handed
+-- on: a decision reads them to check the candidate, then re-indexes the rep from them, and each
+-- read is a redis call (they were half of a decision's calls).
 local function rep_facts(rep, bucket)
     local load, cap = load_and_cap(rep, bucket)
-    local last = tonumber(redis.call('HGET', KEYS[K_LAST], rep) or '0')
-    local rank = tonumber(redis.call('HGET', KEYS[K_RANK], rep) or '0')
-    return load, cap, last, rank
+    return {load = load, cap = cap,
+            last = tonumber(redis.call('HGET', KEYS[K_LAST], rep) or '0'),
+            rank = tonumber(redis.call('HGET', KEYS[K_RANK], rep) or '0')}
 end
 
-local function current_member(q, rep, bucket)
-    local load, cap, last, rank = rep_facts(rep, bucket)
-    if cap <= 0 then return nil end
-    return member_for(q.order, rep, load, cap, last, rank), load < cap
+local function member_of(q, rep, facts)
+    if facts.cap <= 0 then return nil end
+    return member_for(q.order, rep, facts.load, facts.cap, facts.last, facts.rank)
 end
 
--- Removes the rep from every ready index of this bucket, using its state before a change.
-local function unindex_rep(ctx, rep, bucket)
+-- Removes the rep from every ready index of this bucket, by its facts before a change.
+local function unindex_rep(ctx, rep, bucket, facts)
+    facts = facts or rep_facts(rep, bucket)
     for _, q in ipairs(ctx.queues) do
-        local member = current_member(q, rep, bucket)
+        local member = member_of(q, rep, facts)
         if member then redis.call('ZREM', q.ready[bucket], member) end
     end
 end
 
 -- Puts the rep into the ready index of every queue it belongs to, if it can take work there now.
-local function index_rep(ctx, rep, bucket)
-    if not is_present(ctx, rep) then return end
+-- `facts` are its facts after the change; `present` skips the presence check a caller just made.
+local function index_rep(ctx, rep, bucket, facts, present)
+    if not present and not is_present(ctx, rep) then return end
+    facts = facts or rep_facts(rep, bucket)
+    if facts.load >= facts.cap then return end
     for _, q in ipairs(ctx.queues) do
         if redis.call('SISMEMBER', q.members, rep) == 1 then
-            local member, has_room = current_member(q, rep, bucket)
-            if member and has_room then redis.call('ZADD', q.ready[bucket], 0, member) end
+            local member = member_of(q, rep, facts)
+            if member then redis.call('ZADD', q.ready[bucket], 0, member) end
         end
     end
 end
@@ -181,20 +187,21 @@ local function add_history(record, at, event, extra)
 end
 
 -- Reserves one unit of the rep's bucket and records the assignment. The caller has checked that
--- the rep is present and has room; facts explain the choice (the strategy turns them into words).
+-- the rep is present and has room, and may pass the rep_facts it read doing so; facts explain the
+-- choice (the strategy turns them into words).
 -- The new last-assignment time also moves the rep in its other buckets' indexes; those entries
 -- are not passed to a lead's decision and are healed by pick_rep when met.
-local function reserve(ctx, record, q, rep, bucket, event, facts)
-    local load, cap, last, rank = rep_facts(rep, bucket)
-    unindex_rep(ctx, rep, bucket)
+local function reserve(ctx, record, q, rep, bucket, event, facts, known)
+    local before = known or rep_facts(rep, bucket)
+    unindex_rep(ctx, rep, bucket, before)
     redis.call('HINCRBY', KEYS[K_LOAD], rep .. '|' .. bucket, 1)
     redis.call('ZADD', KEYS[K_OPEN], 0, rep .. '|' .. record.id)
     redis.call('HSET', KEYS[K_LAST], rep, ctx.now)
-    index_rep(ctx, rep, bucket)
-    facts.load = load
-    facts.capacity = cap
-    facts.rank = rank
-    facts.idle_ms = last > 0 and (ctx.now - last) or cjson.null
+    index_rep(ctx, rep, bucket, {load = before.load + 1, cap = before.cap, last = ctx.now, rank = before.rank}, true)
+    facts.load = before.load
+    facts.capacity = before.cap
+    facts.rank = before.rank
+    facts.idle_ms = before.last > 0 and (ctx.now - before.last) or cjson.null
     record.status = 'assigned'
     record.rep_id = rep
     record.queue = q.name
@@ -215,11 +222,10 @@ end
 -- repeated release can never free capacity twice.
 local function release(ctx, rep, bucket, lead_id)
     if redis.call('ZREM', KEYS[K_OPEN], rep .. '|' .. lead_id) == 0 then return end
-    local field = rep .. '|' .. bucket
-    local load = tonumber(redis.call('HGET', KEYS[K_LOAD], field) or '0')
-    unindex_rep(ctx, rep, bucket)
-    redis.call('HSET', KEYS[K_LOAD], field, load - 1)
-    index_rep(ctx, rep, bucket)
+    local before = rep_facts(rep, bucket)
+    unindex_rep(ctx, rep, bucket, before)
+    redis.call('HSET', KEYS[K_LOAD], rep .. '|' .. bucket, before.load - 1)
+    index_rep(ctx, rep, bucket, {load = before.load - 1, cap = before.cap, last = before.last, rank = before.rank})
 end
 
 -- Walks the queue's ready indexes for a channel (the shared '*' one and the channel's own) in
@@ -247,15 +253,16 @@ local function pick_rep(ctx, q, channel, skills, exclude)
         local member = table.remove(buffered[i])
         local bucket = sources[i].bucket
         local rep = string.match(member, '([^|]+)$')
-        local fresh_member, has_room = current_member(q, rep, bucket)
-        if fresh_member ~= member or not has_room or not is_present(ctx, rep)
-            or bucket_for(rep, channel) ~= bucket then
+        local facts = rep_facts(rep, bucket)
+        local fresh_member, has_room = member_of(q, rep, facts), facts.load < facts.cap
+        local present = is_present(ctx, rep)
+        if fresh_member ~= member or not has_room or not present or bucket_for(rep, channel) ~= bucket then
             redis.call('ZREM', sources[i].key, member)
-            if fresh_member and fresh_member ~= member and has_room and is_present(ctx, rep) then
+            if fresh_member and fresh_member ~= member and has_room and present then
                 redis.call('ZADD', sources[i].key, 0, fresh_member)
             end
         elseif rep ~= exclude and is_recent_enough(ctx, q, rep) and has_skills(rep, skills) then
-            return {rep = rep, bucket = bucket}, skipped
+            return {rep = rep, bucket = bucket, facts = facts}, skipped
         else
             skipped = skipped + 1
         end

@@ -44,7 +44,7 @@ else
     local choice, skipped = pick_rep(ctx, q, channel, lead_skills(record), old_rep)
     if choice then
         assignment = reserve(ctx, record, q, choice.rep, choice.bucket, 'reassigned',
-            {skipped = skipped, priority = record.lead.priority, from_rep = old_rep or cjson.null})
+            {skipped = skipped, priority = record.lead.priority, from_rep = old_rep or cjson.null}, choice.facts)
     else
         -- The rep it leaves drains first, so the lead cannot fall straight back to it.
         if old_rep then drain_rep(ctx, old_rep, drained) end
