@@ -72,12 +72,17 @@ def export_gauges(current: dict[str, Any], reps: list[dict[str, Any]]) -> None:
     for rep in reps:
         for team in rep.get("teams") or ["(none)"]:
             by_team[team].append(rep)
-    metrics.reps_by_status.clear()
-    metrics.team_reps_by_utilization.clear()
+    for status, count in current["reps_by_status"].items():
+        metrics.reps_by_status.labels(status).set(count)
+    # Cleared and refilled in one synchronous step, so a team that is gone stops being reported
+    # and no scrape sees the gauges half-filled.
+    for per_team in (metrics.team_reps_by_status, metrics.team_load_leads, metrics.team_capacity_leads,
+                     metrics.team_reps_by_utilization):
+        per_team.clear()
     for team, members in by_team.items():
         statuses = collections.Counter(rep["status"] for rep in members)
         for status in ("online", "away", "offline"):
-            metrics.reps_by_status.labels(status, team).set(statuses.get(status, 0))
+            metrics.team_reps_by_status.labels(status, team).set(statuses.get(status, 0))
         online = [rep for rep in members if rep["status"] == "online"]
         metrics.team_load_leads.labels(team).set(sum(open_leads(rep["load"]) for rep in members))
         metrics.team_capacity_leads.labels(team).set(sum(open_leads(rep["capacity"]) for rep in online))

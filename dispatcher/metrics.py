@@ -11,8 +11,12 @@ from prometheus_client import Counter, Gauge, Histogram
 DECISION_BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 25, 50, 100, 250)
 END_TO_END_BUCKETS_MS = (1, 2, 5, 10, 15, 20, 30, 50, 75, 100, 250, 500, 1000, 2500, 5000)
 
+# Every lead is counted once as source="kafka" when a worker reads it from the topic, however it
+# came; source="http" counts in addition those a worker accepted over POST /v1/leads.
 leads_received_total = Counter(
-    "dispatcher_leads_received_total", "Lead records read from the leads topic", ["source"]
+    "dispatcher_leads_received_total",
+    "Leads received: kafka = read from the leads topic (all of them), http = accepted over HTTP first",
+    ["source"],
 )
 leads_decided_total = Counter(
     "dispatcher_leads_decided_total",
@@ -51,7 +55,9 @@ queue_oldest_wait_seconds = Gauge(
 )
 queue_online_reps = Gauge("dispatcher_queue_online_reps", "Member reps online now", ["queue"])
 queue_ready_reps = Gauge("dispatcher_queue_ready_reps", "Reps online with room in the queue", ["queue"])
-reps_by_status = Gauge("dispatcher_reps", "Reps by effective status and team", ["status", "team"])
+reps_by_status = Gauge("dispatcher_reps_by_status", "Reps by effective status, each rep once", ["status"])
+team_reps_by_status = Gauge("dispatcher_reps", "Reps by effective status and team (a rep in two teams counts in both)",
+                            ["status", "team"])
 team_load_leads = Gauge("dispatcher_team_load_leads", "Open leads held by the team's reps", ["team"])
 team_capacity_leads = Gauge("dispatcher_team_capacity_leads", "Capacity of the team's online reps", ["team"])
 # Bounded labels for 10,000 reps: per-team counts by utilization band (for the heatmap) and only
