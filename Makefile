@@ -36,8 +36,10 @@ demo: install
 test: install
 	$(BIN)/pytest -q
 
+# The end-to-end bench (dispatcher beside bare relays), then the Redis-level decision cost.
 bench: install
 	$(BIN)/python -m loadtest.bench
+	$(BIN)/python -m loadtest.decision_cost
 
 loadtest: install
 	$(BIN)/python -m loadtest.run

@@ -97,10 +97,13 @@ def _kafka_answers(port: int) -> bool:
 
 
 class EmbeddedStack:
-    """redis-server and the Tansu broker on free loopback ports, for as long as the stack lives."""
+    """redis-server and the Tansu broker on free loopback ports, for as long as the stack lives;
+    `with_broker=False` for what needs only Redis (the decision-cost bench)."""
 
-    def __init__(self, workdir: Path, *, broker_port: int | None = None, redis_port: int | None = None) -> None:
+    def __init__(self, workdir: Path, *, broker_port: int | None = None, redis_port: int | None = None,
+                 with_broker: bool = True) -> None:
         self.workdir = Path(workdir)
+        self.with_broker = with_broker
         self.broker_port = broker_port or free_port()
         self.redis_port = redis_port or free_port()
         self._redis: subprocess.Popen[bytes] | None = None
@@ -118,7 +121,8 @@ class EmbeddedStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_redis()
-            self._start_broker()
+            if self.with_broker:
+                self._start_broker()
         except BaseException:
             self.stop()
             raise

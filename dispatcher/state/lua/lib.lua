@@ -21,6 +21,7 @@ local RECENT_KEPT = 50
 local PRIORITY_SPAN = 1e13
 -- How far a drain looks into one wait set for a lead this rep may take (skills, heartbeat window).
 local DRAIN_SCAN_LIMIT = 200
+local DRAIN_PAGE = 8
 
 local function now_ms()
     local t = redis.call('TIME')
@@ -301,17 +302,29 @@ local function drain_rep(ctx, rep, assignments)
             for _, q in ipairs(ctx.queues) do
                 if redis.call('SISMEMBER', q.members, rep) == 1 and is_recent_enough(ctx, q, rep) then
                     for _, channel in ipairs(channels) do
-                        local waiting = redis.call('ZRANGE', q.wait[channel], 0, DRAIN_SCAN_LIMIT - 1, 'WITHSCORES')
-                        for n = 1, #waiting, 2 do
-                            local score = tonumber(waiting[n + 1])
-                            if best_score and score >= best_score then break end
-                            local candidate = load_record(waiting[n])
-                            if candidate == nil or candidate.status ~= 'queued' then
-                                redis.call('ZREM', q.wait[channel], waiting[n])
-                            elseif has_skills(rep, lead_skills(candidate)) then
-                                best, best_score, best_queue = candidate, score, q
-                                break
+                        -- Page by page: the first waiting lead usually fits, and reading the whole
+                        -- scan limit for each channel made a drain cost three decisions.
+                        local start, scanned, settled = 0, 0, false
+                        while not settled and scanned < DRAIN_SCAN_LIMIT do
+                            local waiting = redis.call('ZRANGE', q.wait[channel], start, start + DRAIN_PAGE - 1, 'WITHSCORES')
+                            settled = #waiting < 2 * DRAIN_PAGE
+                            local removed = 0
+                            for n = 1, #waiting, 2 do
+                                local score = tonumber(waiting[n + 1])
+                                scanned = scanned + 1
+                                if best_score and score >= best_score then settled = true break end
+                                local candidate = load_record(waiting[n])
+                                if candidate == nil or candidate.status ~= 'queued' then
+                                    redis.call('ZREM', q.wait[channel], waiting[n])
+                                    removed = removed + 1
+                                elseif has_skills(rep, lead_skills(candidate)) then
+                                    best, best_score, best_queue = candidate, score, q
+                                    settled = true
+                                    break
+                                end
                             end
+                            -- Entries removed above shift the later ones down by as many ranks.
+                            start = start + DRAIN_PAGE - removed
                         end
                     end
                 end

@@ -143,6 +143,30 @@ async def test_required_skills_filter_reps(store_factory, rep_factory):
     assert (await store.assign(lead(skills=["mandarin"]), "p@3")).status == "queued"
 
 
+async def test_a_drain_looks_past_waiting_leads_the_rep_cannot_take(store_factory, rep_factory):
+    """The drain reads the wait set page by page; leads it must skip (missing skills) and entries
+    it removes on the way span several pages before the first lead this rep may take."""
+    store = await store_factory()
+    await rep_factory(store, "english", capacity=2, skills={"english": 5}, status="offline")
+
+    async def wait_in_line(lead_id: str, **fields: object) -> None:
+        assert (await store.assign(lead(lead_id, **fields), f"p@{lead_id}")).status == "queued"
+        await asyncio.sleep(0.002)  # one arrival per millisecond: the wait set orders them by age
+
+    for n in range(20):
+        await wait_in_line(f"spanish-{n}", skills=["spanish"])
+    for n in range(4):
+        await wait_in_line(f"gone-{n}")
+        await store.client.hdel(store.keys.leads, f"gone-{n}")  # an entry whose record is gone is healed away
+    await wait_in_line("plain-1")
+    await wait_in_line("plain-2", skills=["english"])
+    for n in range(20, 30):
+        await wait_in_line(f"spanish-{n}", skills=["spanish"])
+    outcome = await store.set_presence("english", "online")
+    assert [a.lead_id for a in outcome.assignments] == ["plain-1", "plain-2"]
+    assert (await loads(store))["english"] == 2
+
+
 async def test_lowering_capacity_below_open_load_is_refused(store_factory, rep_factory):
     store = await store_factory()
     await rep_factory(store, "r", capacity=3)
