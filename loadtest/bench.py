@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import resource
@@ -54,8 +53,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from dispatcher.embedded import EmbeddedStack, WorkerProcess, _die_with_parent, free_port
+from loadtest.reporting import save_summary
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PARTITIONS = 4  # the dispatcher's default topic_partitions; the relays' topics get the same
 FETCH_MAX_WAIT_MS = 5
 TICK_S = 0.005  # paced production: one small batch per 5 ms deadline
@@ -665,9 +664,7 @@ def main(argv: list[str] | None = None) -> int:
                    machine={"cores": os.cpu_count(), "python": sys.version.split()[0]})
     print()
     print(table(summary))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(summary, indent=2))
+    out = save_summary("bench", summary)
     print(f"\n  {summary['seconds']:.0f} s in all; figures written to {out}")
     return 0
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -61,8 +60,8 @@ from dispatcher.embedded import EmbeddedStack
 from dispatcher.routing import load_routing
 from dispatcher.state.keys import Keys
 from dispatcher.state.store import Assignment, Decision, Outcome, Store, connect
+from loadtest.reporting import save_summary
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CHANNEL = "web"
 # Long enough that no rep's presence lapses during a case: the bench sends no heartbeats.
 PRESENCE_TTL_S = 3600.0
@@ -427,9 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["quick"] = args.quick
     print()
     print(table(summary))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"decision-cost-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(summary, indent=2))
+    out = save_summary("decision-cost", summary)
     print(f"\n  {summary['seconds']:.0f} s in all; figures written to {out}")
     return 0
 

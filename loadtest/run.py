@@ -21,8 +21,8 @@ from pathlib import Path
 
 from dispatcher.embedded import EmbeddedStack, WorkerProcess, free_port
 from loadtest.audit import audit
+from loadtest.reporting import RESULTS
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LATENCY_ROW = "lead produced -> assigned"
 
 
