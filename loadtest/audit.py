@@ -4,11 +4,12 @@ from locust's own counters: nothing lost, nothing assigned twice, nobody over ca
 from __future__ import annotations
 
 import collections
+import time
 from dataclasses import dataclass, field
 
 import orjson
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from dispatcher.state.keys import Keys
 
@@ -29,21 +30,22 @@ class Audit:
         return not (self.lost or self.doubled or self.over_capacity or self.load_mismatch)
 
 
-async def read_whole_topic(bootstrap: str, topic: str) -> list[bytes]:
-    """Every record on the topic, from the first to the end it had when the read began."""
+async def read_whole_topic(bootstrap: str, topic: str, *, quiet_s: float = 3.0, deadline_s: float = 600.0) -> list[bytes]:
+    """Every record on the topic, from the first until none has come for `quiet_s` (the writers
+    have stopped by then). Not up to ListOffsets(latest): the embedded broker answers it with the
+    base offset of the last batch, which would leave that batch out of the audit."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest", fetch_max_wait_ms=5)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        ends = await consumer.end_offsets(partitions) if partitions else {}
-        remaining = {tp: end for tp, end in ends.items() if end > 0}
         values: list[bytes] = []
-        while remaining:
-            for tp, messages in (await consumer.getmany(timeout_ms=500, max_records=10_000)).items():
-                values.extend(message.value for message in messages if message.offset < ends[tp])
-                if messages and messages[-1].offset >= ends[tp] - 1:
-                    remaining.pop(tp, None)
+        started = last_record = time.monotonic()
+        while time.monotonic() - last_record < quiet_s:
+            if time.monotonic() - started > deadline_s:
+                raise TimeoutError(f"{topic}: still reading after {deadline_s:.0f} s ({len(values):,} records so far)")
+            for messages in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+                values.extend(message.value for message in messages)
+                last_record = time.monotonic()
         return values
     finally:
         await consumer.stop()
