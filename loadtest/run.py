@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dispatcher.embedded import EmbeddedStack, WorkerProcess, free_port
 from loadtest.audit import audit
+from loadtest.bench import CpuWatch
 from loadtest.reporting import RESULTS
 
 LATENCY_ROW = "lead produced -> assigned"
@@ -39,6 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hold-s", type=float, default=60)
     parser.add_argument("--cooldown-s", type=float, default=20)
     parser.add_argument("--settle-s", type=float, default=10, help="time after locust stops for the last leads")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the report, CSVs and summary go")
     return parser.parse_args(argv)
 
 
@@ -56,7 +58,8 @@ def locust_figures(stats_csv: Path) -> dict[str, dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = args.results
+    results.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     prefix, workspace = f"lt{uuid.uuid4().hex[:6]}.", f"lt{uuid.uuid4().hex[:6]}"
     workdir = Path(tempfile.mkdtemp(prefix="dispatcher-loadtest-"))
@@ -81,28 +84,42 @@ def main(argv: list[str] | None = None) -> int:
                 "LOADTEST_COOLDOWN_S": str(args.cooldown_s),
             }
             total_s = args.baseline_s + args.ramp_s + args.hold_s + args.cooldown_s
-            csv_prefix = RESULTS / f"loadtest-{stamp}"
-            subprocess.run(
+            csv_prefix = results / f"loadtest-{stamp}"
+            locust = subprocess.Popen(
                 [sys.executable, "-m", "locust", "-f", str(Path(__file__).with_name("locustfile.py")), "--headless",
                  "--host", f"http://127.0.0.1:{workers[0].http_port}", "--csv", str(csv_prefix),
-                 "--html", str(RESULTS / f"loadtest-{stamp}.html"), "--run-time", f"{int(total_s + 30)}s",
+                 "--html", str(results / f"loadtest-{stamp}.html"), "--run-time", f"{int(total_s + 30)}s",
                  "--stop-timeout", "5", "--loglevel", "WARNING"],
-                env=locust_env, check=False, timeout=total_s + 120,
+                env=locust_env,
             )
+            # Where the two cores went while locust ran: the figures mean little without it.
+            cpu = CpuWatch({
+                "workers": [worker.process.pid for worker in workers if worker.process],
+                "broker": [stack._broker.pid] if stack._broker else [],
+                "redis": [stack._redis.pid] if stack._redis else [],
+                "locust": [locust.pid],
+            }).start()
+            try:
+                locust.wait(timeout=total_s + 120)
+            finally:
+                cores_busy = cpu.stop()
+                locust.kill()
             time.sleep(args.settle_s)
             result = asyncio.run(audit(stack.broker_url, stack.redis_url, workspace, prefix))
         finally:
             for worker in workers:
                 worker.terminate()
     figures = locust_figures(Path(f"{csv_prefix}_stats.csv"))
-    summary = {"when": stamp, "args": vars(args), "audit": asdict(result), "locust": figures}
+    summary = {"when": stamp, "args": {**vars(args), "results": str(results)}, "audit": asdict(result),
+               "locust": figures, "cores_busy": cores_busy}
     summary["audit"]["lost"] = len(result.lost)
-    (RESULTS / f"loadtest-{stamp}.json").write_text(json.dumps(summary, indent=2))
-    print_summary(result, figures, args)
+    (results / f"loadtest-{stamp}.json").write_text(json.dumps(summary, indent=2))
+    print_summary(result, figures, cores_busy, args)
     return 0 if result.clean else 1
 
 
-def print_summary(result, figures: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+def print_summary(result, figures: dict[str, dict[str, float]], cores_busy: dict[str, float],
+                  args: argparse.Namespace) -> None:
     latency = figures.get(LATENCY_ROW, {})
     print(f"\nload test: {args.workers} worker(s), {args.reps} reps x capacity {args.rep_capacity}, "
           f"peak {args.baseline_users * 10} lead users x {args.leads_per_user_s}/s for {args.hold_s:.0f} s")
@@ -117,7 +134,9 @@ def print_summary(result, figures: dict[str, dict[str, float]], args: argparse.N
     print(f"  topic lengths reached {result.topic_lengths}")
     print(f"  leads lost {len(result.lost)}   assigned twice {len(result.doubled)}   "
           f"reps over capacity {len(result.over_capacity)}   load != open leads {len(result.load_mismatch)}")
-    print(f"  results in {RESULTS}")
+    print("  cores busy while locust ran   " + "   ".join(f"{name} {share:.2f}" for name, share in cores_busy.items())
+          + f"   (of {os.cpu_count()})")
+    print(f"  results in {args.results}")
 
 
 if __name__ == "__main__":
