@@ -3,13 +3,14 @@ from locust's own counters: nothing lost, nothing assigned twice, nobody over ca
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from dataclasses import dataclass, field
 
 import orjson
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from dispatcher.state.keys import Keys
 
@@ -22,6 +23,7 @@ class Audit:
     doubled: dict[str, list[str]] = field(default_factory=dict)
     over_capacity: dict[str, tuple[int, int]] = field(default_factory=dict)
     load_mismatch: dict[str, tuple[int, int]] = field(default_factory=dict)
+    peak_produced_per_s: float = 0.0
     peak_assigned_per_s: float = 0.0
     topic_lengths: dict[str, int] = field(default_factory=dict)
 
@@ -30,21 +32,34 @@ class Audit:
         return not (self.lost or self.doubled or self.over_capacity or self.load_mismatch)
 
 
-async def read_whole_topic(bootstrap: str, topic: str, *, quiet_s: float = 3.0, deadline_s: float = 600.0) -> list[bytes]:
-    """Every record on the topic, from the first until none has come for `quiet_s` (the writers
-    have stopped by then). Not up to ListOffsets(latest): the embedded broker answers it with the
-    base offset of the last batch, which would leave that batch out of the audit."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=5)
+async def read_whole_topic(bootstrap: str, topic: str, *, quiet_s: float = 3.0, first_record_s: float = 30.0,
+                           deadline_s: float = 600.0) -> list[tuple[int, bytes]]:
+    """Every record on the topic (its timestamp in ms, its value), from the first until none has come for `quiet_s` (the writers
+    have stopped by then; the first fetch of a long topic may take `first_record_s`). Not up to
+    ListOffsets(latest): the embedded broker answers it with the base offset of the last batch,
+    which would leave that batch out of the audit."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                fetch_max_wait_ms=5)
     await consumer.start()
     try:
-        values: list[bytes] = []
-        started = last_record = time.monotonic()
+        started = time.monotonic()
+        # Partitions assigned by hand once metadata names them: a subscription that starts before
+        # the broker reports the topic waits for the next metadata refresh, minutes away.
+        while not (partitions := consumer.partitions_for_topic(topic)):
+            if time.monotonic() - started > first_record_s:
+                raise TimeoutError(f"{topic}: the broker reported no partitions within {first_record_s:.0f} s")
+            await consumer.topics()
+            await asyncio.sleep(0.2)
+        assigned = [TopicPartition(topic, partition) for partition in sorted(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        values: list[tuple[int, bytes]] = []
+        last_record = started + first_record_s - quiet_s
         while time.monotonic() - last_record < quiet_s:
             if time.monotonic() - started > deadline_s:
                 raise TimeoutError(f"{topic}: still reading after {deadline_s:.0f} s ({len(values):,} records so far)")
             for messages in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
-                values.extend(message.value for message in messages)
+                values.extend((message.timestamp, message.value) for message in messages)
                 last_record = time.monotonic()
         return values
     finally:
@@ -62,14 +77,40 @@ def peak_rate(timestamps_ms: list[int], window_s: float = 10.0) -> float:
     return best / window_s
 
 
+async def wait_until_decided(redis_url: str, workspace: str, *, steady_s: float = 5.0,
+                             deadline_s: float = 600.0) -> float:
+    """Waits for the workers to work off what the load left behind: until the leads Redis holds
+    and the assignments made have not moved for `steady_s` and no lead is still pending. Returns
+    the seconds it took (how long the backlog took to clear)."""
+    keys = Keys(workspace)
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    started = time.monotonic()
+    try:
+        last, last_change = None, started
+        while time.monotonic() - started < deadline_s:
+            sample = (await client.hlen(keys.leads), await client.get(keys.assigned_count))
+            if sample != last:
+                last, last_change = sample, time.monotonic()
+            elif time.monotonic() - last_change >= steady_s:
+                # Only once things are still: reading every record is too heavy to repeat each second.
+                if not any(orjson.loads(raw)["status"] == "pending" for raw in await client.hvals(keys.leads)):
+                    break
+                last_change = time.monotonic()
+            await asyncio.sleep(1.0)
+    finally:
+        await client.aclose()
+    return time.monotonic() - started
+
+
 async def audit(broker_url: str, redis_url: str, workspace: str, topic_prefix: str) -> Audit:
     bootstrap = broker_url.removeprefix("kafka://")
     result = Audit()
-    lead_values = await read_whole_topic(bootstrap, topic_prefix + "leads")
-    events = [orjson.loads(v) for v in await read_whole_topic(bootstrap, topic_prefix + "assignments")]
-    result.topic_lengths = {"leads": len(lead_values), "assignments": len(events)}
+    lead_records = await read_whole_topic(bootstrap, topic_prefix + "leads")
+    events = [orjson.loads(value) for _, value in await read_whole_topic(bootstrap, topic_prefix + "assignments")]
+    result.topic_lengths = {"leads": len(lead_records), "assignments": len(events)}
+    result.peak_produced_per_s = peak_rate([timestamp for timestamp, _ in lead_records])
     produced_ids = set()
-    for value in lead_values:
+    for _, value in lead_records:
         try:
             produced_ids.add(orjson.loads(value)["id"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
@@ -88,7 +129,9 @@ async def audit(broker_url: str, redis_url: str, workspace: str, topic_prefix: s
 
     result.by_status = dict(collections.Counter(record["status"] for record in records.values()))
     decided = {"assigned", "queued", "closed", "pooled"}
-    result.lost = sorted(i for i in produced_ids if i not in records or records[i]["status"] not in decided)
+    # A lead Redis holds but never decided (accepted over HTTP, then not consumed) is as lost as one
+    # the topic holds and Redis does not: both count, so a topic that could not be read hides nothing.
+    result.lost = sorted(i for i in produced_ids | set(records) if i not in records or records[i]["status"] not in decided)
     reps_by_lead: dict[str, set[str]] = collections.defaultdict(set)
     for event in events:
         if not event.get("reassigned"):

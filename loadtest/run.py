@@ -11,6 +11,7 @@ import asyncio
 import csv
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dispatcher.embedded import EmbeddedStack, WorkerProcess, free_port
-from loadtest.audit import audit
+from loadtest.audit import audit, wait_until_decided
 from loadtest.bench import CpuWatch
 from loadtest.reporting import RESULTS
 
@@ -31,7 +32,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--reps", type=int, default=100)
-    parser.add_argument("--rep-capacity", type=int, default=1000)
+    # Per channel: 100 reps x 5 channels x 1,000 is room for a whole promotion (about 200,000 leads)
+    # before the reps close any. The peak is about intake; closes run far below it (each is one
+    # HTTP call on this same machine).
+    parser.add_argument("--rep-capacity", type=int, default=1000, help="each rep's capacity on each channel")
     parser.add_argument("--handle-time-s", type=float, default=5.0)
     parser.add_argument("--baseline-users", type=int, default=30)
     parser.add_argument("--leads-per-user-s", type=float, default=10.0)
@@ -42,6 +46,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--settle-s", type=float, default=10, help="time after locust stops for the last leads")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the report, CSVs and summary go")
     return parser.parse_args(argv)
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def locust_figures(stats_csv: Path) -> dict[str, dict[str, float]]:
@@ -97,33 +106,38 @@ def main(argv: list[str] | None = None) -> int:
                 "workers": [worker.process.pid for worker in workers if worker.process],
                 "broker": [stack._broker.pid] if stack._broker else [],
                 "redis": [stack._redis.pid] if stack._redis else [],
-                "locust": [locust.pid],
             }).start()
+            reaped_before = children_cpu_s()
             try:
                 locust.wait(timeout=total_s + 120)
             finally:
+                wall_s = time.perf_counter() - cpu.began
                 cores_busy = cpu.stop()
                 locust.kill()
+            # locust is the only child reaped meanwhile, so its CPU is what the reaped children gained.
+            cores_busy["locust"] = round((children_cpu_s() - reaped_before) / wall_s, 2)
             time.sleep(args.settle_s)
+            catch_up_s = asyncio.run(wait_until_decided(stack.redis_url, workspace))
             result = asyncio.run(audit(stack.broker_url, stack.redis_url, workspace, prefix))
         finally:
             for worker in workers:
                 worker.terminate()
     figures = locust_figures(Path(f"{csv_prefix}_stats.csv"))
     summary = {"when": stamp, "args": {**vars(args), "results": str(results)}, "audit": asdict(result),
-               "locust": figures, "cores_busy": cores_busy}
+               "locust": figures, "cores_busy": cores_busy, "catch_up_s": round(catch_up_s + args.settle_s, 1)}
     summary["audit"]["lost"] = len(result.lost)
     (results / f"loadtest-{stamp}.json").write_text(json.dumps(summary, indent=2))
-    print_summary(result, figures, cores_busy, args)
+    print_summary(result, figures, cores_busy, summary["catch_up_s"], args)
     return 0 if result.clean else 1
 
 
-def print_summary(result, figures: dict[str, dict[str, float]], cores_busy: dict[str, float],
+def print_summary(result, figures: dict[str, dict[str, float]], cores_busy: dict[str, float], catch_up_s: float,
                   args: argparse.Namespace) -> None:
     latency = figures.get(LATENCY_ROW, {})
     print(f"\nload test: {args.workers} worker(s), {args.reps} reps x capacity {args.rep_capacity}, "
           f"peak {args.baseline_users * 10} lead users x {args.leads_per_user_s}/s for {args.hold_s:.0f} s")
-    print(f"  peak leads/s held (10 s window, assigned)   {result.peak_assigned_per_s:,.0f}")
+    print(f"  peak leads/s (10 s window)   produced {result.peak_produced_per_s:,.0f}   "
+          f"assigned {result.peak_assigned_per_s:,.0f}")
     print(f"  produced -> assigned (kafka)  p50 {latency.get('p50_ms', 0):.0f} ms   "
           f"p95 {latency.get('p95_ms', 0):.0f} ms   p99 {latency.get('p99_ms', 0):.0f} ms   "
           f"({latency.get('requests', 0):,.0f} leads)")
@@ -131,6 +145,7 @@ def print_summary(result, figures: dict[str, dict[str, float]], cores_busy: dict
     print(f"  POST /v1/leads               p50 {http.get('p50_ms', 0):.0f} ms   p99 {http.get('p99_ms', 0):.0f} ms   "
           f"({http.get('requests', 0):,.0f} requests, {http.get('failures', 0):,.0f} failed)")
     print(f"  leads produced {result.produced:,}; by status {result.by_status}")
+    print(f"  every lead decided {catch_up_s:.0f} s after locust stopped (the backlog the load left)")
     print(f"  topic lengths reached {result.topic_lengths}")
     print(f"  leads lost {len(result.lost)}   assigned twice {len(result.doubled)}   "
           f"reps over capacity {len(result.over_capacity)}   load != open leads {len(result.load_mismatch)}")
