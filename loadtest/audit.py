@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -32,38 +33,73 @@ class Audit:
         return not (self.lost or self.doubled or self.over_capacity or self.load_mismatch)
 
 
-async def read_whole_topic(bootstrap: str, topic: str, *, quiet_s: float = 3.0, first_record_s: float = 30.0,
-                           deadline_s: float = 600.0) -> list[tuple[int, bytes]]:
-    """Every record on the topic (its timestamp in ms, its value), from the first until none has come for `quiet_s` (the writers
-    have stopped by then; the first fetch of a long topic may take `first_record_s`). Not up to
-    ListOffsets(latest): the embedded broker answers it with the base offset of the last batch,
-    which would leave that batch out of the audit."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                fetch_max_wait_ms=5)
-    await consumer.start()
-    try:
-        started = time.monotonic()
-        # Partitions assigned by hand once metadata names them: a subscription that starts before
-        # the broker reports the topic waits for the next metadata refresh, minutes away.
-        while not (partitions := consumer.partitions_for_topic(topic)):
-            if time.monotonic() - started > first_record_s:
-                raise TimeoutError(f"{topic}: the broker reported no partitions within {first_record_s:.0f} s")
+class TopicTail:
+    """Reads topics from their first record for as long as the load test runs, in a thread of its
+    own, keeping (timestamp ms, value) of every record. Reading a long topic afterwards is no
+    option on the embedded broker: a fetch costs more the more batches lie before it (NOTES.md),
+    and 40,000 small batches took 30 s, 200,000 would take many minutes."""
+
+    def __init__(self, bootstrap: str, topics: list[str], *, metadata_timeout_s: float = 30.0) -> None:
+        self.bootstrap, self.topics, self.metadata_timeout_s = bootstrap, topics, metadata_timeout_s
+        self.records: dict[str, list[tuple[int, bytes]]] = {topic: [] for topic in topics}
+        self._finish_after_quiet_s: float | None = None
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="topic-tail", daemon=True)
+        self._following = threading.Event()
+
+    def start(self) -> TopicTail:
+        self._thread.start()
+        self._following.wait(self.metadata_timeout_s + 5)
+        if self._failure:
+            raise self._failure
+        return self
+
+    def finish(self, *, quiet_s: float = 3.0, timeout_s: float = 600.0) -> dict[str, list[tuple[int, bytes]]]:
+        """Once no record has come for `quiet_s` (the writers have stopped), every record read."""
+        self._finish_after_quiet_s = quiet_s
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise TimeoutError(f"the topics were still being written {timeout_s:.0f} s after the load stopped")
+        if self._failure:
+            raise self._failure
+        return self.records
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._follow())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of start() or finish()
+            self._failure = exc
+            self._following.set()
+
+    async def _follow(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                    fetch_max_wait_ms=5)
+        await consumer.start()
+        try:
+            consumer.assign(await self._partitions(consumer))
+            await consumer.seek_to_beginning()
+            self._following.set()
+            last_record = time.monotonic()
+            while self._finish_after_quiet_s is None or time.monotonic() - last_record < self._finish_after_quiet_s:
+                for tp, messages in (await consumer.getmany(timeout_ms=200, max_records=10_000)).items():
+                    self.records[tp.topic].extend((message.timestamp, message.value) for message in messages)
+                    last_record = time.monotonic()
+        finally:
+            await consumer.stop()
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        """Assigned by hand once metadata names every topic: a subscription made before the broker
+        reports a topic waits for the next metadata refresh, minutes away."""
+        deadline = time.monotonic() + self.metadata_timeout_s
+        while True:
+            found = {topic: consumer.partitions_for_topic(topic) for topic in self.topics}
+            if all(found.values()):
+                return [TopicPartition(topic, p) for topic, partitions in found.items() for p in sorted(partitions)]
+            if time.monotonic() > deadline:
+                missing = [topic for topic, partitions in found.items() if not partitions]
+                raise TimeoutError(f"the broker reported no partitions for {missing} within {self.metadata_timeout_s:.0f} s")
             await consumer.topics()
             await asyncio.sleep(0.2)
-        assigned = [TopicPartition(topic, partition) for partition in sorted(partitions)]
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
-        values: list[tuple[int, bytes]] = []
-        last_record = started + first_record_s - quiet_s
-        while time.monotonic() - last_record < quiet_s:
-            if time.monotonic() - started > deadline_s:
-                raise TimeoutError(f"{topic}: still reading after {deadline_s:.0f} s ({len(values):,} records so far)")
-            for messages in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
-                values.extend((message.timestamp, message.value) for message in messages)
-                last_record = time.monotonic()
-        return values
-    finally:
-        await consumer.stop()
 
 
 def peak_rate(timestamps_ms: list[int], window_s: float = 10.0) -> float:
@@ -102,11 +138,11 @@ async def wait_until_decided(redis_url: str, workspace: str, *, steady_s: float 
     return time.monotonic() - started
 
 
-async def audit(broker_url: str, redis_url: str, workspace: str, topic_prefix: str) -> Audit:
-    bootstrap = broker_url.removeprefix("kafka://")
+async def audit(records: dict[str, list[tuple[int, bytes]]], redis_url: str, workspace: str, topic_prefix: str) -> Audit:
+    """`records`: what a TopicTail read from the `leads` and `assignments` topics."""
     result = Audit()
-    lead_records = await read_whole_topic(bootstrap, topic_prefix + "leads")
-    events = [orjson.loads(value) for _, value in await read_whole_topic(bootstrap, topic_prefix + "assignments")]
+    lead_records = records[topic_prefix + "leads"]
+    events = [orjson.loads(value) for _, value in records[topic_prefix + "assignments"]]
     result.topic_lengths = {"leads": len(lead_records), "assignments": len(events)}
     result.peak_produced_per_s = peak_rate([timestamp for timestamp, _ in lead_records])
     produced_ids = set()

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dispatcher.embedded import EmbeddedStack, WorkerProcess, free_port
-from loadtest.audit import audit, wait_until_decided
+from loadtest.audit import TopicTail, audit, wait_until_decided
 from loadtest.bench import CpuWatch
 from loadtest.reporting import RESULTS
 
@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for worker in workers:
                 worker.start()
+            # Followed from the start, not read afterwards (see TopicTail); the workers declared them.
+            tail = TopicTail(stack.broker_url.removeprefix("kafka://"), [prefix + "leads", prefix + "assignments"]).start()
             locust_env = {
                 **os.environ, **env,
                 "LOADTEST_REPS": str(args.reps), "LOADTEST_REP_CAPACITY": str(args.rep_capacity),
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             cores_busy["locust"] = round((children_cpu_s() - reaped_before) / wall_s, 2)
             time.sleep(args.settle_s)
             catch_up_s = asyncio.run(wait_until_decided(stack.redis_url, workspace))
-            result = asyncio.run(audit(stack.broker_url, stack.redis_url, workspace, prefix))
+            result = asyncio.run(audit(tail.finish(), stack.redis_url, workspace, prefix))
         finally:
             for worker in workers:
                 worker.terminate()

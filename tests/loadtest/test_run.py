@@ -33,6 +33,8 @@ def test_a_short_promotion_loses_and_doubles_nothing(tmp_path):
     assert audit["lost"] == 0 and audit["doubled"] == {} and audit["over_capacity"] == {}, audit
     assert audit["load_mismatch"] == {}, audit
     assert audit["topic_lengths"]["leads"] >= audit["produced"]
+    ever_assigned = audit["by_status"].get("assigned", 0) + audit["by_status"].get("closed", 0)
+    assert audit["topic_lengths"]["assignments"] >= ever_assigned > 0, audit
     assert sum(audit["by_status"].values()) == audit["produced"]
     assert summary["locust"]["lead produced -> assigned"]["requests"] > 0
     assert set(summary["cores_busy"]) == {"workers", "broker", "redis", "locust"}
