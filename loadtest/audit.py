@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import orjson
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from dispatcher.state.keys import Keys
 
@@ -73,11 +73,10 @@ class TopicTail:
 
     async def _follow(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                    fetch_max_wait_ms=5)
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=5)
         await consumer.start()
         try:
-            consumer.assign(await self._partitions(consumer))
-            await consumer.seek_to_beginning()
+            await self._subscribe_once_they_exist(consumer)
             self._following.set()
             last_record = time.monotonic()
             while self._finish_after_quiet_s is None or time.monotonic() - last_record < self._finish_after_quiet_s:
@@ -87,19 +86,20 @@ class TopicTail:
         finally:
             await consumer.stop()
 
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        """Assigned by hand once metadata names every topic: a subscription made before the broker
-        reports a topic waits for the next metadata refresh, minutes away."""
+    async def _subscribe_once_they_exist(self, consumer: AIOKafkaConsumer) -> None:
+        """Subscribes once the broker lists every topic, and returns once every topic's partitions
+        are assigned: a subscription to a topic not there yet waits for the next metadata refresh,
+        minutes away, and the workers declare the topics as they start."""
         deadline = time.monotonic() + self.metadata_timeout_s
-        while True:
-            found = {topic: consumer.partitions_for_topic(topic) for topic in self.topics}
-            if all(found.values()):
-                return [TopicPartition(topic, p) for topic, partitions in found.items() for p in sorted(partitions)]
+        while not set(self.topics) <= await consumer.topics():
             if time.monotonic() > deadline:
-                missing = [topic for topic, partitions in found.items() if not partitions]
-                raise TimeoutError(f"the broker reported no partitions for {missing} within {self.metadata_timeout_s:.0f} s")
-            await consumer.topics()
+                raise TimeoutError(f"the broker did not list {self.topics} within {self.metadata_timeout_s:.0f} s")
             await asyncio.sleep(0.2)
+        consumer.subscribe(self.topics)
+        while {tp.topic for tp in consumer.assignment()} != set(self.topics):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no partitions of {self.topics} were assigned within {self.metadata_timeout_s:.0f} s")
+            await asyncio.sleep(0.1)
 
 
 def peak_rate(timestamps_ms: list[int], window_s: float = 10.0) -> float:
