@@ -27,7 +27,12 @@ DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 
 def dashboard_expressions() -> list[str]:
     dashboard = json.loads((DASHBOARDS / "dispatcher.json").read_text())
-    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    # Grafana fills a dashboard variable in; here every team stands for it.
+    panels = [target["expr"].replace('"$team"', '".+"') for panel in dashboard["panels"] for target in panel["targets"]]
+    # A variable's choices come from a metric's label values: that metric must have data too.
+    variables = [re.fullmatch(r"label_values\((\w+), *\w+\)", variable["definition"]).group(1)
+                 for variable in dashboard.get("templating", {}).get("list", [])]
+    return panels + variables
 
 
 def alert_rules() -> list[dict]:
