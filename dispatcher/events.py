@@ -48,6 +48,10 @@ async def publish_assignments(assignments: Iterable[Assignment], *, drained: boo
     for assignment in assignments:
         if drained:
             metrics.leads_drained_total.labels(assignment.queue, assignment.strategy).inc()
+            metrics.waited_before_assignment_seconds.observe(
+                (assignment.assigned_at_ms - assignment.accepted_at_ms) / 1000)
+        if assignment.reassigned:
+            metrics.leads_reassigned_total.labels(assignment.queue, assignment.strategy).inc()
         deliveries.append(await _produce(assignments_topic, assignment.lead_id, assignment.event()))
     return deliveries
 

@@ -10,6 +10,8 @@ from prometheus_client import Counter, Gauge, Histogram
 # Decisions are one Redis round trip; produce -> assign crosses the broker twice.
 DECISION_BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 25, 50, 100, 250)
 END_TO_END_BUCKETS_MS = (1, 2, 5, 10, 15, 20, 30, 50, 75, 100, 250, 500, 1000, 2500, 5000)
+# A lead that waited did so until capacity freed: seconds to tens of minutes, around the SLA (120 s).
+WAIT_BUCKETS_S = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 
 # Every lead is counted once as source="kafka" when a worker reads it from the topic, however it
 # came; source="http" counts in addition those a worker accepted over POST /v1/leads.
@@ -25,6 +27,14 @@ leads_decided_total = Counter(
 )
 leads_drained_total = Counter(
     "dispatcher_leads_drained_total", "Waiting leads assigned because capacity freed", ["queue", "strategy"]
+)
+waited_before_assignment_seconds = Histogram(
+    "dispatcher_waited_before_assignment_seconds",
+    "From acceptance to assignment, for leads that waited in a queue until capacity freed",
+    buckets=WAIT_BUCKETS_S,
+)
+leads_reassigned_total = Counter(
+    "dispatcher_leads_reassigned_total", "Leads moved to another rep by a supervisor", ["queue", "strategy"]
 )
 leads_dlq_total = Counter("dispatcher_leads_dlq_total", "Inputs sent to the dead-letter topic", ["reason"])
 http_rejected_total = Counter(

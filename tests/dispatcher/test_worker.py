@@ -87,6 +87,27 @@ async def test_close_frees_capacity_at_once_and_drains_the_queue(worker_factory,
     assert code == 200 and closed["status"] == "closed" and closed["outcome"] == "won"
     assert (await api.lead_status("urgent"))["status"] == "assigned", "the drain ran inside the close"
     assert (await api.lead_status("low"))["status"] == "queued"
+    async with api.session.get(api.base + "/metrics") as response:
+        exported = await response.text()
+    assert "dispatcher_waited_before_assignment_seconds_count 1.0" in exported, "the drained lead's wait is measured"
+
+
+async def test_a_supervisor_moves_a_lead_and_it_is_announced_and_counted(worker_factory, api_factory, stack):
+    worker = worker_factory()
+    api = await api_factory(worker)
+    await api.rep("ana", capacity=1)
+    assert (await api.call("POST", "/v1/leads", {"id": "moved"}))[0] == 202
+    await eventually(lambda: _assigned(api, "moved"))
+    await api.rep("bo", capacity=1)
+    code, body = await api.call("POST", "/v1/leads/moved/reassign", {"rep_id": "bo"})
+    assert code == 200, body
+    assert (await api.lead_status("moved"))["rep_id"] == "bo"
+    events = await read_topic(stack.broker_url, topic(worker, "assignments"), until=lambda r: len(r) >= 2)
+    assert [(e["rep_id"], e["reassigned"]) for e in events] == [("ana", False), ("bo", True)]
+    async with api.session.get(api.base + "/metrics") as response:
+        exported = (await response.text()).splitlines()
+    moved = [line for line in exported if line.startswith("dispatcher_leads_reassigned_total{")]
+    assert len(moved) == 1 and moved[0].endswith(" 1.0"), moved
 
 
 async def _decided(api: Api, lead_id: str) -> bool:
