@@ -82,9 +82,13 @@ class Plan:
     # takes most of a core and single runs of the same system differ by tens of ms at p99.
     rounds: int = 3
     variants: tuple[str, ...] = VARIANTS
+    # Records the last paced phase's topics hold before it is measured: the promotion's length
+    # (make loadtest), so its p99 has the bare relays' beside it at the same topic length.
+    long_topic: int = 0
 
 
-FULL = Plan()
+# 600 reps x 1,000: room for every lead of the run, the long topics included, so none waits.
+FULL = Plan(long_topic=200_000, reps=600)
 QUICK = Plan(seconds=2.0, warmup=100, burst=3000, settle_s=20.0, rounds=1)
 
 
@@ -459,11 +463,15 @@ async def run_phase(system: Relay | Dispatcher, phase: str, tag: str, stack: Emb
                     sent = plan.burst
                     send_rate = await probe.flat_out(tag, sent)
                 else:
-                    rate = int(phase.removesuffix("/s"))
+                    if phase == long_phase(plan):
+                        await fill(probe, tag, plan)
+                        extra["filled"] = plan.long_topic
+                        cpu = CpuWatch(pids(system, stack)).start()
+                    rate = int(phase.split("/s")[0])
                     sent = int(rate * plan.seconds)
                     send_rate = await probe.paced(tag, sent, rate)
                     extra["pace_late_max_ms"] = round(probe.late_max_ms, 1)  # this side behind its schedule
-            await probe.wait_for(sent, plan.settle_s if phase.endswith("/s") else max(plan.settle_s, sent / 500))
+            await probe.wait_for(sent, plan.settle_s if is_paced(phase) else max(plan.settle_s, sent / 500))
             extra["cpu"] = cpu.stop()
             input_len, output_len = probe.lengths()
         finally:
@@ -472,7 +480,7 @@ async def run_phase(system: Relay | Dispatcher, phase: str, tag: str, stack: Emb
         extra["unmatched_output_events"] = probe.unmatched
     row = Row(system.name, phase, "fresh", sent, len(probe.latencies_ms), send_rate, input_len=input_len,
               output_len=output_len, seconds=time.perf_counter() - began, extra=extra)
-    if phase.endswith("/s"):
+    if is_paced(phase):
         for name, value in latency_figures(probe).items():
             setattr(row, name, value)
     else:
@@ -496,6 +504,24 @@ async def _all_stopped(stopping: list[asyncio.Future]) -> None:
         await stopping.pop()
 
 
+def is_paced(phase: str) -> bool:
+    return phase.split()[0].endswith("/s")
+
+
+def long_phase(plan: Plan) -> str | None:
+    """The paced phase on topics that already hold `plan.long_topic` records, if the plan has one."""
+    return f"{max(plan.rates)}/s after {plan.long_topic:,}" if plan.long_topic and plan.rates else None
+
+
+async def fill(probe: Probe, tag: str, plan: Plan) -> None:
+    """Makes the phase's topics long: `plan.long_topic` records through the running system, flat
+    out, before the measured part (the broker's fetch cost grows with a topic's length, NOTES.md)."""
+    await probe.flat_out(f"{tag}-fill", plan.long_topic)
+    if not await probe.wait_for(plan.long_topic, max(plan.settle_s, plan.long_topic / 500)):
+        raise RuntimeError(f"{tag}: only {len(probe.latencies_ms)} of {plan.long_topic} filling records came through")
+    probe.reset()
+
+
 def phases_of(plan: Plan) -> list[str]:
     return ([f"{rate}/s" for rate in plan.rates] + (["burst (idle)"] if plan.idle_burst else [])
             + (["burst (backlog)"] if plan.backlog_burst else []))
@@ -512,6 +538,8 @@ def schedule(plan: Plan) -> list[tuple[str, str, int]]:
         runs += [(system, phase, 1) for system in plan.systems]
         if phase == "burst (idle)":
             runs += [(variant, phase, 1) for variant in plan.variants]
+    if long_phase(plan):
+        runs += [(system, long_phase(plan), 1) for system in plan.systems]
     return runs
 
 
@@ -542,7 +570,7 @@ async def run_bench(plan: Plan, *, workdir: Path | None = None, log=print) -> di
                 row = await run_phase(systems[name], phase, tag, stack, plan, stopping)
                 row.round = round_
                 rows.append(row)
-                log(f"  {row.system:<20} {row.phase:<16} r{round_} matched {row.matched}/{row.sent} in {row.seconds:.1f} s"
+                log(f"  {row.system:<20} {row.phase:<21} r{round_} matched {row.matched}/{row.sent} in {row.seconds:.1f} s"
                     + (f", p99 {row.p99_ms:.1f} ms" if row.p99_ms is not None else "")
                     + (f", {row.throughput:,.0f}/s" if row.throughput else "")
                     + f" (start-up {row.extra['start_s']:.1f} s)")
@@ -594,6 +622,12 @@ def ratios(rows: list[Row], plan: Plan) -> list[dict]:
         if mine or faust:
             add(f"dispatcher / faust relay throughput, {phase}", [r.throughput for r in mine],
                 [r.throughput for r in faust], ">=0.8x")
+    if long_phase(plan):
+        mine = rows_of("dispatcher", long_phase(plan))
+        for relay in ("aiokafka relay", "faust relay"):
+            other = rows_of(relay, long_phase(plan))
+            add(f"dispatcher p99 / {relay} p99 at {long_phase(plan)}", [r.p99_ms for r in mine],
+                [r.p99_ms for r in other], None)
     for variant in plan.variants:
         theirs, mine = rows_of(variant, "burst (idle)"), rows_of("dispatcher", "burst (idle)")
         if theirs and mine:
@@ -607,22 +641,22 @@ def _ms(value: float | None) -> str:
 
 
 def table(summary: dict) -> str:
-    lines = [f"{'system':<20} {'phase':<16}{'rnd':>4}{'sent':>7}{'matched':>8}{'sent/s':>8}"
+    lines = [f"{'system':<20} {'phase':<21}{'rnd':>4}{'sent':>7}{'matched':>8}{'sent/s':>8}"
              f"{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'max ms':>8}{'out/s':>8}{'in len':>8}{'out len':>8}"]
     lines.append("-" * len(lines[0]))
     for row in summary["rows"]:
         out_rate = "-" if row["throughput"] is None else f"{row['throughput']:.0f}"
         lines.append(
-            f"{row['system']:<20} {row['phase']:<16}{row['round']:>4}{row['sent']:>7}{row['matched']:>8}"
+            f"{row['system']:<20} {row['phase']:<21}{row['round']:>4}{row['sent']:>7}{row['matched']:>8}"
             f"{row['send_rate']:>8.0f}{_ms(row['p50_ms']):>8}{_ms(row['p95_ms']):>8}{_ms(row['p99_ms']):>8}"
             f"{_ms(row['max_ms']):>8}{out_rate:>8}{row['input_len']:>8}{row['output_len']:>8}"
         )
-    lines += ["", f"{'cores busy while measured':<41}{'system':>8}{'broker':>8}{'redis':>8}{'bench':>8}"
+    lines += ["", f"{'cores busy while measured':<46}{'system':>8}{'broker':>8}{'redis':>8}{'bench':>8}"
               f"{'system CPU per event':>23}"]
     for row in summary["rows"]:
         cpu = row["extra"].get("cpu", {})
         per_event = cpu.get("system", 0) * 1e6 / (row["throughput"] or row["send_rate"])
-        lines.append(f"{row['system']:<20} {row['phase']:<16}{row['round']:>4}" + "".join(f"{cpu.get(k, 0):>8.2f}" for k in
+        lines.append(f"{row['system']:<20} {row['phase']:<21}{row['round']:>4}" + "".join(f"{cpu.get(k, 0):>8.2f}" for k in
                      ("system", "broker", "redis", "bench")) + f"{per_event:>20.0f} us")
     lines.append("")
     for ratio in summary["ratios"]:
