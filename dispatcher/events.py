@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from faust.types import TopicT
+from faust.types import ProducerT, TopicT
 
 from dispatcher import metrics
 from dispatcher.app import app, assignments_topic, leads_dlq_topic, rep_events_topic
@@ -34,8 +34,7 @@ def _log_failure(delivery: Delivery) -> None:
         log.error("an event was not delivered to kafka: %s", delivery.exception())
 
 
-async def _produce(topic: TopicT, key: str, value: Any) -> Delivery:
-    producer = await app.maybe_start_producer()
+async def _produce(producer: ProducerT, topic: TopicT, key: str, value: Any) -> Delivery:
     delivery = await producer.send(
         topic.get_topic_name(), key.encode(), orjson.dumps(value), partition=None, timestamp=None, headers=None
     )
@@ -45,6 +44,7 @@ async def _produce(topic: TopicT, key: str, value: Any) -> Delivery:
 
 async def publish_assignments(assignments: Iterable[Assignment], *, drained: bool = False) -> list[Delivery]:
     deliveries = []
+    producer = await app.maybe_start_producer()
     for assignment in assignments:
         if drained:
             metrics.leads_drained_total.labels(assignment.queue, assignment.strategy).inc()
@@ -52,12 +52,12 @@ async def publish_assignments(assignments: Iterable[Assignment], *, drained: boo
                 (assignment.assigned_at_ms - assignment.accepted_at_ms) / 1000)
         if assignment.reassigned:
             metrics.leads_reassigned_total.labels(assignment.queue, assignment.strategy).inc()
-        deliveries.append(await _produce(assignments_topic, assignment.lead_id, assignment.event()))
+        deliveries.append(await _produce(producer, assignments_topic, assignment.lead_id, assignment.event()))
     return deliveries
 
 
 async def publish_rep_event(kind: str, rep_id: str, **details: Any) -> Delivery:
-    return await _produce(rep_events_topic, rep_id, {"type": kind, "rep_id": rep_id, **details})
+    return await _produce(await app.maybe_start_producer(), rep_events_topic, rep_id, {"type": kind, "rep_id": rep_id, **details})
 
 
 async def publish_dead_letter(raw: bytes | None, error: BadInput, source: str) -> Delivery:
@@ -69,4 +69,4 @@ async def publish_dead_letter(raw: bytes | None, error: BadInput, source: str) -
         "source": source,
         "value": (raw or b"").decode("utf-8", errors="replace"),
     }
-    return await _produce(leads_dlq_topic, source, record)
+    return await _produce(await app.maybe_start_producer(), leads_dlq_topic, source, record)

@@ -53,7 +53,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from dispatcher.embedded import EmbeddedStack, WorkerProcess, _die_with_parent, free_port
-from loadtest.reporting import save_summary
+from loadtest.reporting import report
 
 PARTITIONS = 4  # the dispatcher's default topic_partitions; the relays' topics get the same
 FETCH_MAX_WAIT_MS = 5
@@ -696,10 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = asyncio.run(run_bench(plan))
     summary.update(quick=args.quick, when=time.strftime("%Y-%m-%d %H:%M:%S"),
                    machine={"cores": os.cpu_count(), "python": sys.version.split()[0]})
-    print()
-    print(table(summary))
-    out = save_summary("bench", summary)
-    print(f"\n  {summary['seconds']:.0f} s in all; figures written to {out}")
+    report("bench", summary, table(summary))
     return 0
 
 

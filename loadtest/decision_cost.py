@@ -60,7 +60,7 @@ from dispatcher.embedded import EmbeddedStack
 from dispatcher.routing import load_routing
 from dispatcher.state.keys import Keys
 from dispatcher.state.store import Assignment, Decision, Outcome, Store, connect
-from loadtest.reporting import save_summary
+from loadtest.reporting import report
 
 CHANNEL = "web"
 # Long enough that no rep's presence lapses during a case: the bench sends no heartbeats.
@@ -424,10 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     with EmbeddedStack(Path(tempfile.mkdtemp(prefix="decision-cost-")), with_broker=False) as stack:
         summary = asyncio.run(run(QUICK if args.quick else FULL, stack.redis_url))
     summary["quick"] = args.quick
-    print()
-    print(table(summary))
-    out = save_summary("decision-cost", summary)
-    print(f"\n  {summary['seconds']:.0f} s in all; figures written to {out}")
+    report("decision-cost", summary, table(summary))
     return 0
 
 

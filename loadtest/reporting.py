@@ -15,3 +15,11 @@ def save_summary(kind: str, summary: dict) -> Path:
     path = RESULTS / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(summary, indent=2))
     return path
+
+
+def report(kind: str, summary: dict, printed: str) -> None:
+    """The end of a bench run: its table on stdout, its summary saved, where and how long."""
+    print()
+    print(printed)
+    path = save_summary(kind, summary)
+    print(f"\n  {summary['seconds']:.0f} s in all; figures written to {path}")
