@@ -20,8 +20,8 @@ Scalar = str | int | float | bool
 AttributeValue = Scalar | Annotated[list[Scalar], Meta(max_length=64)]
 Attributes = Annotated[dict[Annotated[str, Meta(min_length=1, max_length=64)], AttributeValue], Meta(max_length=64)]
 # A rep's unit count per bucket. Bounded because a rep coming online drains up to its capacity
-# in one atomic step; TaskRouter's own ceiling is 50 per channel.
-Count = Annotated[int, Meta(ge=0, le=1000)]
+# in one atomic step; 10,000 is the ceiling the API has always accepted.
+Count = Annotated[int, Meta(ge=0, le=10_000)]
 Level = Annotated[int, Meta(ge=1, le=10)]
 
 
