@@ -41,8 +41,9 @@ bench: install
 	$(BIN)/python -m loadtest.bench
 	$(BIN)/python -m loadtest.decision_cost
 
+# The promotion against the dispatcher, then the same promotion against each bare relay.
 loadtest: install
-	$(BIN)/python -m loadtest.run
+	$(BIN)/python -m loadtest.run --systems dispatcher "aiokafka relay" "faust relay"
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info loadtest/results

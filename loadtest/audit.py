@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -14,11 +13,14 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
 from dispatcher.state.keys import Keys
+from loadtest.bench import percentile
+from loadtest.broker import READ_FETCH_BYTES, READ_FETCH_WAIT_MS
 
 
 @dataclass
 class Audit:
     produced: int = 0
+    assigned: int = 0  # leads with at least one assignment event
     by_status: dict[str, int] = field(default_factory=dict)
     lost: list[str] = field(default_factory=list)
     doubled: dict[str, list[str]] = field(default_factory=dict)
@@ -26,6 +28,10 @@ class Audit:
     load_mismatch: dict[str, tuple[int, int]] = field(default_factory=dict)
     peak_produced_per_s: float = 0.0
     peak_assigned_per_s: float = 0.0
+    # Lead record -> its first assignment event, each by the timestamp its producer gave it: the
+    # system's own delay, whatever any reader of the topics (locust's, this one) adds.
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    last_assigned_ms: int = 0
     topic_lengths: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -33,73 +39,26 @@ class Audit:
         return not (self.lost or self.doubled or self.over_capacity or self.load_mismatch)
 
 
-class TopicTail:
-    """Reads topics from their first record for as long as the load test runs, in a thread of its
-    own, keeping (timestamp ms, value) of every record. Reading a long topic afterwards is no
-    option on the embedded broker: a fetch costs more the more batches lie before it (NOTES.md),
-    and 40,000 small batches took 30 s, 200,000 would take many minutes."""
-
-    def __init__(self, bootstrap: str, topics: list[str], *, metadata_timeout_s: float = 30.0) -> None:
-        self.bootstrap, self.topics, self.metadata_timeout_s = bootstrap, topics, metadata_timeout_s
-        self.records: dict[str, list[tuple[int, bytes]]] = {topic: [] for topic in topics}
-        self._finish_after_quiet_s: float | None = None
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="topic-tail", daemon=True)
-        self._following = threading.Event()
-
-    def start(self) -> TopicTail:
-        self._thread.start()
-        self._following.wait(self.metadata_timeout_s + 5)
-        if self._failure:
-            raise self._failure
-        return self
-
-    def finish(self, *, quiet_s: float = 3.0, timeout_s: float = 600.0) -> dict[str, list[tuple[int, bytes]]]:
-        """Once no record has come for `quiet_s` (the writers have stopped), every record read."""
-        self._finish_after_quiet_s = quiet_s
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            raise TimeoutError(f"the topics were still being written {timeout_s:.0f} s after the load stopped")
-        if self._failure:
-            raise self._failure
-        return self.records
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._follow())
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller of start() or finish()
-            self._failure = exc
-            self._following.set()
-
-    async def _follow(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", fetch_max_wait_ms=5)
-        await consumer.start()
-        try:
-            await self._subscribe_once_they_exist(consumer)
-            self._following.set()
-            last_record = time.monotonic()
-            while self._finish_after_quiet_s is None or time.monotonic() - last_record < self._finish_after_quiet_s:
-                for tp, messages in (await consumer.getmany(timeout_ms=200, max_records=10_000)).items():
-                    self.records[tp.topic].extend((message.timestamp, message.value) for message in messages)
-                    last_record = time.monotonic()
-        finally:
-            await consumer.stop()
-
-    async def _subscribe_once_they_exist(self, consumer: AIOKafkaConsumer) -> None:
-        """Subscribes once the broker lists every topic, and returns once every topic's partitions
-        are assigned: a subscription to a topic not there yet waits for the next metadata refresh,
-        minutes away, and the workers declare the topics as they start."""
-        deadline = time.monotonic() + self.metadata_timeout_s
-        while not set(self.topics) <= await consumer.topics():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the broker did not list {self.topics} within {self.metadata_timeout_s:.0f} s")
-            await asyncio.sleep(0.2)
-        consumer.subscribe(self.topics)
-        while {tp.topic for tp in consumer.assignment()} != set(self.topics):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no partitions of {self.topics} were assigned within {self.metadata_timeout_s:.0f} s")
-            await asyncio.sleep(0.1)
+async def read_topics(bootstrap: str, topics: list[str], *, quiet_s: float = 3.0,
+                      timeout_s: float = 600.0) -> dict[str, list[tuple[int, bytes]]]:
+    """(producer timestamp ms, value) of every record of `topics`, from the first, read until no
+    record has come for `quiet_s`: the writers have stopped, or fall further behind than that."""
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=READ_FETCH_WAIT_MS,
+                                max_partition_fetch_bytes=READ_FETCH_BYTES, fetch_max_bytes=READ_FETCH_BYTES)
+    records: dict[str, list[tuple[int, bytes]]] = {topic: [] for topic in topics}
+    await consumer.start()
+    try:
+        started = last_record = time.monotonic()
+        while time.monotonic() - last_record < quiet_s:
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"{topics} were still being written {timeout_s:.0f} s after reading began")
+            for tp, messages in (await consumer.getmany(timeout_ms=200, max_records=50_000)).items():
+                records[tp.topic].extend((message.timestamp, message.value) for message in messages)
+                last_record = time.monotonic()
+    finally:
+        await consumer.stop()
+    return records
 
 
 def peak_rate(timestamps_ms: list[int], window_s: float = 10.0) -> float:
@@ -138,21 +97,43 @@ async def wait_until_decided(redis_url: str, workspace: str, *, steady_s: float 
     return time.monotonic() - started
 
 
-async def audit(records: dict[str, list[tuple[int, bytes]]], redis_url: str, workspace: str, topic_prefix: str) -> Audit:
-    """`records`: what a TopicTail read from the `leads` and `assignments` topics."""
+def audit_topics(records: dict[str, list[tuple[int, bytes]]], topic_prefix: str) -> Audit:
+    """What the `leads` and `assignments` topics alone show (records as read_topics returns them).
+    Any system that answers each lead with `{"lead_id": ...}` can be audited so, the bare relays
+    included; a lead without an event counts as lost here."""
     result = Audit()
-    lead_records = records[topic_prefix + "leads"]
-    events = [orjson.loads(value) for _, value in records[topic_prefix + "assignments"]]
-    result.topic_lengths = {"leads": len(lead_records), "assignments": len(events)}
-    result.peak_produced_per_s = peak_rate([timestamp for timestamp, _ in lead_records])
-    produced_ids = set()
-    for _, value in lead_records:
+    produced_at: dict[str, int] = {}
+    for timestamp, value in records[topic_prefix + "leads"]:
         try:
-            produced_ids.add(orjson.loads(value)["id"])
+            produced_at.setdefault(orjson.loads(value)["id"], timestamp)
         except (orjson.JSONDecodeError, KeyError, TypeError):
             continue
-    result.produced = len(produced_ids)
+    first_event_at: dict[str, int] = {}
+    reps_by_lead: dict[str, set[str]] = collections.defaultdict(set)
+    for timestamp, value in records[topic_prefix + "assignments"]:
+        event = orjson.loads(value)
+        first_event_at.setdefault(event["lead_id"], timestamp)
+        if "rep_id" in event and not event.get("reassigned"):
+            reps_by_lead[event["lead_id"]].add(event["rep_id"])
+    result.topic_lengths = {"leads": len(records[topic_prefix + "leads"]),
+                            "assignments": len(records[topic_prefix + "assignments"])}
+    result.produced, result.assigned = len(produced_at), len(first_event_at)
+    result.peak_produced_per_s = peak_rate(list(produced_at.values()))
+    result.peak_assigned_per_s = peak_rate(list(first_event_at.values()))
+    result.last_assigned_ms = max(first_event_at.values(), default=0)
+    result.lost = sorted(produced_at.keys() - first_event_at.keys())
+    result.doubled = {lead: sorted(reps) for lead, reps in reps_by_lead.items() if len(reps) > 1}
+    delays = sorted(first_event_at[lead] - at for lead, at in produced_at.items() if lead in first_event_at)
+    if delays:
+        result.latency_ms = {name: float(percentile(delays, share))
+                             for name, share in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))}
+    return result
 
+
+async def audit_redis(result: Audit, redis_url: str, workspace: str) -> Audit:
+    """The dispatcher's own books on top of the topics': a lead it queued or pooled for want of a
+    rep was decided, not lost, and nobody's load may pass their capacity or differ from their
+    open leads."""
     keys = Keys(workspace)
     client = aioredis.from_url(redis_url, decode_responses=True)
     try:
@@ -164,15 +145,13 @@ async def audit(records: dict[str, list[tuple[int, bytes]]], redis_url: str, wor
         await client.aclose()
 
     result.by_status = dict(collections.Counter(record["status"] for record in records.values()))
-    decided = {"assigned", "queued", "closed", "pooled"}
-    # A lead Redis holds but never decided (accepted over HTTP, then not consumed) is as lost as one
-    # the topic holds and Redis does not: both count, so a topic that could not be read hides nothing.
-    result.lost = sorted(i for i in produced_ids | set(records) if i not in records or records[i]["status"] not in decided)
-    reps_by_lead: dict[str, set[str]] = collections.defaultdict(set)
-    for event in events:
-        if not event.get("reassigned"):
-            reps_by_lead[event["lead_id"]].add(event["rep_id"])
-    result.doubled = {lead: sorted(reps) for lead, reps in reps_by_lead.items() if len(reps) > 1}
+    # Queued or pooled leads were decided without a rep, so they have no event yet; any other lead
+    # without one is lost, and so is one Redis holds but never decided (accepted over HTTP, then
+    # never consumed): both count, so a topic that could not be read hides nothing.
+    waiting = {"queued", "pooled"}
+    never_decided = {lead for lead, record in records.items() if record["status"] not in waiting | {"assigned", "closed"}}
+    without_event = {lead for lead in result.lost if records.get(lead, {}).get("status") not in waiting}
+    result.lost = sorted(never_decided | without_event)
     for bucket, capacity in capacities.items():
         load = int(loads.get(bucket, 0))
         if load > int(capacity):
@@ -184,5 +163,4 @@ async def audit(records: dict[str, list[tuple[int, bytes]]], redis_url: str, wor
     for rep in set(open_by_rep) | set(load_by_rep):
         if open_by_rep[rep] != load_by_rep[rep]:
             result.load_mismatch[rep] = (load_by_rep[rep], open_by_rep[rep])
-    result.peak_assigned_per_s = peak_rate([r["assigned_at"] for r in records.values() if r.get("assigned_at")])
     return result

@@ -287,10 +287,10 @@ class Relay:
     async def prepare(self, tag: str) -> tuple[str, str]:
         source, target = f"{tag}.in", f"{tag}.out"
         await create_topics(self.stack.broker_url.removeprefix("kafka://"), [source, target])
-        self.log = self.workdir / f"{tag}.log"
         return source, target
 
     async def start(self, source: str, target: str, timeout_s: float) -> None:
+        self.log = self.workdir / f"{source}.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "loadtest.relays", self.kind, "--broker", self.stack.broker_url,
@@ -309,9 +309,12 @@ class Relay:
     def pids(self) -> list[int]:
         return [self.process.pid] if self.process else []
 
-    def stop(self) -> asyncio.Future:
+    def terminate(self) -> None:
         process, self.process = self.process, None
-        return asyncio.ensure_future(asyncio.to_thread(_stop, process))
+        _stop(process)
+
+    def stop(self) -> asyncio.Future:
+        return asyncio.ensure_future(asyncio.to_thread(self.terminate))
 
 
 class Roster:

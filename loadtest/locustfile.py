@@ -27,6 +27,7 @@ import gevent
 import orjson
 from locust import FastHttpUser, LoadTestShape, User, between, constant_throughput, events, task
 
+from loadtest.broker import READ_FETCH_WAIT_MS
 from loadtest.shapes import promotion_stages
 
 TOKEN = os.environ.get("DISPATCHER_API_TOKEN", "")
@@ -71,7 +72,11 @@ class LeadFormUser(FastHttpUser):
 
 class AssignmentWatcher:
     """One per locust process: reads `assignments` from its end and reports each lead the
-    process produced as a request with its produced -> assigned latency."""
+    process produced as a request with its produced -> assigned latency: from the moment the lead
+    is handed to the producer to the timestamp the dispatcher's producer gave its assignment event,
+    so how late this reader gets to the event is not counted. It may then wait long for a fetch,
+    and must on the embedded broker, which gives up a fetch on a long topic within a short wait
+    (loadtest/broker.py)."""
 
     _instance: AssignmentWatcher | None = None
     _lock = threading.Lock()
@@ -84,7 +89,7 @@ class AssignmentWatcher:
         self.producer = Producer({"bootstrap.servers": BROKER, "linger.ms": 2, "enable.idempotence": False})
         # Assigning partitions directly skips a consumer-group join, which costs seconds on some brokers.
         self.consumer = Consumer({"bootstrap.servers": BROKER, "group.id": f"locust-{RUN}",
-                                  "enable.auto.commit": False, "fetch.wait.max.ms": 5})
+                                  "enable.auto.commit": False, "fetch.wait.max.ms": READ_FETCH_WAIT_MS})
         topic = TOPIC_PREFIX + "assignments"
         metadata = self.consumer.list_topics(topic, timeout=10).topics[topic]
         self.consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in metadata.partitions])
@@ -98,7 +103,7 @@ class AssignmentWatcher:
             return cls._instance
 
     def send(self, lead: dict) -> None:
-        self.sent_at[lead["id"]] = time.perf_counter()
+        self.sent_at[lead["id"]] = time.time() * 1000
         self.producer.produce(TOPIC_PREFIX + "leads", key=lead["id"], value=orjson.dumps(lead))
         self.producer.poll(0)
 
@@ -111,7 +116,6 @@ class AssignmentWatcher:
             if not messages:
                 gevent.sleep(0.002)
                 continue
-            received = time.perf_counter()
             for message in messages:
                 if message.error():
                     continue
@@ -119,7 +123,7 @@ class AssignmentWatcher:
                 if started is not None:
                     self.environment.events.request.fire(
                         request_type="kafka", name="lead produced -> assigned",
-                        response_time=(received - started) * 1000, response_length=len(message.value()),
+                        response_time=message.timestamp()[1] - started, response_length=len(message.value()),
                         exception=None, context={},
                     )
 
