@@ -82,13 +82,9 @@ class Plan:
     # takes most of a core and single runs of the same system differ by tens of ms at p99.
     rounds: int = 3
     variants: tuple[str, ...] = VARIANTS
-    # Records the last paced phase's topics hold before it is measured: the promotion's length
-    # (make loadtest), so its p99 has the bare relays' beside it at the same topic length.
-    long_topic: int = 0
 
 
-# 600 reps x 1,000: room for every lead of the run, the long topics included, so none waits.
-FULL = Plan(long_topic=200_000, reps=600)
+FULL = Plan()
 QUICK = Plan(seconds=2.0, warmup=100, burst=3000, settle_s=20.0, rounds=1)
 
 
@@ -466,10 +462,6 @@ async def run_phase(system: Relay | Dispatcher, phase: str, tag: str, stack: Emb
                     sent = plan.burst
                     send_rate = await probe.flat_out(tag, sent)
                 else:
-                    if phase == long_phase(plan):
-                        await fill(probe, tag, plan)
-                        extra["filled"] = plan.long_topic
-                        cpu = CpuWatch(pids(system, stack)).start()
                     rate = int(phase.split("/s")[0])
                     sent = int(rate * plan.seconds)
                     send_rate = await probe.paced(tag, sent, rate)
@@ -511,20 +503,6 @@ def is_paced(phase: str) -> bool:
     return phase.split()[0].endswith("/s")
 
 
-def long_phase(plan: Plan) -> str | None:
-    """The paced phase on topics that already hold `plan.long_topic` records, if the plan has one."""
-    return f"{max(plan.rates)}/s after {plan.long_topic:,}" if plan.long_topic and plan.rates else None
-
-
-async def fill(probe: Probe, tag: str, plan: Plan) -> None:
-    """Makes the phase's topics long: `plan.long_topic` records through the running system, flat
-    out, before the measured part (the broker's fetch cost grows with a topic's length, NOTES.md)."""
-    await probe.flat_out(f"{tag}-fill", plan.long_topic)
-    if not await probe.wait_for(plan.long_topic, max(plan.settle_s, plan.long_topic / 500)):
-        raise RuntimeError(f"{tag}: only {len(probe.latencies_ms)} of {plan.long_topic} filling records came through")
-    probe.reset()
-
-
 def phases_of(plan: Plan) -> list[str]:
     return ([f"{rate}/s" for rate in plan.rates] + (["burst (idle)"] if plan.idle_burst else [])
             + (["burst (backlog)"] if plan.backlog_burst else []))
@@ -541,8 +519,6 @@ def schedule(plan: Plan) -> list[tuple[str, str, int]]:
         runs += [(system, phase, 1) for system in plan.systems]
         if phase == "burst (idle)":
             runs += [(variant, phase, 1) for variant in plan.variants]
-    if long_phase(plan):
-        runs += [(system, long_phase(plan), 1) for system in plan.systems]
     return runs
 
 
@@ -625,12 +601,6 @@ def ratios(rows: list[Row], plan: Plan) -> list[dict]:
         if mine or faust:
             add(f"dispatcher / faust relay throughput, {phase}", [r.throughput for r in mine],
                 [r.throughput for r in faust], ">=0.8x")
-    if long_phase(plan):
-        mine = rows_of("dispatcher", long_phase(plan))
-        for relay in ("aiokafka relay", "faust relay"):
-            other = rows_of(relay, long_phase(plan))
-            add(f"dispatcher p99 / {relay} p99 at {long_phase(plan)}", [r.p99_ms for r in mine],
-                [r.p99_ms for r in other], None)
     for variant in plan.variants:
         theirs, mine = rows_of(variant, "burst (idle)"), rows_of("dispatcher", "burst (idle)")
         if theirs and mine:

@@ -8,6 +8,9 @@
   capacity frees and the queue drains as on a real floor.
 - PromotionShape: baseline, a steep ramp to ten times the baseline, a hold, and back.
 
+HTTP users spread over the workers in LOADTEST_HOSTS (comma-separated base URLs; default: --host),
+as a load balancer in front of several workers would.
+
 Settings (environment): DISPATCHER_BROKER (kafka://host:port, for KafkaLeadUser),
 DISPATCHER_TOPIC_PREFIX, DISPATCHER_API_TOKEN, LOADTEST_REPS, LOADTEST_REP_CAPACITY,
 LOADTEST_HANDLE_TIME_S, LOADTEST_LEADS_PER_USER_S, LOADTEST_BASELINE_USERS, and the shape's
@@ -45,6 +48,7 @@ LEADS_PER_HANDOVER = 5
 CHANNELS = ("web", "chat", "call", "email", "form")
 RUN = uuid.uuid4().hex[:6]
 _serial = itertools.count()
+_hosts = itertools.cycle(filter(None, os.environ.get("LOADTEST_HOSTS", "").split(",")))
 
 
 def new_lead(rng: random.Random, source: str) -> dict:
@@ -57,7 +61,17 @@ def new_lead(rng: random.Random, source: str) -> dict:
     }
 
 
-class LeadFormUser(FastHttpUser):
+class BalancedHttpUser(FastHttpUser):
+    """An HTTP user on the next worker in turn; the host must be chosen before locust builds the client."""
+
+    abstract = True
+
+    def __init__(self, environment) -> None:  # type: ignore[no-untyped-def]
+        self.host = next(_hosts, None) or environment.host
+        super().__init__(environment)
+
+
+class LeadFormUser(BalancedHttpUser):
     weight = 1
     wait_time = constant_throughput(LEADS_PER_USER_S)
 
@@ -145,7 +159,7 @@ class KafkaLeadUser(User):
             self.watcher.send(new_lead(self.rng, "kafka"))
 
 
-class RepUser(FastHttpUser):
+class RepUser(BalancedHttpUser):
     fixed_count = REPS
     wait_time = between(1.0, 2.0)
 

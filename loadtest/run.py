@@ -107,6 +107,8 @@ def play_promotion(system: str, args: argparse.Namespace, name: str) -> dict:
                 "LOADTEST_BASELINE_USERS": str(args.baseline_users), "LOADTEST_BASELINE_S": str(args.baseline_s),
                 "LOADTEST_RAMP_S": str(args.ramp_s), "LOADTEST_HOLD_S": str(args.hold_s),
                 "LOADTEST_COOLDOWN_S": str(args.cooldown_s),
+                "LOADTEST_HOSTS": ",".join(f"http://127.0.0.1:{process.http_port}" for process in processes
+                                           if isinstance(process, WorkerProcess)),
             }
             total_s = args.baseline_s + args.ramp_s + args.hold_s + args.cooldown_s
             csv_prefix = args.results / f"loadtest-{name}"

@@ -31,8 +31,8 @@ def play(tmp_path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
     return run, json.loads(summary_path.read_text())["runs"]
 
 
-def test_a_short_promotion_loses_and_doubles_nothing(tmp_path):
-    run, runs = play(tmp_path)
+def test_a_short_promotion_on_two_workers_loses_and_doubles_nothing(tmp_path):
+    run, runs = play(tmp_path, "--workers", "2")
     assert list(runs) == ["dispatcher"]
     summary = runs["dispatcher"]
     audit = summary["audit"]
