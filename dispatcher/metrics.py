@@ -53,6 +53,11 @@ lead_to_assignment_ms = Histogram(
 routing_reloads_total = Counter(
     "dispatcher_routing_reloads_total", "Routing file changes seen, by result (applied, refused)", ["result"]
 )
+# Per worker too, but a wait does not add up: dashboards take max() of it.
+consumer_fetch_wait_seconds = Gauge(
+    "dispatcher_consumer_fetch_wait_seconds",
+    "The fetch wait the consumer uses now (it lengthens while the broker runs out of time on long topics)",
+)
 
 # Gauges sampled from Redis every second by dispatcher/live.py. Every worker reports the same
 # workspace-wide figure, so dashboards take max() of these (and sum() of the counters above).

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
 
     # NOTES.md: the embedded broker answers a fetch only after the whole wait, so this is the latency floor there.
     consumer_fetch_max_wait_ms: int = Field(5, ge=0, le=10_000)
+    # Tansu gives up a long partition's fetch when the wait runs out, so the wait grows to this (at least the floor).
+    consumer_fetch_max_wait_ceiling_ms: int = Field(1000, ge=0, le=60_000)
     topic_partitions: int = Field(4, ge=1, le=1024)
     # Short timeouts let a restarted worker rejoin in seconds instead of ~30 s (NOTES.md).
     broker_session_timeout_s: float = Field(10.0, gt=0)

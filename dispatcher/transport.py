@@ -1,6 +1,8 @@
 """A faust transport whose consumer waits `consumer_fetch_max_wait_ms` for a fetch, not faust's
 hard-coded 1,500 ms. Some brokers (the embedded Tansu among them) answer a fetch only when that
-wait is over even with data waiting, so this wait is the latency floor of every lead (NOTES.md)."""
+wait is over even with data waiting, so this wait is the latency floor of every lead (NOTES.md).
+It is a floor: on a long topic Tansu needs longer to find the data, so the wait grows while it
+falls short, up to `consumer_fetch_max_wait_ceiling_ms` (dispatcher/fetch_wait.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from dispatcher import metrics
+from dispatcher.fetch_wait import AdaptiveFetchWait
 from dispatcher.settings import Settings
 
 
@@ -19,6 +23,16 @@ class FetchWaitConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # aiokafka reads this attribute when start() builds its fetcher, which has not happened yet.
         consumer._fetch_max_wait_ms = self.app.settings.consumer_fetch_max_wait_ms
         return consumer
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        settings = self.app.settings
+        metrics.consumer_fetch_wait_seconds.set(settings.consumer_fetch_max_wait_ms / 1000)
+        AdaptiveFetchWait(
+            settings.consumer_fetch_max_wait_ms,
+            settings.consumer_fetch_max_wait_ceiling_ms,
+            on_change=metrics.consumer_fetch_wait_seconds.set,
+        ).install(self._consumer)
 
 
 class Consumer(faust_aiokafka.Consumer):

@@ -7,9 +7,10 @@ gets a core of its own as a worker does and shares no event loop with the measur
 
 Input records are JSON with an `id`; each output record is `{"lead_id": id}` under the same key,
 the shape the bench matches the dispatcher's assignment events by. Both consume with a 5 ms fetch
-wait (the dispatcher's default, NOTES.md) from the earliest offset (the aiokafka relay without a
-consumer group, the faust one in a new group), so records produced before a relay starts are
-relayed too. Each prints "ready" once it has its partitions.
+wait (the dispatcher's default, NOTES.md) that grows while the broker falls short on a long topic,
+as the dispatcher's does (dispatcher/fetch_wait.py), from the earliest offset (the aiokafka relay
+without a consumer group, the faust one in a new group), so records produced before a relay starts
+are relayed too. Each prints "ready" once it has its partitions.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 import orjson
 
 FETCH_MAX_WAIT_MS = 5
+FETCH_MAX_WAIT_CEILING_MS = 1000
 
 
 def relay_event(value: bytes) -> bytes:
@@ -29,6 +31,8 @@ def relay_event(value: bytes) -> bytes:
 
 async def aiokafka_relay(broker: str, source: str, target: str) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from dispatcher.fetch_wait import AdaptiveFetchWait
 
     bootstrap = broker.removeprefix("kafka://")
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
@@ -39,6 +43,7 @@ async def aiokafka_relay(broker: str, source: str, target: str) -> None:
     )
     await producer.start()
     await consumer.start()
+    AdaptiveFetchWait(FETCH_MAX_WAIT_MS, FETCH_MAX_WAIT_CEILING_MS).install(consumer)
     try:
         while not consumer.assignment():
             await asyncio.sleep(0.05)

@@ -8,6 +8,7 @@ import statistics
 import time
 
 from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
 
 from dispatcher.app import DispatcherApp
 from dispatcher.embedded import free_port
@@ -49,6 +50,9 @@ async def test_an_agent_gets_each_message_without_waiting_out_faust_default(stac
     try:
         running_consumer = app.consumer._thread._consumer
         assert running_consumer._fetcher._fetch_max_wait_ms == 5
+        # The thread's on_start wrapped the fetcher's response handling in the adaptive wait.
+        assert "_proc_fetch_request" in vars(running_consumer._fetcher)
+        assert REGISTRY.get_sample_value("dispatcher_consumer_fetch_wait_seconds") == 0.005
         latencies = []
         for _ in range(20):
             sent = time.monotonic()
