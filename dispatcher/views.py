@@ -204,9 +204,10 @@ class RepLeads(View):
     """The rep's open leads: what a rep's app polls to know what to work on."""
 
     async def get(self, request: Request, rep_id: str) -> Response:
-        if not await store.reps([rep_id]):
+        leads = await store.open_leads_of(rep_id)
+        if leads is None:
             return error(404, f"unknown rep {rep_id}", "rep_leads")
-        return json_response({"rep_id": rep_id, "leads": await store.open_leads_of(rep_id)})
+        return json_response({"rep_id": rep_id, "leads": leads})
 
 
 @app.page("/v1/reps/{rep_id}/presence")

@@ -30,6 +30,12 @@ def connect(url: str, max_connections: int) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=pool)
 
 
+def capacity_buckets(capacity: int | Mapping[str, int]) -> list[str]:
+    """The load buckets a capacity names: '*' for one number for all channels, else its channels
+    (as bucket_for in lua/lib.lua spends them)."""
+    return ["*"] if isinstance(capacity, int) else list(capacity)
+
+
 def iso_ms(epoch_ms: float) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -178,10 +184,14 @@ class Store:
         moved = (Assignment.from_script(row[2], reassigned=True),) if row[2] else ()
         return Outcome("ok", row[1], moved + tuple(Assignment.from_script(r) for r in row[3]))
 
-    async def open_leads_of(self, rep_id: str) -> list[str]:
+    async def open_leads_of(self, rep_id: str) -> list[str] | None:
+        """The rep's open leads, or None for an unknown rep; one round trip (reps poll this)."""
+        pipe = self.client.pipeline(transaction=False)
         # "|" never occurs in an id and "}" is the byte after it: the range holds exactly this rep.
-        members = await self.client.zrange(self.keys.open_leads, f"[{rep_id}|", f"({rep_id}}}", bylex=True)
-        return [member.split("|", 1)[1] for member in members]
+        pipe.hexists(self.keys.rep_profiles, rep_id)
+        pipe.zrange(self.keys.open_leads, f"[{rep_id}|", f"({rep_id}}}", bylex=True)
+        known, members = await pipe.execute()
+        return [member.split("|", 1)[1] for member in members] if known else None
 
     async def lead(self, lead_id: str) -> dict[str, Any] | None:
         raw = await self.client.hget(self.keys.leads, lead_id)
@@ -257,28 +267,33 @@ class Store:
             pipe.hgetall(k.rep_profiles).hgetall(k.rep_status).zrange(k.rep_seen, 0, -1, withscores=True)
             pipe.hgetall(k.rep_load).hgetall(k.rep_last_assigned).time()
             profiles_raw, status, seen, load, last, now = await pipe.execute()
+            profiles = {rep_id: orjson.loads(raw) for rep_id, raw in profiles_raw.items()}
         else:
             pipe.hmget(k.rep_profiles, rep_ids).hmget(k.rep_status, rep_ids)
-            pipe.zmscore(k.rep_seen, rep_ids).hgetall(k.rep_load).hmget(k.rep_last_assigned, rep_ids).time()
-            raw_list, status_list, seen_list, load, last_list, now = await pipe.execute()
-            profiles_raw = {r: p for r, p in zip(rep_ids, raw_list, strict=True) if p is not None}
+            pipe.zmscore(k.rep_seen, rep_ids).hmget(k.rep_last_assigned, rep_ids).time()
+            raw_list, status_list, seen_list, last_list, now = await pipe.execute()
+            profiles = {r: orjson.loads(p) for r, p in zip(rep_ids, raw_list, strict=True) if p is not None}
+            # Only these reps' load fields, named by their capacity: the whole load hash holds
+            # every rep's, and a rep's own requests (presence, its leads) must not cost O(roster).
+            fields = [f"{rep_id}|{bucket}" for rep_id, profile in profiles.items()
+                      for bucket in capacity_buckets(profile["capacity"])]
+            load = dict(zip(fields, await self.client.hmget(k.rep_load, fields), strict=True)) if fields else {}
             status = dict(zip(rep_ids, status_list, strict=True))
             seen = [(r, s) for r, s in zip(rep_ids, seen_list, strict=True) if s is not None]
             last = dict(zip(rep_ids, last_list, strict=True))
         now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
         seen_at = dict(seen)
         reps = []
-        for rep_id, raw in profiles_raw.items():
-            profile = orjson.loads(raw)
+        for rep_id, profile in profiles.items():
             capacity = profile["capacity"]
             heard = seen_at.get(rep_id)
             effective = status.get(rep_id) or "offline"
             if effective == "online" and (heard is None or heard < now_ms - self.presence_ttl_ms):
                 effective = "offline"
             if isinstance(capacity, int):
-                rep_load: int | dict[str, int] = int(load.get(f"{rep_id}|*", 0))
+                rep_load: int | dict[str, int] = int(load.get(f"{rep_id}|*") or 0)
             else:
-                rep_load = {channel: int(load.get(f"{rep_id}|{channel}", 0)) for channel in capacity}
+                rep_load = {channel: int(load.get(f"{rep_id}|{channel}") or 0) for channel in capacity}
             last_assigned = int(last.get(rep_id) or 0)
             reps.append({
                 "id": rep_id,

@@ -281,3 +281,26 @@ async def test_leads_waiting_in_a_removed_queue_are_routed_again(store_factory, 
     moved = await store.rebuild_queues()
     assert [(a.lead_id, a.rep_id, a.queue) for a in moved] == [("stuck", "r", "new")]
     assert (await store.lead("stuck"))["status"] == "assigned"
+
+
+async def test_a_reps_own_view_matches_its_entry_in_the_roster(store_factory, rep_factory):
+    store = await store_factory()
+    await rep_factory(store, "one-number", capacity=3)
+    await rep_factory(store, "per-channel", capacity={"web": 2, "chat": 1})
+    await rep_factory(store, "other", capacity=5)
+    for n in range(6):
+        await store.assign(lead(channel="web"), f"p@{n}")
+    roster = {rep["id"]: rep for rep in await store.reps()}
+    assert sum(rep["load"] if isinstance(rep["load"], int) else sum(rep["load"].values())
+               for rep in roster.values()) == 6
+    for rep_id in ("one-number", "per-channel"):
+        assert await store.reps([rep_id]) == [roster[rep_id]]
+    assert roster["per-channel"]["load"]["chat"] == 0
+    assert await store.reps(["ghost"]) == []
+
+
+async def test_open_leads_of_an_unknown_rep_is_none_not_empty(store_factory, rep_factory):
+    store = await store_factory()
+    await rep_factory(store, "idle")
+    assert await store.open_leads_of("idle") == []
+    assert await store.open_leads_of("ghost") is None
