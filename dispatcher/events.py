@@ -18,7 +18,7 @@ import orjson
 from faust.types import ProducerT, TopicT
 
 from dispatcher import metrics
-from dispatcher.app import app, assignments_topic, leads_dlq_topic, rep_events_topic
+from dispatcher.app import app, assignments_topic, leads_dlq_topic, leads_topic, rep_events_topic
 from dispatcher.models import BAD_INPUT_KINDS, BadInput
 from dispatcher.state.store import Assignment
 
@@ -40,6 +40,11 @@ async def _produce(producer: ProducerT, topic: TopicT, key: str, value: Any) -> 
     )
     delivery.add_done_callback(_log_failure)
     return delivery
+
+
+async def publish_lead(lead: dict[str, Any]) -> Delivery:
+    """A lead accepted over HTTP, onto the topic every lead is decided from."""
+    return await _produce(await app.maybe_start_producer(), leads_topic, lead["id"], lead)
 
 
 async def publish_assignments(assignments: Iterable[Assignment], *, drained: bool = False) -> list[Delivery]:

@@ -17,8 +17,8 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dispatcher import live, metrics
-from dispatcher.app import app, leads_topic, settings, store
-from dispatcher.events import publish_assignments, publish_rep_event
+from dispatcher.app import app, settings, store
+from dispatcher.events import publish_assignments, publish_lead, publish_rep_event
 from dispatcher.models import (
     BadInput,
     CloseRequest,
@@ -123,8 +123,7 @@ class Leads(View):
         if known not in ("new", "pending"):
             return json_response({"id": lead["id"], "status": "accepted", "duplicate": True}, 202)
         try:
-            delivery = await leads_topic.send(key=lead["id"].encode(), value=orjson.dumps(lead))
-            await asyncio.wait_for(delivery, PRODUCE_TIMEOUT_S)
+            await asyncio.wait_for(await publish_lead(lead), PRODUCE_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - the client must learn the lead was not taken
             return error(503, f"the broker did not take the lead; send it again: {exc}", "leads")
         metrics.leads_received_total.labels("http").inc()
