@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from dispatcher import metrics
 from dispatcher.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def error_response(status: int, message: str) -> web.Response:
     return web.Response(body=orjson.dumps({"error": message}), status=status, content_type="application/json")
+
+
+def refused_here(status: int, message: str, endpoint: str) -> web.Response:
+    """A request refused before any endpoint saw it, counted beside the endpoints' own refusals
+    (endpoint "auth", "unrouted" or "body"), so a rejected-requests panel misses none."""
+    metrics.http_rejected_total.labels(endpoint, str(status)).inc()
+    return error_response(status, message)
 
 
 def make_middleware(settings: Settings) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
@@ -39,16 +47,16 @@ def make_middleware(settings: Settings) -> Callable[[web.Request, Handler], Awai
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if tokens and request.path not in OPEN_PATHS and not authorized(request):
-            return error_response(401, "missing or invalid bearer token (send Authorization: Bearer <token>)")
+            return refused_here(401, "missing or invalid bearer token (send Authorization: Bearer <token>)", "auth")
         try:
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
-            return error_response(413, f"body is larger than the limit of {settings.max_body_bytes} bytes")
+            return refused_here(413, f"body is larger than the limit of {settings.max_body_bytes} bytes", "body")
         except web.HTTPNotFound:
-            return error_response(404, f"no such endpoint: {request.method} {request.path}")
+            return refused_here(404, f"no such endpoint: {request.method} {request.path}", "unrouted")
         except web.HTTPMethodNotAllowed as exc:
             allowed = ", ".join(sorted(exc.allowed_methods))
-            return error_response(405, f"{request.method} is not allowed on {request.path}; allowed: {allowed}")
+            return refused_here(405, f"{request.method} is not allowed on {request.path}; allowed: {allowed}", "unrouted")
         except web.HTTPException:
             raise
         except Exception as exc:

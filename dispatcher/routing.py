@@ -91,15 +91,29 @@ class RoutingFile(_Strict):
         for index, rule in enumerate(self.rules, start=1):
             if rule.queue not in self.queues:
                 raise ValueError(f"rule {index} sends leads to queue {rule.queue!r}, which is not defined")
+            named = rule.when.channel if isinstance(rule.when.channel, list) else [rule.when.channel]
+            for channel in named:
+                # Leads on a channel the file does not route are refused before any rule runs.
+                if channel is not None and channel not in self.channels:
+                    raise ValueError(
+                        f"rule {index} names channel {channel!r}, which is not in channels "
+                        f"({', '.join(self.channels)}), so no lead on it ever reaches the rule"
+                    )
         if self.default_queue is not None and self.default_queue not in self.queues:
             raise ValueError(f"default_queue {self.default_queue!r} is not defined")
         return self
 
 
+def _same(expected: Scalar, actual: Any) -> bool:
+    # Python holds True == 1 == 1.0: a yes/no attribute must not match a count, while 1 and 1.0
+    # are one number however the file or the JSON happened to write it.
+    return expected == actual and isinstance(expected, bool) == isinstance(actual, bool)
+
+
 def _matches(expected: Scalar | list[Scalar], actual: Any) -> bool:
     allowed = expected if isinstance(expected, list) else [expected]
     present = actual if isinstance(actual, list) else [actual]
-    return any(value in allowed for value in present)
+    return any(_same(wanted, value) for value in present for wanted in allowed)
 
 
 @dataclass(frozen=True)
@@ -147,6 +161,8 @@ class Routing:
             )
             for name, queue in spec.queues.items()
         )
+        # Files without default_queue have always sent unmatched leads to the last queue (the
+        # catch-all is usually written last); refusing or changing that would break them.
         self.default_queue = spec.default_queue or self.queues[-1].name
         self.fingerprint = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
 
@@ -176,20 +192,32 @@ class Routing:
         )
 
 
+def _where(loc: tuple[int | str, ...]) -> str:
+    # Pydantic counts list items from 0; people and the checks above call the first rule "rule 1".
+    if len(loc) > 1 and loc[0] == "rules" and isinstance(loc[1], int):
+        field = ".".join(str(part) for part in loc[2:])
+        return f"rule {loc[1] + 1}, {field}" if field else f"rule {loc[1] + 1}"
+    return ".".join(str(part) for part in loc)
+
+
 def _describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         message = item["msg"].removeprefix("Value error, ")
-        where = ".".join(str(part) for part in item["loc"])
+        where = _where(item["loc"])
         problems.append(f"{where}: {message}" if where else message)
     return "; ".join(problems)
 
 
 def parse_routing(text: str, source: str) -> Routing:
     try:
-        document = yaml.safe_load(text) if text.strip() else {}
+        document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RoutingError(f"{source} is not valid YAML: {exc}") from None
+    if document is None:
+        # An empty or comments-only file sets nothing, like `{}`: every field keeps its default,
+        # which is the built-in routing.
+        document = {}
     if not isinstance(document, dict):
         raise RoutingError(f"{source} must be a mapping with queues, rules, channels, default_queue")
     try:

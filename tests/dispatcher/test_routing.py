@@ -36,8 +36,11 @@ def test_the_built_in_default_is_one_load_aware_queue_over_everyone():
         assert routing.queues_for(profile) == ["default"]
 
 
-def test_an_empty_file_is_the_built_in_default():
-    assert parse_routing("  \n", "empty.yaml").fingerprint == load_routing(None).fingerprint
+@pytest.mark.parametrize("text", ["", "  \n", "# routing comes later\n\n  # queues: {vip: {}}\n", "---\n"])
+def test_an_empty_or_comments_only_file_is_the_built_in_default(text):
+    routing = parse_routing(text, "empty.yaml")
+    assert routing.fingerprint == load_routing(None).fingerprint
+    assert routing.default_queue == "default" and routing.source == "empty.yaml"
 
 
 # --- the documented example ------------------------------------------------------------------
@@ -134,7 +137,28 @@ def test_attributes_scalar_list_and_list_valued_lead_attributes():
 def test_numeric_attributes_match_by_value():
     routing = one_rule("{attributes: {employees: [100, 500]}}")
     assert routing.queue_for({"attributes": {"employees": 500}}) == "a"
+    assert routing.queue_for({"attributes": {"employees": 500.0}}) == "a"
     assert routing.queue_for({"attributes": {"employees": "500"}}) == "rest"
+    assert one_rule("{attributes: {score: 1.0}}").queue_for({"attributes": {"score": 1}}) == "a"
+
+
+@pytest.mark.parametrize(("expected", "actual", "queue"), [
+    ("1", True, "rest"),
+    ("1", [True], "rest"),
+    ("1.0", True, "rest"),
+    ("0", False, "rest"),
+    ("true", 1, "rest"),
+    ("true", 1.0, "rest"),
+    ("false", 0, "rest"),
+    ("[1, 2]", True, "rest"),
+    ("true", True, "a"),
+    ("false", False, "a"),
+    ("[1, true]", True, "a"),
+    ("[1, true]", 1, "a"),
+    ("1", 1, "a"),
+])
+def test_yes_no_attributes_never_match_numbers(expected, actual, queue):
+    assert one_rule(f"{{attributes: {{vip: {expected}}}}}").queue_for({"attributes": {"vip": actual}}) == queue
 
 
 def test_all_conditions_of_a_rule_must_hold():
@@ -157,7 +181,8 @@ MEMBERSHIP = parse_routing(
     "  ent: {members: {teams: [enterprise, key-accounts]}}\n"
     "  es: {members: {skills: {spanish: 5, billing: 2}}}\n"
     "  east: {members: {attributes: {region: [east, north], tier: 1}}}\n"
-    "  everyone: {}\n",
+    "  everyone: {}\n"
+    "default_queue: everyone\n",
     "t",
 )
 
@@ -182,6 +207,14 @@ def test_attributes_scalar_list_and_list_valued_profile_attributes():
     assert MEMBERSHIP.queues_for({"attributes": {"region": "east"}}) == ["everyone"]
 
 
+def test_membership_attributes_never_take_a_yes_no_value_for_a_number():
+    assert MEMBERSHIP.queues_for({"attributes": {"region": "east", "tier": True}}) == ["everyone"]
+    assert MEMBERSHIP.queues_for({"attributes": {"region": "east", "tier": 1.0}}) == ["east", "everyone"]
+    flagged = parse_routing("queues: {vip: {members: {attributes: {vip: true}}}, rest: {}}\ndefault_queue: rest", "t")
+    assert flagged.queues_for({"attributes": {"vip": 1}}) == ["rest"]
+    assert flagged.queues_for({"attributes": {"vip": True}}) == ["vip", "rest"]
+
+
 def test_a_profile_can_belong_to_several_queues_in_file_order():
     profile = {"teams": ["enterprise"], "skills": {"spanish": 5, "billing": 2}, "attributes": {"region": "east", "tier": 1}}
     assert MEMBERSHIP.queues_for(profile) == ["ent", "es", "east", "everyone"]
@@ -197,10 +230,25 @@ def test_heartbeat_window_defaults_from_the_strategy_and_can_be_set():
         "  c: {}\n"
         "  d: {strategy: online_now, heartbeat_window_s: 0}\n"
         "  e: {strategy: load_aware, heartbeat_window_s: 2.5}\n"
-        "  f: {strategy: priority}\n",
+        "  f: {strategy: priority}\n"
+        "default_queue: c\n",
         "t",
     )
     assert [q.heartbeat_window_ms for q in routing.queues] == [15_000, 5_000, 0, 0, 2_500, 0]
+
+
+# --- the default queue ----------------------------------------------------------------------
+
+def test_a_single_queue_is_the_default_queue_without_naming_it():
+    routing = parse_routing("queues: {only: {}}\nrules: [{when: {priority_gte: 5}, queue: only}]", "t")
+    assert routing.default_queue == "only" and routing.queue_for({}) == "only"
+
+
+def test_without_default_queue_unmatched_leads_go_to_the_last_queue():
+    implicit = parse_routing("queues: {vip: {}, general: {}}\nrules: [{when: {priority_gte: 5}, queue: vip}]", "t")
+    assert implicit.default_queue == "general" and implicit.queue_for({"priority": 1}) == "general"
+    named = parse_routing("queues: {vip: {}, general: {}}\ndefault_queue: vip", "t")
+    assert named.default_queue == "vip" and named.queue_for({}) == "vip"
 
 
 # --- fingerprint -----------------------------------------------------------------------------
@@ -260,6 +308,31 @@ def test_bad_files_are_refused_in_words(text, words):
     assert message.startswith("bad.yaml"), message
     for word in words:
         assert word in message, (word, message)
+
+
+@pytest.mark.parametrize(("rules", "message"), [
+    ("[{queue: a}, {queue: nowhere}]", "rule 2 sends leads to queue 'nowhere', which is not defined"),
+    ("[{queue: a}, {when: {channel: fax}, queue: a}]",
+     "rule 2 names channel 'fax', which is not in channels (web, chat), so no lead on it ever reaches the rule"),
+    ("[{queue: a}, {when: {channel: [chat, fax]}, queue: a}]", "rule 2 names channel 'fax', which is not in channels"),
+    ("[{queue: a}, {when: {priorty_gte: 1}, queue: a}]", "rule 2, when.priorty_gte: Extra inputs are not permitted"),
+    ("[{queue: a}, {queue: a, then: b}]", "rule 2, then: Extra inputs are not permitted"),
+    ("[{queue: a}, {when: {channel: chat}}]", "rule 2, queue: Field required"),
+    ("[{queue: a}, {when: {priority_gte: 10}, queue: a}]",
+     "rule 2, when.priority_gte: Input should be less than or equal to 9"),
+    ("[{queue: a}, {when: {skills: spanish}, queue: a}]", "rule 2, when.skills: Input should be a valid list"),
+    ("[{queue: a}, a]", "rule 2: Input should be a valid dictionary"),
+])
+def test_every_rule_error_counts_rules_from_one(rules, message):
+    with pytest.raises(RoutingError) as refused:
+        parse_routing(f"channels: [web, chat]\nqueues: {{a: {{}}}}\nrules: {rules}\n", "bad.yaml")
+    assert message in str(refused.value) and "rules." not in str(refused.value), str(refused.value)
+
+
+def test_a_rule_on_a_channel_the_default_channels_lack_is_refused():
+    with pytest.raises(RoutingError) as refused:
+        parse_routing("queues: {a: {}}\nrules: [{when: {channel: fax}, queue: a}]", "bad.yaml")
+    assert "rule 1 names channel 'fax', which is not in channels (web, chat, call, email, form, sms)" in str(refused.value)
 
 
 def test_a_queue_name_with_a_trailing_newline_is_refused():

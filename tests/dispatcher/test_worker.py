@@ -4,6 +4,7 @@ over HTTP and Kafka as users drive it. Each test has its own topics and Redis wo
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import aiohttp
@@ -147,6 +148,13 @@ async def api(worker):
         yield Api(session, worker.http_port)
 
 
+async def rejected_count(api, endpoint: str, status: str) -> float:
+    async with api.session.get(api.base + "/metrics") as response:
+        exported = (await response.read()).decode()
+    found = re.search(rf'^dispatcher_http_rejected_total{{endpoint="{endpoint}",status="{status}"}} (\S+)$', exported, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 async def test_bad_rep_and_presence_input_is_refused(worker, api):
     cases = [
         ("PUT", "/v1/reps/r1", {"capacity": -1}, 400, "capacity"),
@@ -165,11 +173,14 @@ async def test_bad_rep_and_presence_input_is_refused(worker, api):
         ("DELETE", "/v1/leads", None, 405, "not allowed"),
         ("GET", "/v1/nowhere", None, 404, "no such endpoint"),
     ]
+    unrouted_before = {status: await rejected_count(api, "unrouted", status) for status in ("404", "405")}
     for method, path, body, status, words in cases:
         code, answer = await api.call(method, path, body)
         assert code == status and words in answer["error"], (method, path, answer)
     code, reps = await api.call("GET", "/v1/reps")
     assert reps == {"reps": []}, "no refused call created anything"
+    after = {status: await rejected_count(api, "unrouted", status) for status in ("404", "405")}
+    assert after == {status: count + 1 for status, count in unrouted_before.items()}, "refused before any endpoint, still counted"
 
 
 async def test_bad_records_on_the_topic_go_to_the_dead_letter_topic(worker_factory, api_factory, stack):
@@ -197,6 +208,7 @@ async def test_tokens_guard_everything_but_health_and_metrics(worker_factory, ap
     assert (await api.call("GET", "/v1/health"))[0] == 200
     async with api.session.get(api.base + "/metrics") as response:
         assert response.status == 200 and b"dispatcher_leads_received_total" in await response.read()
+    assert await rejected_count(api, "auth", "401") == 2
 
 
 async def test_the_routing_file_changes_without_a_restart_and_a_bad_edit_is_refused(worker_factory, api_factory, tmp_path):
