@@ -113,12 +113,12 @@ def play_promotion(system: str, args: argparse.Namespace, name: str) -> dict:
             total_s = args.baseline_s + args.ramp_s + args.hold_s + args.cooldown_s
             csv_prefix = args.results / f"loadtest-{name}"
             # A relay has no HTTP API and no reps: its leads all come from the Kafka users.
-            users = [] if system == "dispatcher" else ["KafkaLeadUser"]
-            host = f"http://127.0.0.1:{processes[0].http_port}" if system == "dispatcher" else "http://127.0.0.1:9"
+            users = (["--host", f"http://127.0.0.1:{processes[0].http_port}"] if system == "dispatcher"
+                     else ["KafkaLeadUser"])
             locust = subprocess.Popen(
                 [sys.executable, "-m", "locust", "-f", str(Path(__file__).with_name("locustfile.py")), "--headless",
-                 "--host", host, "--csv", str(csv_prefix), "--html", f"{csv_prefix}.html",
-                 "--run-time", f"{int(total_s + 30)}s", "--stop-timeout", "5", "--loglevel", "WARNING", *users],
+                 "--csv", str(csv_prefix), "--html", f"{csv_prefix}.html", "--run-time", f"{int(total_s + 30)}s",
+                 "--stop-timeout", "5", "--loglevel", "WARNING", *users],
                 env=locust_env,
             )
             # Where the two cores went while locust ran: the figures mean little without it.
