@@ -22,9 +22,9 @@ def error_response(status: int, message: str) -> web.Response:
     return web.Response(body=orjson.dumps({"error": message}), status=status, content_type="application/json")
 
 
-def refused_here(status: int, message: str, endpoint: str) -> web.Response:
-    """A request refused before any endpoint saw it, counted beside the endpoints' own refusals
-    (endpoint "auth", "unrouted" or "body"), so a rejected-requests panel misses none."""
+def rejected(status: int, message: str, endpoint: str) -> web.Response:
+    """An error answer, counted by endpoint and status: the handlers' own refusals and those made
+    here before any endpoint saw the request ("auth", "unrouted", "body"), so a panel misses none."""
     metrics.http_rejected_total.labels(endpoint, str(status)).inc()
     return error_response(status, message)
 
@@ -47,16 +47,16 @@ def make_middleware(settings: Settings) -> Callable[[web.Request, Handler], Awai
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if tokens and request.path not in OPEN_PATHS and not authorized(request):
-            return refused_here(401, "missing or invalid bearer token (send Authorization: Bearer <token>)", "auth")
+            return rejected(401, "missing or invalid bearer token (send Authorization: Bearer <token>)", "auth")
         try:
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
-            return refused_here(413, f"body is larger than the limit of {settings.max_body_bytes} bytes", "body")
+            return rejected(413, f"body is larger than the limit of {settings.max_body_bytes} bytes", "body")
         except web.HTTPNotFound:
-            return refused_here(404, f"no such endpoint: {request.method} {request.path}", "unrouted")
+            return rejected(404, f"no such endpoint: {request.method} {request.path}", "unrouted")
         except web.HTTPMethodNotAllowed as exc:
             allowed = ", ".join(sorted(exc.allowed_methods))
-            return refused_here(405, f"{request.method} is not allowed on {request.path}; allowed: {allowed}", "unrouted")
+            return rejected(405, f"{request.method} is not allowed on {request.path}; allowed: {allowed}", "unrouted")
         except web.HTTPException:
             raise
         except Exception as exc:

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from dispatcher import live, metrics
 from dispatcher.app import app, settings, store
 from dispatcher.events import publish_assignments, publish_lead, publish_rep_event
+from dispatcher.http import rejected
 from dispatcher.models import (
     BadInput,
     CloseRequest,
@@ -41,13 +42,8 @@ def json_response(body: Any, status: int = 200) -> Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-def error(status: int, message: str, endpoint: str) -> Response:
-    metrics.http_rejected_total.labels(endpoint, str(status)).inc()
-    return json_response({"error": message}, status)
-
-
 def refusal(exc: BadInput, endpoint: str) -> Response:
-    return error(413 if exc.kind == "too_large" else 400, str(exc), endpoint)
+    return rejected(413 if exc.kind == "too_large" else 400, str(exc), endpoint)
 
 
 def lead_view(record: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +81,7 @@ async def refused_or_announced(outcome: Outcome, endpoint: str) -> Response | No
     """The refusal in words when the step was refused; otherwise None, once every lead the step
     assigned (drained from a queue, or moved by a supervisor) has its event on the way."""
     if not outcome.ok:
-        return error(OUTCOME_STATUS[outcome.code], outcome.detail, endpoint)
+        return rejected(OUTCOME_STATUS[outcome.code], outcome.detail, endpoint)
     await publish_assignments((a for a in outcome.assignments if not a.reassigned), drained=True)
     await publish_assignments(a for a in outcome.assignments if a.reassigned)
     return None
@@ -125,7 +121,7 @@ class Leads(View):
         try:
             await asyncio.wait_for(await publish_lead(lead), PRODUCE_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - the client must learn the lead was not taken
-            return error(503, f"the broker did not take the lead; send it again: {exc}", "leads")
+            return rejected(503, f"the broker did not take the lead; send it again: {exc}", "leads")
         metrics.leads_received_total.labels("http").inc()
         return json_response({"id": lead["id"], "status": "accepted", "duplicate": known == "pending"}, 202)
 
@@ -135,7 +131,7 @@ class Lead(View):
     async def get(self, request: Request, lead_id: str) -> Response:
         record = await store.lead(lead_id)
         if record is None:
-            return error(404, f"unknown lead {lead_id}", "lead")
+            return rejected(404, f"unknown lead {lead_id}", "lead")
         return json_response(lead_view(record))
 
 
@@ -181,7 +177,7 @@ class Rep(View):
     async def get(self, request: Request, rep_id: str) -> Response:
         found = await store.reps([rep_id])
         if not found:
-            return error(404, f"unknown rep {rep_id}", "rep")
+            return rejected(404, f"unknown rep {rep_id}", "rep")
         return json_response(found[0])
 
     async def put(self, request: Request, rep_id: str) -> Response:
@@ -205,7 +201,7 @@ class RepLeads(View):
     async def get(self, request: Request, rep_id: str) -> Response:
         leads = await store.open_leads_of(rep_id)
         if leads is None:
-            return error(404, f"unknown rep {rep_id}", "rep_leads")
+            return rejected(404, f"unknown rep {rep_id}", "rep_leads")
         return json_response({"rep_id": rep_id, "leads": leads})
 
 

@@ -463,7 +463,7 @@ async def run_phase(system: Relay | Dispatcher, phase: str, tag: str, stack: Emb
                     sent = plan.burst
                     send_rate = await probe.flat_out(tag, sent)
                 else:
-                    rate = int(phase.split("/s")[0])
+                    rate = int(phase.removesuffix("/s"))
                     sent = int(rate * plan.seconds)
                     send_rate = await probe.paced(tag, sent, rate)
                     extra["pace_late_max_ms"] = round(probe.late_max_ms, 1)  # this side behind its schedule
@@ -501,7 +501,7 @@ async def _all_stopped(stopping: list[asyncio.Future]) -> None:
 
 
 def is_paced(phase: str) -> bool:
-    return phase.split()[0].endswith("/s")
+    return phase.endswith("/s")
 
 
 def phases_of(plan: Plan) -> list[str]:
@@ -556,7 +556,7 @@ async def run_bench(plan: Plan, *, workdir: Path | None = None, log=print) -> di
                 row = await run_phase(systems[name], phase, tag, stack, plan, stopping)
                 row.round = round_
                 rows.append(row)
-                log(f"  {row.system:<20} {row.phase:<21} r{round_} matched {row.matched}/{row.sent} in {row.seconds:.1f} s"
+                log(f"  {row.system:<20} {row.phase:<16} r{round_} matched {row.matched}/{row.sent} in {row.seconds:.1f} s"
                     + (f", p99 {row.p99_ms:.1f} ms" if row.p99_ms is not None else "")
                     + (f", {row.throughput:,.0f}/s" if row.throughput else "")
                     + f" (start-up {row.extra['start_s']:.1f} s)")
@@ -621,22 +621,22 @@ def _ms(value: float | None) -> str:
 
 
 def table(summary: dict) -> str:
-    lines = [f"{'system':<20} {'phase':<21}{'rnd':>4}{'sent':>7}{'matched':>8}{'sent/s':>8}"
+    lines = [f"{'system':<20} {'phase':<16}{'rnd':>4}{'sent':>7}{'matched':>8}{'sent/s':>8}"
              f"{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'max ms':>8}{'out/s':>8}{'in len':>8}{'out len':>8}"]
     lines.append("-" * len(lines[0]))
     for row in summary["rows"]:
         out_rate = "-" if row["throughput"] is None else f"{row['throughput']:.0f}"
         lines.append(
-            f"{row['system']:<20} {row['phase']:<21}{row['round']:>4}{row['sent']:>7}{row['matched']:>8}"
+            f"{row['system']:<20} {row['phase']:<16}{row['round']:>4}{row['sent']:>7}{row['matched']:>8}"
             f"{row['send_rate']:>8.0f}{_ms(row['p50_ms']):>8}{_ms(row['p95_ms']):>8}{_ms(row['p99_ms']):>8}"
             f"{_ms(row['max_ms']):>8}{out_rate:>8}{row['input_len']:>8}{row['output_len']:>8}"
         )
-    lines += ["", f"{'cores busy while measured':<46}{'system':>8}{'broker':>8}{'redis':>8}{'bench':>8}"
+    lines += ["", f"{'cores busy while measured':<41}{'system':>8}{'broker':>8}{'redis':>8}{'bench':>8}"
               f"{'system CPU per event':>23}"]
     for row in summary["rows"]:
         cpu = row["extra"].get("cpu", {})
         per_event = cpu.get("system", 0) * 1e6 / (row["throughput"] or row["send_rate"])
-        lines.append(f"{row['system']:<20} {row['phase']:<21}{row['round']:>4}" + "".join(f"{cpu.get(k, 0):>8.2f}" for k in
+        lines.append(f"{row['system']:<20} {row['phase']:<16}{row['round']:>4}" + "".join(f"{cpu.get(k, 0):>8.2f}" for k in
                      ("system", "broker", "redis", "bench")) + f"{per_event:>20.0f} us")
     lines.append("")
     for ratio in summary["ratios"]:
