@@ -188,19 +188,21 @@ class Store:
             for (lead, _), queue, row in zip(deliveries, queues, rows, strict=True)
         ]
 
-    async def close(self, lead_id: str, outcome: str) -> Outcome:
+    async def close(self, lead_id: str, outcome: str, *, actor: str = "") -> Outcome:
+        """`actor` names who closed it (the caller's role and identity), kept in the lead's history."""
         keys, args = self._all_channels
-        row = await self._scripts["close"](keys=keys, args=[*args, lead_id, outcome])
+        row = await self._scripts["close"](keys=keys, args=[*args, lead_id, outcome, actor])
         if row[0] == "unknown":
             return Outcome("not_found", f"unknown lead {lead_id}")
         if row[0] == "already_closed":
             return Outcome("ok", "already closed")
         return Outcome("ok", f"closed (was {row[1]})", tuple(Assignment.from_script(r) for r in row[3]))
 
-    async def reassign(self, lead_id: str, rep_id: str | None, *, fallback_queue: str | None = None) -> Outcome:
+    async def reassign(self, lead_id: str, rep_id: str | None, *, fallback_queue: str | None = None,
+                       actor: str = "") -> Outcome:
         keys, args = self._all_channels
         row = await self._scripts["reassign"](
-            keys=keys, args=[*args, lead_id, rep_id or "", fallback_queue or self.routing.default_queue]
+            keys=keys, args=[*args, lead_id, rep_id or "", fallback_queue or self.routing.default_queue, actor]
         )
         if row[0] == "refused":
             return Outcome(row[1], row[2])

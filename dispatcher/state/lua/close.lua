@@ -1,10 +1,10 @@
 -- close: end a lead. Frees the rep's unit at once and hands it the best waiting lead it may take.
 -- Closing twice changes nothing, so a retried close can never leak capacity.
 -- KEYS: the shared layout (lib.lua), all channels.
--- ARGV: the shared layout, then lead id, outcome.
+-- ARGV: the shared layout, then lead id, outcome, actor (who closed it; '' when unnamed).
 -- Returns {'unknown'} | {'already_closed', outcome} | {'closed', previous status, rep id or '', drained assignments}
 local ctx = parse_context()
-local lead_id, outcome = ARGV[ctx.argi], ARGV[ctx.argi + 1]
+local lead_id, outcome, actor = ARGV[ctx.argi], ARGV[ctx.argi + 1], ARGV[ctx.argi + 2]
 
 local record = load_record(lead_id)
 if not record then return {'unknown'} end
@@ -20,7 +20,7 @@ end
 record.status = 'closed'
 record.outcome = outcome
 record.closed_at = ctx.now
-add_history(record, ctx.now, 'closed', {outcome = outcome})
+add_history(record, ctx.now, 'closed', {outcome = outcome, by = actor ~= '' and actor or nil})
 save_record(record)
 
 local drained = {}

@@ -189,10 +189,10 @@ end
 
 -- Reserves one unit of the rep's bucket and records the assignment. The caller has checked that
 -- the rep is present and has room, and may pass the rep_facts it read doing so; facts explain the
--- choice (the strategy turns them into words).
+-- choice (the strategy turns them into words); `by` names the person behind a manual move.
 -- The new last-assignment time also moves the rep in its other buckets' indexes; those entries
 -- are not passed to a lead's decision and are healed by pick_rep when met.
-local function reserve(ctx, record, q, rep, bucket, event, facts, known)
+local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     local before = known or rep_facts(rep, bucket)
     unindex_rep(ctx, rep, bucket, before)
     redis.call('HINCRBY', KEYS[K_LOAD], rep .. '|' .. bucket, 1)
@@ -210,7 +210,7 @@ local function reserve(ctx, record, q, rep, bucket, event, facts, known)
     record.bucket = bucket
     record.facts = facts
     record.assigned_at = ctx.now
-    add_history(record, ctx.now, event, {rep_id = rep, queue = q.name, strategy = q.strategy})
+    add_history(record, ctx.now, event, {rep_id = rep, queue = q.name, strategy = q.strategy, by = by})
     save_record(record)
     local assignment = {record.id, rep, q.name, q.strategy, ctx.now, cjson.encode(facts), record.accepted_at}
     redis.call('LPUSH', KEYS[K_RECENT], cjson.encode(assignment))
@@ -270,7 +270,7 @@ local function pick_rep(ctx, q, channel, skills, exclude)
     end
 end
 
-local function enqueue(ctx, record, q)
+local function enqueue(ctx, record, q, by)
     local channel = record.lead.channel
     redis.call('ZADD', q.wait[channel], wait_score(record.lead.priority, record.accepted_at), record.id)
     record.status = 'queued'
@@ -279,7 +279,7 @@ local function enqueue(ctx, record, q)
     record.rep_id = cjson.null
     record.bucket = nil
     record.facts = nil
-    add_history(record, ctx.now, 'queued', {queue = q.name})
+    add_history(record, ctx.now, 'queued', {queue = q.name, by = by})
     save_record(record)
 end
 

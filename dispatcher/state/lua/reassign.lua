@@ -3,10 +3,11 @@
 -- never back to the rep it leaves. The rep it leaves then drains its queues as after a close.
 -- KEYS: the shared layout (lib.lua), all channels.
 -- ARGV: the shared layout, then lead id, target rep id ('' to re-route), queue to use when the
---       lead's own queue is no longer routed.
+--       lead's own queue is no longer routed, actor (who moved it; '' when unnamed).
 -- Returns {'refused', 'not_found' | 'conflict', message} | {'ok', status, assignment or false, drained assignments}
 local ctx = parse_context()
-local lead_id, target, fallback_queue = ARGV[ctx.argi], ARGV[ctx.argi + 1], ARGV[ctx.argi + 2]
+local lead_id, target, fallback_queue, actor = ARGV[ctx.argi], ARGV[ctx.argi + 1], ARGV[ctx.argi + 2], ARGV[ctx.argi + 3]
+local by = actor ~= '' and actor or nil
 
 local record = load_record(lead_id)
 if not record then return {'refused', 'not_found', 'unknown lead ' .. lead_id} end
@@ -39,16 +40,16 @@ record.reassigned = true
 local assignment = false
 local drained = {}
 if target ~= '' then
-    assignment = reserve(ctx, record, q, target, target_bucket, 'reassigned', {manual = true, from_rep = old_rep or cjson.null})
+    assignment = reserve(ctx, record, q, target, target_bucket, 'reassigned', {manual = true, from_rep = old_rep or cjson.null}, nil, by)
 else
     local choice, skipped = pick_rep(ctx, q, channel, lead_skills(record), old_rep)
     if choice then
         assignment = reserve(ctx, record, q, choice.rep, choice.bucket, 'reassigned',
-            {skipped = skipped, priority = record.lead.priority, from_rep = old_rep or cjson.null}, choice.facts)
+            {skipped = skipped, priority = record.lead.priority, from_rep = old_rep or cjson.null}, choice.facts, by)
     else
         -- The rep it leaves drains first, so the lead cannot fall straight back to it.
         if old_rep then drain_rep(ctx, old_rep, drained) end
-        enqueue(ctx, record, q)
+        enqueue(ctx, record, q, by)
         return {'ok', record.status, assignment, drained}
     end
 end

@@ -304,3 +304,16 @@ async def test_open_leads_of_an_unknown_rep_is_none_not_empty(store_factory, rep
     await rep_factory(store, "idle")
     assert await store.open_leads_of("idle") == []
     assert await store.open_leads_of("ghost") is None
+
+
+async def test_manual_moves_and_closes_name_their_actor_in_the_history(store_factory, rep_factory):
+    store = await store_factory()
+    for rep in ("first", "second"):
+        await rep_factory(store, rep, capacity=1)
+    decision = await store.assign(lead("named"), "test/0@0")
+    other = "second" if decision.assignment.rep_id == "first" else "first"
+    assert (await store.reassign("named", other, actor="supervisor:ana")).ok
+    assert (await store.close("named", "won", actor="rep:" + other)).ok
+    history = (await store.lead("named"))["history"]
+    assert [(entry["event"], entry.get("by")) for entry in history] == [
+        ("accepted", None), ("assigned", None), ("reassigned", "supervisor:ana"), ("closed", "rep:" + other)]
