@@ -28,6 +28,10 @@ def _wait_for_stop_signal() -> asyncio.Event:
     return stop
 
 
+def _addresses(broker: str, redis_url: str) -> str:
+    return f"broker={broker} redis={redis_url}"
+
+
 @main.command()
 @click.option("--http-port", type=int, default=None, help="HTTP port (default DISPATCHER_HTTP_PORT or 6066).")
 @click.option("--demo/--no-demo", default=True, help="Load a demo roster and play simulated traffic.")
@@ -62,7 +66,9 @@ async def _dev(port: int, demo: bool, broker: str | None, redis_url: str | None,
         worker = WorkerProcess(env, port, workdir / "worker.log")
         cleanup.callback(worker.terminate)
         await asyncio.to_thread(worker.start)
-        click.echo(f"dispatcher ready on http://127.0.0.1:{port}", nl=True)
+        click.echo(f"dispatcher ready on http://127.0.0.1:{port}")
+        # A line of its own, so the ready line stays exactly what scripts wait for.
+        click.echo(_addresses(broker, redis_url))
         if demo:
             token = tokens.split(",")[0].strip() or None
             demo_task = asyncio.create_task(run_demo(f"http://127.0.0.1:{port}", DemoPlan(), stop, token=token))
@@ -82,7 +88,7 @@ def services() -> None:
         stop = _wait_for_stop_signal()
         try:
             await asyncio.to_thread(stack.start)
-            click.echo(f"broker={stack.broker_url} redis={stack.redis_url}")
+            click.echo(_addresses(stack.broker_url, stack.redis_url))
             await stop.wait()
         finally:
             stack.stop()

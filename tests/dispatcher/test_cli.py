@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import confluent_kafka
+import redis
+
 from dispatcher.embedded import free_port
+from dispatcher.state.keys import Keys
 
 DISPATCHER = [sys.executable, "-m", "dispatcher"]
 
@@ -41,15 +49,33 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def read_line_containing(process: subprocess.Popen[str], text: str, timeout: float) -> str:
+def output_lines(process: subprocess.Popen[str]) -> queue.Queue[str]:
+    """The command's output, line by line as it comes ("" once it ends), so that waiting for a
+    line can time out instead of blocking in readline."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in process.stdout:
+            lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def next_line(lines: queue.Queue[str], timeout: float) -> str:
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError(f"no output within {timeout} s") from None
+
+
+def read_line_containing(lines: queue.Queue[str], text: str, timeout: float) -> str:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
+    while line := next_line(lines, max(0.0, deadline - time.monotonic())):
         if text in line:
             return line.strip()
-        if not line and process.poll() is not None:
-            raise AssertionError(f"exited with {process.returncode} before printing {text!r}")
-    raise AssertionError(f"no line with {text!r} within {timeout} s")
+    raise AssertionError(f"the command ended before printing {text!r}")
 
 
 def stop_and_check_children(process: subprocess.Popen[str], sig: int) -> None:
@@ -91,19 +117,25 @@ def test_worker_refuses_a_bad_routing_file(tmp_path):
 def test_services_prints_its_urls_and_ctrl_c_stops_everything():
     process = subprocess.Popen([*DISPATCHER, "services"], stdout=subprocess.PIPE, text=True)
     try:
-        line = read_line_containing(process, "broker=", timeout=30)
+        line = read_line_containing(output_lines(process), "broker=", timeout=30)
         assert line.startswith("broker=kafka://127.0.0.1:") and " redis=redis://127.0.0.1:" in line
         stop_and_check_children(process, signal.SIGINT)
     finally:
         process.kill()
 
 
-def test_dev_prints_ready_serves_the_demo_floor_and_stops_on_sigterm():
+def test_dev_prints_ready_and_its_addresses_serves_the_demo_floor_and_stops_on_sigterm():
     port = free_port()
     process = subprocess.Popen([*DISPATCHER, "dev", "--http-port", str(port)], stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "DISPATCHER_API_TOKENS": ""})
+                               env={**os.environ, "DISPATCHER_API_TOKENS": "", "DISPATCHER_TOPIC_PREFIX": "",
+                                    "DISPATCHER_WORKSPACE": "main"})
     try:
-        assert read_line_containing(process, "ready", timeout=90) == f"dispatcher ready on http://127.0.0.1:{port}"
+        lines = output_lines(process)
+        assert read_line_containing(lines, "ready", timeout=90) == f"dispatcher ready on http://127.0.0.1:{port}"
+        addresses = re.fullmatch(r"broker=kafka://(127\.0\.0\.1:\d+) redis=(redis://127\.0\.0\.1:\d+/0)",
+                                 next_line(lines, timeout=5).strip())
+        assert addresses, "the line after the ready line names the broker and redis, as `services` does"
+        broker, redis_url = addresses.groups()
         deadline = time.monotonic() + 30
         reps, assigned = [], False
         while time.monotonic() < deadline and not (reps and assigned):
@@ -111,6 +143,29 @@ def test_dev_prints_ready_serves_the_demo_floor_and_stops_on_sigterm():
             assigned = any(open_leads(rep["load"]) > 0 for rep in reps)
             time.sleep(0.5)
         assert len(reps) >= 20 and assigned, "the demo roster is in and leads are being assigned"
+        # The printed addresses are the ones the worker uses: a lead produced there by an outside
+        # client (librdkafka, as in the README's recipe) is routed, and its record is in that redis.
+        producer = confluent_kafka.Producer({"bootstrap.servers": broker})
+        producer.produce("leads", key=b"from-outside-1", value=b'{"id": "from-outside-1", "channel": "web"}')
+        assert producer.flush(10) == 0, "librdkafka delivered the lead to the embedded broker"
+        assert routed(port, "from-outside-1", timeout=20) in ("assigned", "queued")
+        assert redis.Redis.from_url(redis_url).hexists(Keys(workspace="main").leads, "from-outside-1")
         stop_and_check_children(process, signal.SIGTERM)
     finally:
         process.kill()
+
+
+def routed(port: int, lead_id: str, timeout: float) -> str:
+    """The lead's status once the dispatcher has decided it (404 and `pending` until then)."""
+    deadline = time.monotonic() + timeout
+    status = "unknown"
+    while time.monotonic() < deadline:
+        try:
+            status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/leads/{lead_id}"))["status"]
+        except urllib.error.HTTPError as refused:
+            if refused.code != 404:
+                raise
+        if status not in ("unknown", "pending"):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"{lead_id} still {status} after {timeout} s")
