@@ -1,36 +1,54 @@
-"""Stream processors: `assign_leads` turns each lead on the `leads` topic into one atomic decision
-in Redis and one assignment event; `adopt_routing` and `reload_routing` keep queue membership in
-step with the routing file.
+"""Stream processors and the worker's background work: `assign_leads` turns each lead on the
+`leads` topic into one atomic decision in Redis; `relay_outbox` sends the events those decisions
+(and every other step) wrote into the outbox; the timers keep the routing in step with the file
+and with the other workers, and forget closed leads after the retention.
 
 Delivery is at-least-once: a lead's offset is acknowledged (and so committed) only after its
-decision is made and its event delivered to the broker. A redelivery after a crash
-carries the same topic/partition/offset, which the decision script recognises as a replay: it
-returns the recorded decision, changes nothing, and the event goes out again.
+decision is in Redis, or its dead letter delivered. The decision's event is in the outbox from the
+same atomic step, so it cannot be lost between the two. A redelivery after a crash carries the
+same topic/partition/offset, which the decision script recognises as a replay: it changes nothing.
+
+One record never stops a partition: whatever goes wrong with one lead (its value, its decision)
+sends that lead to `leads-dlq` with the reason, and the rest of its batch is decided.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
+import socket
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from faust.types import EventT
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dispatcher import metrics
-from dispatcher.app import app, assignments_topic, leads_dlq_topic, leads_topic, rep_events_topic, settings, store
+from dispatcher.app import (
+    app,
+    assignments_topic,
+    lead_events_topic,
+    leads_dlq_topic,
+    leads_topic,
+    rep_events_topic,
+    settings,
+    store,
+)
 from dispatcher.batches import NaturalBatches
-from dispatcher.events import Delivery, publish_assignments, publish_dead_letter
+from dispatcher.events import Delivery, count_assignments, produce, publish_dead_letter
 from dispatcher.models import BadInput, routable_lead
-from dispatcher.routing import RoutingError, load_routing
-from dispatcher.state.store import Decision
+from dispatcher.outbox import OutboxRelay
+from dispatcher.routing import RoutingError, load_routing, read_routing_file
+from dispatcher.state.store import Decision, RoutingRefused, is_unavailable
 
 log = logging.getLogger(__name__)
 RETRY_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 received_from_kafka = metrics.leads_received_total.labels("kafka")
+# How many closed leads one call forgets: bounds how long it holds Redis.
+EXPIRE_BATCH = 1000
 
 
 @app.agent(leads_topic)
@@ -41,100 +59,213 @@ async def assign_leads(stream):  # type: ignore[no-untyped-def]
 
 
 async def decide(events: Sequence[EventT]) -> list[Delivery]:
-    """One batch: refusals to the DLQ, one pipelined round trip of decision scripts, an event for
-    each assignment made. Returns the delivery of every record it wrote."""
+    """One batch: refusals to the DLQ, one pipelined round trip of decision scripts. Returns the
+    delivery of every dead letter it wrote; the decisions' events are in the outbox already."""
     received_from_kafka.inc(len(events))
-    deliveries, routable = [], []
+    deliveries, routable, unrouted = [], [], []
     for event in events:
-        message = event.message
-        source = f"{message.topic}/{message.partition}@{message.offset}"
         try:
-            if event.value is None:
-                raise BadInput("record has no value", "empty")
-            lead = routable_lead(event.value, store.routing, max_bytes=settings.max_body_bytes)
+            routable.append((_usable(event), event))
         except BadInput as error:
-            deliveries.append(await publish_dead_letter(event.value, error, source))
-            continue
-        routable.append((lead, source, message.timestamp))
+            if error.kind == "unrouted_channel":
+                unrouted.append(event)
+            else:
+                deliveries.append(await _dead_letter(event, error))
+    if unrouted:
+        # A channel this worker does not route may be one that another worker's routing change
+        # has just added: take up the routing in force before refusing the lead.
+        await _adopt_routing_in_force()
+        for event in unrouted:
+            try:
+                routable.append((_usable(event), event))
+            except BadInput as error:
+                deliveries.append(await _dead_letter(event, error))
     if not routable:
         return deliveries
     started = time.perf_counter()
-    decisions = await _decide_until_redis_answers([(lead, source) for lead, source, _ in routable])
+    decisions = await _decide_until_redis_answers([(lead, _source(event)) for lead, event in routable])
     per_decision_ms = (time.perf_counter() - started) * 1000 / len(decisions)
     decided_at_s = time.time()
-    announced = []
     outcomes: Counter[tuple[str, str, str]] = Counter()
-    for (_, _, produced_at_s), decision in zip(routable, decisions, strict=True):
+    for (_, event), decision in zip(routable, decisions, strict=True):
+        if decision.kind == "failed":
+            log.error("lead %s could not be decided: %s", decision.lead_id, decision.error)
+            deliveries.append(await _dead_letter(event, BadInput(f"the lead could not be decided: {decision.error}",
+                                                                 "undecidable")))
+            continue
         metrics.decision_duration_ms.observe(per_decision_ms)
         strategy = decision.assignment.strategy if decision.assignment else ""
         outcomes[decision.queue, strategy, decision.status if decision.kind == "new" else decision.kind] += 1
-        if decision.assignment and decision.kind != "duplicate":
-            announced.append(decision.assignment)
-            metrics.lead_to_assignment_ms.observe(max(0.0, decided_at_s - produced_at_s) * 1000)
+        if decision.assignment and decision.kind == "new":
+            metrics.lead_to_assignment_ms.observe(max(0.0, decided_at_s - event.message.timestamp) * 1000)
     # Counted per batch: a labelled child looked up per lead showed in profiles.
     for labels, count in outcomes.items():
         metrics.leads_decided_total.labels(*labels).inc(count)
-    return deliveries + await publish_assignments(announced)
+    return deliveries
+
+
+def _source(event: EventT) -> str:
+    message = event.message
+    return f"{message.topic}/{message.partition}@{message.offset}"
+
+
+def _usable(event: EventT) -> dict[str, Any]:
+    """The lead a record holds, or BadInput saying why it cannot be one. Anything that goes wrong
+    reading one record is that record's problem alone."""
+    if event.value is None:
+        raise BadInput("record has no value", "empty")
+    try:
+        return routable_lead(event.value, store.routing, max_bytes=settings.max_body_bytes)
+    except BadInput:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one record must never stop its partition
+        log.exception("reading the record at %s failed", _source(event))
+        raise BadInput(f"the record could not be read: {exc}", "undecidable") from None
+
+
+async def _dead_letter(event: EventT, error: BadInput) -> Delivery:
+    message = event.message
+    return await publish_dead_letter(event.value, error, _source(event), key=message.key,
+                                     headers=list(message.headers or ()))
+
+
+async def _adopt_routing_in_force() -> None:
+    try:
+        await store.adopt_routing()
+    except Exception as exc:  # noqa: BLE001 - the records are then judged by the routing in hand
+        log.warning("could not check the routing in force: %s", exc)
 
 
 async def _decide_until_redis_answers(deliveries: list) -> list[Decision]:
-    """Redis being briefly away must not drop or skip leads: the batch is retried (each decision
-    is idempotent by lead id) and the offsets wait, so a long outage backs up in Kafka, not here."""
+    """Redis being away or refusing writes (READONLY in a failover, OOM, LOADING) must not drop
+    or skip leads: the batch is retried (each decision is idempotent by lead id) and the offsets
+    wait, so a long outage backs up in Kafka, not here."""
     attempt = 0
     while True:
         try:
             return await store.assign_many(deliveries)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            metrics.redis_unavailable_total.labels("decide").inc()
             delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
             log.warning("redis unavailable (%s); retrying %d leads in %.2f s", exc, len(deliveries), delay)
             attempt += 1
             await asyncio.sleep(delay)
 
 
+def survives(task: str) -> Callable[[Callable[[], Awaitable[None]]], Callable[[], Awaitable[None]]]:
+    """A timer's run that fails is counted and logged, and the timer runs again next time: a
+    background error must never take the worker down with it."""
+
+    def wrap(run: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        @functools.wraps(run)
+        async def guarded() -> None:
+            try:
+                await run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - see above
+                metrics.background_failures_total.labels(task).inc()
+                if is_unavailable(exc):
+                    metrics.redis_unavailable_total.labels(task).inc()
+                    log.warning("%s: redis unavailable (%s); trying again on the next run", task, exc)
+                else:
+                    log.exception("%s failed; trying again on the next run", task)
+
+        return guarded
+
+    return wrap
+
+
 @app.task
 async def declare_topics() -> None:
     """Every topic exists, with the configured partitions, before anyone reads it: consumers of
     `assignments` or `leads-dlq` may subscribe before the first record is written."""
-    for topic in (leads_topic, assignments_topic, rep_events_topic, leads_dlq_topic):
+    for topic in (leads_topic, assignments_topic, rep_events_topic, leads_dlq_topic, lead_events_topic):
         await topic.maybe_declare()
 
 
 @app.task
-async def adopt_routing() -> None:
-    """A routing file the roster was not yet sorted by (first start, or changed while no worker
-    ran) rebuilds every queue's members before leads depend on them."""
-    if not await store.routing_is_current():
-        log.info("routing %s is new here: rebuilding queue membership", store.routing.source)
-        await publish_assignments(await store.rebuild_queues(), drained=True)
+async def relay_outbox() -> None:
+    consumer = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    relay = OutboxRelay(store.client, store.keys.outbox, consumer, produce, settings.topic,
+                        claim_idle_ms=int(settings.outbox_claim_idle_s * 1000))
+    await relay.run()
 
 
-_routing_mtime = settings.routing.stat().st_mtime if settings.routing else None
+@app.task
+async def seed_routing() -> None:
+    """The routing file (or the built-in routing, when there is no file and nothing is in force
+    yet) becomes the routing in force for every worker. A worker started without a file takes up
+    the routing the others use."""
+    while True:
+        try:
+            if settings.routing is None:
+                if not await store.adopt_routing() and store.routing_version == "0":
+                    await _apply(store.routing, "built-in default")
+            else:
+                await _apply(load_routing(settings.routing), f"file {settings.routing}")
+            return
+        except RoutingRefused as exc:
+            log.error("routing file %s cannot be applied, keeping the routing in force: %s", settings.routing, exc)
+            await store.adopt_routing()
+            return
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            metrics.redis_unavailable_total.labels("seed_routing").inc()
+            await asyncio.sleep(1.0)
+
+
+async def _apply(routing: Any, why: str) -> None:
+    change = await store.apply_routing(routing, by=f"{settings.worker_id or socket.gethostname()} ({why})")
+    if change.applied:
+        count_assignments(change.assignments)
+        metrics.routing_reloads_total.labels("applied").inc()
+        log.info("routing version %s applied from %s: %d queues, %d waiting leads routed again",
+                 change.version, why, len(routing.queues), change.rerouted)
+
+
+_routing_text: str | None = None
 
 
 @app.timer(interval=settings.routing_poll_s)
+@survives("reload_routing")
 async def reload_routing() -> None:
-    """Rules change by editing the file, not the code. A file that fails the check is refused
-    in words in the log and the metrics, and the routing in force stays as it was."""
-    global _routing_mtime
+    """Rules change by editing the file, not the code. A file that fails the check, is empty, or is
+    still being written is refused in words in the log and the metrics, and the routing in force
+    stays as it was. Another worker's change is taken up here too, within one poll."""
+    global _routing_text
+    await store.adopt_routing()
     if settings.routing is None:
         return
     try:
-        mtime = settings.routing.stat().st_mtime
-    except OSError as exc:
-        log.error("routing file %s cannot be read (%s); keeping the routing in force", settings.routing, exc)
-        return
-    if mtime == _routing_mtime:
-        return
-    _routing_mtime = mtime
-    try:
-        routing = load_routing(settings.routing)
+        text = await read_routing_file(settings.routing)
     except RoutingError as exc:
+        if str(exc) != _routing_text:
+            metrics.routing_reloads_total.labels("refused").inc()
+            log.error("%s; keeping the routing in force", exc)
+        _routing_text = str(exc)
+        return
+    if text is None:
+        metrics.routing_reloads_total.labels("unsettled").inc()
+        return
+    if text == _routing_text:
+        return
+    _routing_text = text
+    try:
+        await _apply(load_routing(settings.routing, text=text), f"file {settings.routing}")
+    except (RoutingError, RoutingRefused) as exc:
         metrics.routing_reloads_total.labels("refused").inc()
         log.error("routing file refused, keeping the routing in force: %s", exc)
-        return
-    if routing.fingerprint == store.routing.fingerprint:
-        return
-    store.use_routing(routing)
-    await publish_assignments(await store.rebuild_queues(), drained=True)
-    metrics.routing_reloads_total.labels("applied").inc()
-    log.info("routing reloaded from %s: %d queues", settings.routing, len(routing.queues))
+
+
+@app.timer(interval=60.0)
+@survives("expire_closed_leads")
+async def expire_closed_leads() -> None:
+    """Closed leads leave Redis after the retention, a bounded batch at a time."""
+    while (forgotten := await store.expire_closed(settings.closed_lead_retention_s, EXPIRE_BATCH)):
+        metrics.closed_leads_expired_total.inc(forgotten)
+        if forgotten < EXPIRE_BATCH:
+            return

@@ -1,29 +1,35 @@
-"""Everything the dispatcher writes to Kafka goes through here, so every path that assigns a lead
-(a decision, a drain after a close, a supervisor's move) emits the same event.
+"""Records the dispatcher writes to Kafka itself: leads accepted over HTTP, onto the topic every
+lead is decided from, and inputs that could not be used, onto the dead-letter topic. Events that
+announce a change of state (assignments, presence, profiles, closes) are not sent from here: the
+Lua step that makes the change writes them into the outbox, and dispatcher/outbox.py relays them.
 
 Records go straight to the producer rather than through faust's Topic.send, whose per-record
 bookkeeping (FutureMessage, sensors, callbacks) cost more than the decision itself in profiles.
-Each function returns the delivery futures: the lead agent acknowledges a lead only once its
-event is delivered; other callers may leave them, and a failed delivery is logged either way.
+Each function returns the delivery future; a failed delivery is logged either way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from faust.types import ProducerT, TopicT
 
 from dispatcher import metrics
-from dispatcher.app import app, assignments_topic, leads_dlq_topic, leads_topic, rep_events_topic
+from dispatcher.app import app, leads_dlq_topic, leads_topic
 from dispatcher.models import BAD_INPUT_KINDS, BadInput
 from dispatcher.state.store import Assignment
 
 log = logging.getLogger(__name__)
 Delivery = asyncio.Future
+Headers = Sequence[tuple[str, bytes]]
+
+# A dead letter keeps this much of the unusable value: enough to see what was sent, small enough
+# that the record always fits the producer's size limit, however large the original was.
+DEAD_LETTER_VALUE_CHARS = 16 * 1024
+DEAD_LETTER_HEADER_BYTES = 64 * 1024
 
 for kind in BAD_INPUT_KINDS:
     metrics.leads_dlq_total.labels(kind)
@@ -31,47 +37,50 @@ for kind in BAD_INPUT_KINDS:
 
 def _log_failure(delivery: Delivery) -> None:
     if not delivery.cancelled() and delivery.exception() is not None:
-        log.error("an event was not delivered to kafka: %s", delivery.exception())
+        log.error("a record was not delivered to kafka: %s", delivery.exception())
 
 
-async def _produce(producer: ProducerT, topic: TopicT, key: str, value: Any) -> Delivery:
-    delivery = await producer.send(
-        topic.get_topic_name(), key.encode(), orjson.dumps(value), partition=None, timestamp=None, headers=None
-    )
+async def produce(topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> Delivery:
+    producer = await app.maybe_start_producer()
+    delivery = await producer.send(topic, key, value, partition=None, timestamp=None, headers=headers)
     delivery.add_done_callback(_log_failure)
     return delivery
 
 
 async def publish_lead(lead: dict[str, Any]) -> Delivery:
     """A lead accepted over HTTP, onto the topic every lead is decided from."""
-    return await _produce(await app.maybe_start_producer(), leads_topic, lead["id"], lead)
+    return await produce(leads_topic.get_topic_name(), lead["id"].encode(), orjson.dumps(lead))
 
 
-async def publish_assignments(assignments: Iterable[Assignment], *, drained: bool = False) -> list[Delivery]:
-    deliveries = []
-    producer = await app.maybe_start_producer()
-    for assignment in assignments:
-        if drained:
-            metrics.leads_drained_total.labels(assignment.queue, assignment.strategy).inc()
-            metrics.waited_before_assignment_seconds.observe(
-                (assignment.assigned_at_ms - assignment.accepted_at_ms) / 1000)
-        if assignment.reassigned:
-            metrics.leads_reassigned_total.labels(assignment.queue, assignment.strategy).inc()
-        deliveries.append(await _produce(producer, assignments_topic, assignment.lead_id, assignment.event()))
-    return deliveries
-
-
-async def publish_rep_event(kind: str, rep_id: str, **details: Any) -> Delivery:
-    return await _produce(await app.maybe_start_producer(), rep_events_topic, rep_id, {"type": kind, "rep_id": rep_id, **details})
-
-
-async def publish_dead_letter(raw: bytes | None, error: BadInput, source: str) -> Delivery:
-    """Keeps the unusable input as text beside the reason, so nothing is silently dropped."""
+async def publish_dead_letter(raw: bytes | None, error: BadInput, source: str, *,
+                              key: bytes | None = None, headers: Headers | None = None) -> Delivery:
+    """Keeps the unusable input beside the reason, so nothing is silently dropped: its key and
+    headers as they came (the key says whose record it was), its value as text, cut short if long."""
     metrics.leads_dlq_total.labels(error.kind).inc()
+    text = (raw or b"").decode("utf-8", errors="replace")
+    kept_headers = list(headers or ())
+    if sum(len(name) + len(value or b"") for name, value in kept_headers) > DEAD_LETTER_HEADER_BYTES:
+        kept_headers = []
     record = {
         "error": str(error),
         "kind": error.kind,
         "source": source,
-        "value": (raw or b"").decode("utf-8", errors="replace"),
+        "value": text[:DEAD_LETTER_VALUE_CHARS],
+        "value_bytes": len(raw or b""),
+        "truncated": len(text) > DEAD_LETTER_VALUE_CHARS,
+        "headers_dropped": len(kept_headers) < len(headers or ()),
     }
-    return await _produce(await app.maybe_start_producer(), leads_dlq_topic, source, record)
+    return await produce(leads_dlq_topic.get_topic_name(), key if key is not None else source.encode(),
+                         orjson.dumps(record), kept_headers or None)
+
+
+def count_assignments(assignments: Iterable[Assignment]) -> None:
+    """Counts assignments made outside a lead's own decision: moved by a supervisor, or drained
+    from a queue when capacity freed."""
+    for assignment in assignments:
+        if assignment.reassigned:
+            metrics.leads_reassigned_total.labels(assignment.queue, assignment.strategy).inc()
+        else:
+            metrics.leads_drained_total.labels(assignment.queue, assignment.strategy).inc()
+            metrics.waited_before_assignment_seconds.observe(
+                (assignment.assigned_at_ms - assignment.accepted_at_ms) / 1000)

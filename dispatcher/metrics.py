@@ -47,11 +47,38 @@ decision_duration_ms = Histogram(
 )
 lead_to_assignment_ms = Histogram(
     "dispatcher_lead_to_assignment_ms",
-    "From the lead's Kafka timestamp to its assignment event being handed to the producer",
+    "From the lead's Kafka timestamp to its decision in Redis (its event follows through the outbox)",
     buckets=END_TO_END_BUCKETS_MS,
 )
+# The outbox: events written by the Lua steps, relayed to Kafka by the workers (dispatcher/outbox.py).
+outbox_events_relayed_total = Counter(
+    "dispatcher_outbox_events_relayed_total", "Events relayed from the outbox to Kafka, by topic", ["topic"]
+)
+outbox_delay_ms = Histogram(
+    "dispatcher_outbox_delay_ms", "From an event's write in the outbox to Kafka having it",
+    buckets=END_TO_END_BUCKETS_MS,
+)
+outbox_backlog_events = Gauge(
+    "dispatcher_outbox_backlog_events", "Events in the outbox not yet relayed (workspace-wide: take max())"
+)
+outbox_relay_failures_total = Counter(
+    "dispatcher_outbox_relay_failures_total", "Relay rounds that failed and will be retried, by cause", ["cause"]
+)
+# Redis refusing writes (READONLY during a failover, OOM, LOADING) or away: the work waits and is retried.
+redis_unavailable_total = Counter(
+    "dispatcher_redis_unavailable_total", "Redis calls that found Redis away or refusing writes, by operation",
+    ["operation"],
+)
+background_failures_total = Counter(
+    "dispatcher_background_failures_total", "Runs of a timer or background task that failed and were retried",
+    ["task"],
+)
+closed_leads_expired_total = Counter(
+    "dispatcher_closed_leads_expired_total", "Closed leads forgotten by Redis after the retention"
+)
 routing_reloads_total = Counter(
-    "dispatcher_routing_reloads_total", "Routing file changes seen, by result (applied, refused)", ["result"]
+    "dispatcher_routing_reloads_total",
+    "Routing changes seen, by result (applied, refused, unsettled: a file still being written)", ["result"]
 )
 # Per worker too, but a wait does not add up: dashboards take max() of it.
 consumer_fetch_wait_seconds = Gauge(
@@ -73,7 +100,8 @@ queue_ready_reps = Gauge("dispatcher_queue_ready_reps", "Reps online with room i
 reps_by_status = Gauge("dispatcher_reps_by_status", "Reps by effective status, each rep once", ["status"])
 team_reps_by_status = Gauge("dispatcher_reps", "Reps by effective status and team (a rep in two teams counts in both)",
                             ["status", "team"])
-team_load_leads = Gauge("dispatcher_team_load_leads", "Open leads held by the team's reps", ["team"])
+team_load_leads = Gauge("dispatcher_team_load_leads", "Open leads held by the team's reps, by the reps' status",
+                        ["team", "status"])
 team_capacity_leads = Gauge("dispatcher_team_capacity_leads", "Capacity of the team's online reps", ["team"])
 # Bounded labels for 10,000 reps: per-team counts by utilization band (for the heatmap) and only
 # the TOP_REPS most loaded reps by name.

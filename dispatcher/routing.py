@@ -19,6 +19,7 @@ default_queue: general
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Mapping
@@ -226,13 +227,40 @@ def parse_routing(text: str, source: str) -> Routing:
         raise RoutingError(f"{source}: {_describe(exc)}") from None
 
 
-def load_routing(path: Path | None) -> Routing:
-    """The routing file at `path`, or the built-in default: one load-aware queue over all reps."""
+def load_routing(path: Path | None, *, text: str | None = None) -> Routing:
+    """The routing file at `path` (or `text`, already read from it), or the built-in default:
+    one load-aware queue over all reps."""
     if path is None:
         return Routing(RoutingFile(), "built-in default")
+    if text is None:
+        text = _read(path)
+    return parse_routing(text, str(path))
+
+
+def _read(path: Path) -> str:
     try:
-        text = path.read_text()
+        return path.read_text()
     except OSError as exc:
         raise RoutingError(f"cannot read routing file {path}: {exc.strerror}") from None
-    return parse_routing(text, str(path))
+    except UnicodeDecodeError:
+        raise RoutingError(f"routing file {path} is not UTF-8 text") from None
+
+
+async def read_routing_file(path: Path, settle_s: float = 0.2) -> str | None:
+    """The text of a routing file that replaces the routing in force: None while it is still being
+    written (two reads `settle_s` apart differ). An empty or comments-only file is refused here,
+    where at start it means the built-in routing: an editor that has just emptied the file, or a
+    copy cut short, must not send every lead to one catch-all queue."""
+    first = _read(path)
+    await asyncio.sleep(settle_s)
+    if _read(path) != first:
+        return None
+    try:
+        empty = yaml.safe_load(first) is None
+    except yaml.YAMLError:
+        empty = False  # parse_routing says what is wrong with it
+    if empty:
+        raise RoutingError(f"routing file {path} is empty or holds only comments; a file that replaces the "
+                           "routing in force must say what it routes")
+    return first
 

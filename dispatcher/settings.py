@@ -17,7 +17,8 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_max_connections: int = Field(64, ge=1, le=10_000)
     http_port: int = Field(6066, ge=1, le=65535)
-    http_host: str = "0.0.0.0"
+    # The address the HTTP server listens on; `dispatcher dev` and the tests use 127.0.0.1.
+    http_bind: str = "0.0.0.0"
     routing: Path | None = None
     routing_poll_s: float = Field(2.0, gt=0)
     topic_prefix: str = ""
@@ -27,6 +28,8 @@ class Settings(BaseSettings):
     workspace: str = Field("main", pattern=r"^[A-Za-z0-9_-]{1,32}$")
 
     api_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Digests only (dispatcher/access.py); combined with api_tokens when both are set.
+    api_tokens_file: Path | None = None
     allow_anonymous: bool = False
 
     # NOTES.md: the embedded broker answers a fetch only after the whole wait, so this is the latency floor there.
@@ -41,6 +44,10 @@ class Settings(BaseSettings):
     commit_interval_s: float = Field(1.0, gt=0)
 
     presence_ttl_s: float = Field(60.0, gt=0)
+    # Closed leads leave Redis after this; their whole record went to `lead-events` when they closed.
+    closed_lead_retention_s: float = Field(7 * 24 * 3600.0, ge=0)
+    # A worker that died with events taken from the outbox and not yet sent gives them up after this.
+    outbox_claim_idle_s: float = Field(5.0, gt=0)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     worker_id: str = ""
     # faust insists on a data directory even without tables; keep it out of the working tree.
@@ -55,6 +62,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [token.strip() for token in value.split(",") if token.strip()]
         return value
+
+    @field_validator("api_tokens_file", mode="before")
+    @classmethod
+    def _blank_is_no_file(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -3,14 +3,14 @@
 All keys of one workspace share the hash tag ``{workspace}``: one decision touches the lead, the
 rep and the ready index of every queue the rep is in, and Redis Cluster runs a script only when
 all its keys live in one slot. A deployment shards by workspace, not by queue (see DESIGN notes
-in README). The ``v1`` in the prefix changes whenever a layout below changes meaning.
+in README). The ``v2`` in the prefix changes whenever a layout below changes meaning.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-KEY_VERSION = "v1"
+KEY_VERSION = "v2"
 
 
 @dataclass(frozen=True)
@@ -83,15 +83,32 @@ class Keys:
         return self._key("open")
 
     @property
-    def routing_fingerprint(self) -> str:
-        """STRING hash of the routing file the queue memberships were last built from."""
-        return self._key("routing:fingerprint")
+    def outbox(self) -> str:
+        """STREAM of events written in the same script as the change they announce (fields topic,
+        key, and value or row); the workers relay them to Kafka and delete them once delivered."""
+        return self._key("outbox")
 
     @property
-    def routed_queues(self) -> str:
-        """SET of queue names the last routing file defined, so a later file's removed queues are
-        known and their waiting leads can be routed again instead of stranded."""
-        return self._key("routing:queues")
+    def routing(self) -> str:
+        """HASH of the routing in force: version (a counter; "0" before the first), spec (JSON),
+        fingerprint, source, at (ms), by. Every script checks the version it was built for."""
+        return self._key("routing")
+
+    @property
+    def routing_history(self) -> str:
+        """LIST of the routings applied, newest first (JSON: version, fingerprint, source, at, by)."""
+        return self._key("routing:history")
+
+    @property
+    def closed_leads(self) -> str:
+        """ZSET lead id scored by when it closed (ms): the records expire_closed forgets after the retention."""
+        return self._key("closed")
+
+    @property
+    def roster_version(self) -> str:
+        """STRING counter moved on by every profile change, so a routing change knows whether the
+        profiles it computed memberships from are still the roster."""
+        return self._key("roster:version")
 
     def queue_members(self, queue: str) -> str:
         """SET of rep ids eligible for the queue by its static filters (teams, skills, attributes)."""
@@ -103,13 +120,19 @@ class Keys:
         return self._key(f"q:{queue}:ready:{bucket}")
 
     def queue_wait(self, queue: str, channel: str) -> str:
-        """ZSET lead id scored (9 - priority) * 1e13 + accepted ms: the head is the next to serve."""
+        """ZSET lead id scored (9 - priority) * 1e13 + accepted ms: how many wait, and the oldest."""
         return self._key(f"q:{queue}:wait:{channel}")
+
+    def queue_wait_index(self, queue: str, channel: str) -> str:
+        """ZSET (all scores 0, ordered by member bytes) of "skills|band accepted|lead id" for the same
+        leads: grouped by the skills they ask for, best first, so a drain reads one head per group."""
+        return self._key(f"q:{queue}:waitidx:{channel}")
 
     def fixed(self) -> list[str]:
         """The keys every script takes first, in the order lib.lua expects."""
         return [
             self.leads, self.rep_profiles, self.rep_capacity, self.rep_load, self.rep_skills,
             self.rep_rank, self.rep_status, self.rep_seen, self.rep_last_assigned,
-            self.recent_assignments, self.assigned_count, self.open_leads,
+            self.recent_assignments, self.assigned_count, self.open_leads, self.outbox, self.routing,
+            self.closed_leads, self.roster_version,
         ]

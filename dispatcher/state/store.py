@@ -12,16 +12,32 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from redis.connection import HiredisRespSerializer
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from dispatcher.routing import Routing
+from dispatcher.routing import Routing, parse_routing
 from dispatcher.state.keys import Keys
 from strategies import policy
 
 LUA_DIR = Path(__file__).parent / "lua"
 # Width of one priority band in a wait set's score (lib.lua's PRIORITY_SPAN).
 WAIT_BAND = 10**13
-SCRIPT_NAMES = ("accept", "assign", "close", "presence", "upsert_rep", "reassign", "rebuild_queue")
+SCRIPT_NAMES = ("accept", "assign", "close", "presence", "upsert_rep", "reassign", "apply_routing", "expire_closed")
+# A step built for a routing that is no longer in force is refused before it writes (lib.lua);
+# the caller adopts the routing in force and builds the step again.
+STALE = "STALE_"
+# Preparing a routing change reads state that may move meanwhile; the step is prepared again.
+APPLY_ATTEMPTS = 20
 
 
 class _HiredisPacking:
@@ -97,14 +113,16 @@ class Assignment:
 
 @dataclass(frozen=True)
 class Decision:
-    """kind: 'new' (decided now), 'replay' (the same delivery again: re-emit its event) or
-    'duplicate' (the id was decided from another delivery: nothing to do)."""
+    """kind: 'new' (decided now), 'replay' (the same delivery again), 'duplicate' (the id was
+    decided from another delivery) or 'failed' (the step refused this lead: `error` says why; the
+    lead belongs in the dead-letter topic). Only 'new' changed anything."""
 
     lead_id: str
     kind: str
     status: str
     queue: str
     assignment: Assignment | None = None
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,6 +140,38 @@ class Outcome:
         return self.code == "ok"
 
 
+class RoutingRefused(ValueError):
+    """A routing change that cannot be applied safely; `reasons` say why, in words."""
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = list(reasons)
+
+
+@dataclass(frozen=True)
+class RoutingChange:
+    version: str
+    applied: bool
+    assignments: tuple[Assignment, ...] = ()
+    rerouted: int = 0
+
+
+def is_stale(error: BaseException) -> bool:
+    return isinstance(error, ResponseError) and str(error).startswith(STALE)
+
+
+# Redis cannot take this write now (away, a replica not yet promoted, memory full, loading a
+# snapshot, a failover under way), as opposed to refusing this one step.
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError, BusyLoadingError,
+               MasterDownError, TryAgainError, ClusterDownError)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Worth waiting for, never the input's fault."""
+    return isinstance(error, UNAVAILABLE) or (
+        isinstance(error, ResponseError) and str(error).startswith(("BUSY", "NOREPLICAS")))
+
+
 class Store:
     def __init__(self, client: aioredis.Redis, keys: Keys, routing: Routing, presence_ttl_s: float) -> None:
         self.client = client
@@ -131,28 +181,46 @@ class Store:
         self._scripts = {
             name: client.register_script(f"{lib}\n{(LUA_DIR / f'{name}.lua').read_text()}") for name in SCRIPT_NAMES
         }
-        self.use_routing(routing)
+        # "0": no routing applied in this workspace yet; steps built for it run until one is.
+        self.use_routing(routing, "0")
 
-    def use_routing(self, routing: Routing) -> None:
-        self.routing = routing
-        self._layouts: dict[tuple[str, tuple[str, ...]], tuple[list[str], list[Any]]] = {}
-        self._all_channels = self._layout(routing.channels)
+    def use_routing(self, routing: Routing, version: str) -> None:
+        self.routing, self.routing_version = routing, version
+        self._layouts: dict[tuple[str, ...], tuple[list[str], list[Any]]] = {}
 
-    def _layout(self, channels: tuple[str, ...], only_queue: str | None = None) -> tuple[list[str], list[Any]]:
-        """KEYS and leading ARGV in the shape lib.lua's parse_context reads; cached, since it
-        changes only with the routing file."""
-        cache_key = (only_queue or "", channels)
-        if cache_key not in self._layouts:
-            queues = [q for q in self.routing.queues if only_queue in (None, q.name)]
-            keys, args = self.keys.fixed(), [len(queues), ",".join(channels), self.presence_ttl_ms]
-            for queue in queues:
-                keys.append(self.keys.queue_members(queue.name))
-                keys.append(self.keys.queue_ready(queue.name, "*"))
-                keys.extend(self.keys.queue_ready(queue.name, channel) for channel in channels)
-                keys.extend(self.keys.queue_wait(queue.name, channel) for channel in channels)
-                args.extend((queue.name, queue.strategy, queue.order, queue.heartbeat_window_ms))
-            self._layouts[cache_key] = (keys, args)
-        return self._layouts[cache_key]
+    def _queue_keys(self, queue: str, channels: Sequence[str]) -> list[str]:
+        """One queue's block of KEYS in lib.lua's order."""
+        k = self.keys
+        return [k.queue_members(queue), k.queue_ready(queue, "*"), *(k.queue_ready(queue, c) for c in channels),
+                *(k.queue_wait(queue, c) for c in channels), *(k.queue_wait_index(queue, c) for c in channels)]
+
+    def _layout(self, channels: tuple[str, ...]) -> tuple[list[str], list[Any]]:
+        """KEYS and leading ARGV for the routing in hand; cached, since they change only with it."""
+        if channels not in self._layouts:
+            self._layouts[channels] = self._layout_for(self.routing, self.routing_version, channels)
+        return self._layouts[channels]
+
+    def _layout_for(self, routing: Routing, version: str,
+                    channels: tuple[str, ...] | None = None) -> tuple[list[str], list[Any]]:
+        """KEYS and leading ARGV in the shape lib.lua's parse_context reads."""
+        channels = routing.channels if channels is None else channels
+        keys, args = self.keys.fixed(), [len(routing.queues), ",".join(channels), self.presence_ttl_ms, version]
+        for queue in routing.queues:
+            keys.extend(self._queue_keys(queue.name, channels))
+            args.extend((queue.name, queue.strategy, queue.order, queue.heartbeat_window_ms))
+        return keys, args
+
+    async def _step(self, name: str, *own_args: Any) -> Any:
+        """One script over the layout of every channel, built again for the routing in force when
+        the routing changed under it."""
+        while True:
+            keys, args = self._layout(self.routing.channels)
+            try:
+                return await self._scripts[name](keys=keys, args=[*args, *own_args])
+            except ResponseError as exc:
+                if not is_stale(exc):
+                    raise
+                await self.adopt_routing()
 
     # --- leads -----------------------------------------------------------------------------
 
@@ -165,45 +233,63 @@ class Store:
         return decision
 
     async def assign_many(self, deliveries: Sequence[tuple[Mapping[str, Any], str]]) -> list[Decision]:
-        """Several decisions in one round trip; each is still its own atomic script, in order."""
+        """Several decisions in one round trip; each is still its own atomic script, in order.
+
+        One lead's failure is that lead's alone: it comes back as a 'failed' decision and the rest
+        are decided. Leads whose step met a routing change are decided again under the new one.
+        Errors that say Redis cannot take writes now (connection, READONLY, OOM) are raised, for
+        the caller to retry the batch: every step is idempotent by lead id."""
+        decisions: dict[int, Decision] = {}
+        todo = list(range(len(deliveries)))
+        while todo:
+            queues = {i: self.routing.queue_for(deliveries[i][0]) for i in todo}
+            rows = await self._evalsha_batch([(deliveries[i], queues[i]) for i in todo])
+            stale = []
+            for i, row in zip(todo, rows, strict=True):
+                lead, _ = deliveries[i]
+                if is_stale(row):
+                    stale.append(i)
+                elif isinstance(row, ResponseError):
+                    if is_unavailable(row):
+                        raise row
+                    decisions[i] = Decision(lead["id"], "failed", "", queues[i], error=str(row))
+                else:
+                    assignment = Assignment.from_script(row[2]) if len(row) > 2 else None
+                    decisions[i] = Decision(lead["id"], row[0], row[1], queues[i], assignment)
+            if stale:
+                await self.adopt_routing()
+            todo = stale
+        return [decisions[i] for i in range(len(deliveries))]
+
+    async def _evalsha_batch(self, steps: Sequence[tuple[tuple[Mapping[str, Any], str], str]]) -> list[Any]:
         script = self._scripts["assign"]
-        queues = [self.routing.queue_for(lead) for lead, _ in deliveries]
         for attempt in (1, 2):
             # EVALSHA straight into the pipeline: redis-py's script-in-pipeline path asks SCRIPT
             # EXISTS first, a second round trip for every batch.
             pipe = self.client.pipeline(transaction=False)
-            for (lead, source), queue in zip(deliveries, queues, strict=True):
+            for (lead, source), queue in steps:
                 keys, args = self._layout((lead["channel"],))
                 pipe.evalsha(script.sha, len(keys), *keys, *args, lead["id"], orjson.dumps(lead), source, queue)
-            try:
-                rows = await pipe.execute()
-                break
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                # Redis lost its script cache (restart, SCRIPT FLUSH); nothing in the batch ran.
-                await self.client.script_load(script.script)
-        return [
-            Decision(lead["id"], row[0], row[1], queue, Assignment.from_script(row[2]) if len(row) > 2 else None)
-            for (lead, _), queue, row in zip(deliveries, queues, rows, strict=True)
-        ]
+            rows = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(row, NoScriptError) for row in rows):
+                return rows
+            if attempt == 2:
+                raise next(row for row in rows if isinstance(row, NoScriptError))
+            # Redis lost its script cache (restart, SCRIPT FLUSH): no step of the batch ran.
+            await self.client.script_load(script.script)
+        raise AssertionError("unreachable")
 
     async def close(self, lead_id: str, outcome: str, *, actor: str = "") -> Outcome:
         """`actor` names who closed it (the caller's role and identity), kept in the lead's history."""
-        keys, args = self._all_channels
-        row = await self._scripts["close"](keys=keys, args=[*args, lead_id, outcome, actor])
+        row = await self._step("close", lead_id, outcome, actor)
         if row[0] == "unknown":
             return Outcome("not_found", f"unknown lead {lead_id}")
         if row[0] == "already_closed":
             return Outcome("ok", "already closed")
         return Outcome("ok", f"closed (was {row[1]})", tuple(Assignment.from_script(r) for r in row[3]))
 
-    async def reassign(self, lead_id: str, rep_id: str | None, *, fallback_queue: str | None = None,
-                       actor: str = "") -> Outcome:
-        keys, args = self._all_channels
-        row = await self._scripts["reassign"](
-            keys=keys, args=[*args, lead_id, rep_id or "", fallback_queue or self.routing.default_queue, actor]
-        )
+    async def reassign(self, lead_id: str, rep_id: str | None, *, actor: str = "") -> Outcome:
+        row = await self._step("reassign", lead_id, rep_id or "", self.routing.default_queue, actor)
         if row[0] == "refused":
             return Outcome(row[1], row[2])
         moved = (Assignment.from_script(row[2], reassigned=True),) if row[2] else ()
@@ -222,67 +308,119 @@ class Store:
         raw = await self.client.hget(self.keys.leads, lead_id)
         return None if raw is None else orjson.loads(raw)
 
+    async def expire_closed(self, retention_s: float, limit: int = 1000) -> int:
+        """Forgets up to `limit` leads closed more than `retention_s` ago; returns how many."""
+        return await self._scripts["expire_closed"](keys=self.keys.fixed(), args=[int(retention_s * 1000), limit])
+
     # --- reps ------------------------------------------------------------------------------
 
-    async def set_presence(self, rep_id: str, status: str) -> Outcome:
-        keys, args = self._all_channels
-        row = await self._scripts["presence"](keys=keys, args=[*args, rep_id, status])
+    async def set_presence(self, rep_id: str, status: str, *, actor: str = "") -> Outcome:
+        row = await self._step("presence", rep_id, status, actor)
         if row[0] == "unknown":
             return Outcome("not_found", f"unknown rep {rep_id}; create it with PUT /v1/reps/{rep_id} first")
         return Outcome("ok", row[1], tuple(Assignment.from_script(r) for r in row[2]))
 
-    async def upsert_rep(self, rep_id: str, profile: Mapping[str, Any]) -> Outcome:
+    async def upsert_rep(self, rep_id: str, profile: Mapping[str, Any], *, actor: str = "") -> Outcome:
         capacity = profile["capacity"]
         capacity_spec = f"*={capacity}" if isinstance(capacity, int) else ",".join(f"{c}={n}" for c, n in capacity.items())
         skills_spec = ",".join(f"{skill}={level}" for skill, level in profile.get("skills", {}).items())
         rank = (profile.get("attributes") or {}).get("rank", 0)
-        keys, args = self._all_channels
-        row = await self._scripts["upsert_rep"](
-            keys=keys,
-            args=[*args, rep_id, orjson.dumps(profile), capacity_spec, skills_spec, rank,
-                  ",".join(self.routing.queues_for(profile))],
-        )
+        while True:
+            # Memberships come from the routing this step is built for; a routing change in
+            # between refuses the step and it is built again.
+            keys, args = self._layout(self.routing.channels)
+            try:
+                row = await self._scripts["upsert_rep"](keys=keys, args=[
+                    *args, rep_id, orjson.dumps(profile), capacity_spec, skills_spec, rank,
+                    ",".join(self.routing.queues_for(profile)), actor])
+                break
+            except ResponseError as exc:
+                if not is_stale(exc):
+                    raise
+                await self.adopt_routing()
         if row[0] == "conflict":
             return Outcome("conflict", row[1])
         return Outcome("ok", row[1], tuple(Assignment.from_script(r) for r in row[2]))
 
-    async def rebuild_queues(self) -> list[Assignment]:
-        """Recomputes every queue's members from the stored profiles and the current routing, and
-        routes again the leads still waiting in queues the routing no longer has."""
-        profiles = {rep: orjson.loads(raw) for rep, raw in (await self.client.hgetall(self.keys.rep_profiles)).items()}
-        drained: list[Assignment] = []
-        for queue in self.routing.queues:
-            members = [rep for rep, profile in profiles.items() if queue.admits(profile)]
-            keys, args = self._layout(self.routing.channels, only_queue=queue.name)
-            row = await self._scripts["rebuild_queue"](keys=keys, args=[*args, *members])
-            drained.extend(Assignment.from_script(r) for r in row[2])
-        drained.extend(await self._reroute_removed_queues())
-        await self.client.set(self.keys.routing_fingerprint, self.routing.fingerprint)
-        return drained
+    # --- routing ---------------------------------------------------------------------------
 
-    async def _reroute_removed_queues(self) -> list[Assignment]:
-        current = {queue.name for queue in self.routing.queues}
-        removed = await self.client.smembers(self.keys.routed_queues) - current
-        moved: list[Assignment] = []
+    async def adopt_routing(self) -> bool:
+        """Takes up the routing in force in Redis if it is not the one in hand; True if it changed."""
+        # The version alone first: workers ask every few seconds, and the spec can be long.
+        if (await self.client.hget(self.keys.routing, "version") or "0") == self.routing_version:
+            return False
+        version, spec, source = await self.client.hmget(self.keys.routing, ["version", "spec", "source"])
+        self.use_routing(parse_routing(spec, source), version)
+        return True
+
+    async def apply_routing(self, routing: Routing, *, by: str = "") -> RoutingChange:
+        """Makes `routing` the routing in force for every worker, in one atomic step, unless it
+        already is. Raises RoutingRefused, changing nothing, when it cannot be applied safely."""
+        for _ in range(APPLY_ATTEMPTS):
+            await self.adopt_routing()
+            if self.routing_version != "0" and self.routing.fingerprint == routing.fingerprint:
+                return RoutingChange(self.routing_version, applied=False)
+            try:
+                return await self._apply_routing_once(self.routing, routing, by)
+            except ResponseError as exc:
+                if not is_stale(exc):
+                    raise
+        raise RuntimeError(f"the routing kept changing under {APPLY_ATTEMPTS} attempts to apply {routing.source}")
+
+    async def _apply_routing_once(self, old: Routing, new: Routing, by: str) -> RoutingChange:
+        k = self.keys
+        snapshot = self.client.pipeline(transaction=True)
+        snapshot.hgetall(k.rep_profiles).get(k.roster_version)
+        raw_profiles, roster = await snapshot.execute()
+        profiles = {rep: orjson.loads(raw) for rep, raw in raw_profiles.items()}
+        reasons = [
+            f"rep {rep}'s capacity names channel {channel}, which this routing drops; change the rep's capacity first"
+            for rep, profile in sorted(profiles.items()) if isinstance(profile["capacity"], dict)
+            for channel in profile["capacity"] if channel not in new.channels
+        ]
+        if reasons:
+            raise RoutingRefused(reasons)
+        # Before the first routing is applied there is no old one whose keys could be left over.
+        previous = old if self.routing_version != "0" else new
+        kept = {q.name for q in new.queues}
+        removed = [q.name for q in previous.queues if q.name not in kept]
+        dropped_channels = [c for c in previous.channels if c not in new.channels]
+        waiting_ids = []
+        if removed:
+            pipe = self.client.pipeline(transaction=False)
+            for queue in removed:
+                for channel in previous.channels:
+                    pipe.zrange(k.queue_wait(queue, channel), 0, -1)
+            waiting_ids = [lead_id for ids in await pipe.execute() for lead_id in ids]
+        records = await self.client.hmget(k.leads, waiting_ids) if waiting_ids else []
+        stranded = []
+        for lead_id, raw in zip(waiting_ids, records, strict=True):
+            lead = orjson.loads(raw)["lead"] if raw else {}
+            stranded.extend((lead_id, new.queue_for(lead) if lead.get("channel") in new.channels else ""))
+        base_keys, base_args = self._layout_for(new, self.routing_version)
+        keys = [*base_keys, k.routing_history]
         for queue in removed:
-            for channel in self.routing.channels:
-                for lead_id in await self.client.zrange(self.keys.queue_wait(queue, channel), 0, -1):
-                    record = await self.lead(lead_id)
-                    if record and record["status"] == "queued":
-                        outcome = await self.reassign(lead_id, None, fallback_queue=self.routing.queue_for(record["lead"]))
-                        moved.extend(outcome.assignments)
-            await self.client.delete(
-                self.keys.queue_members(queue), self.keys.queue_ready(queue, "*"),
-                *(self.keys.queue_ready(queue, c) for c in self.routing.channels),
-                *(self.keys.queue_wait(queue, c) for c in self.routing.channels),
-            )
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(self.keys.routed_queues).sadd(self.keys.routed_queues, *current)
-        await pipe.execute()
-        return moved
-
-    async def routing_is_current(self) -> bool:
-        return await self.client.get(self.keys.routing_fingerprint) == self.routing.fingerprint
+            keys.extend(self._queue_keys(queue, previous.channels)[:2])
+            for channel in previous.channels:
+                keys.extend((k.queue_ready(queue, channel), k.queue_wait(queue, channel), k.queue_wait_index(queue, channel)))
+        dropped_labels = []
+        for queue in kept & {q.name for q in previous.queues}:
+            for channel in dropped_channels:
+                keys.extend((k.queue_ready(queue, channel), k.queue_wait(queue, channel), k.queue_wait_index(queue, channel)))
+                dropped_labels.append(f"queue {queue} channel {channel}")
+        members_args: list[Any] = []
+        for queue in new.queues:
+            members = [rep for rep, profile in profiles.items() if queue.admits(profile)]
+            members_args.extend((len(members), *members))
+        args = [*base_args, new.spec.model_dump_json(), new.fingerprint, new.source, by, roster or "0",
+                ",".join(previous.channels), len(removed), *removed, len(dropped_labels), *dropped_labels,
+                *members_args, len(stranded) // 2, *stranded]
+        row = await self._scripts["apply_routing"](keys=keys, args=args)
+        if row[0] == "refused":
+            raise RoutingRefused(row[1:])
+        self.use_routing(new, row[1])
+        return RoutingChange(row[1], applied=True, assignments=tuple(Assignment.from_script(r) for r in row[2]),
+                             rerouted=int(row[3]))
 
     async def reps(self, rep_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Rep objects as the API shows them: profile, effective status, load shaped like capacity."""

@@ -1,5 +1,7 @@
 -- close: end a lead. Frees the rep's unit at once and hands it the best waiting lead it may take.
--- Closing twice changes nothing, so a retried close can never leak capacity.
+-- Closing twice changes nothing, so a retried close can never leak capacity. The closed lead's
+-- whole record goes to the lead-events topic (through the outbox) and is dated in the closed set,
+-- from which expire_closed removes it after the retention.
 -- KEYS: the shared layout (lib.lua), all channels.
 -- ARGV: the shared layout, then lead id, outcome, actor (who closed it; '' when unnamed).
 -- Returns {'unknown'} | {'already_closed', outcome} | {'closed', previous status, rep id or '', drained assignments}
@@ -14,14 +16,18 @@ local previous = record.status
 local rep = previous == 'assigned' and record.rep_id or nil
 if rep then
     release(ctx, rep, record.bucket, lead_id)
-elseif previous == 'queued' and ctx.by_name[record.queue] then
-    redis.call('ZREM', ctx.by_name[record.queue].wait[record.lead.channel], lead_id)
+elseif previous == 'queued' then
+    unwait(ctx, record)
 end
 record.status = 'closed'
 record.outcome = outcome
 record.closed_at = ctx.now
 add_history(record, ctx.now, 'closed', {outcome = outcome, by = actor ~= '' and actor or nil})
 save_record(record)
+redis.call('ZADD', KEYS[K_CLOSED], ctx.now, lead_id)
+emit('rep-events', rep or '', 'value', cjson.encode({type = 'lead_closed', rep_id = rep or '', lead_id = lead_id,
+                                                    outcome = outcome, by = actor ~= '' and actor or nil}))
+emit('lead-events', lead_id, 'value', cjson.encode({type = 'lead_closed', lead = record}))
 
 local drained = {}
 if rep then drain_rep(ctx, rep, drained) end

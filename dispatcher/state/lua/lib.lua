@@ -3,25 +3,28 @@
 -- only picks among them.
 --
 -- Key layout shared by all scripts (see dispatcher/state/keys.py):
---   KEYS[1..12] leads, rep profiles, rep:cap, rep:load, rep:skills, rep:rank, rep:status, rep:seen,
---               rep:last_assigned, recent assignments, assignment counter, open leads
+--   KEYS[1..16] leads, rep profiles, rep:cap, rep:load, rep:skills, rep:rank, rep:status, rep:seen,
+--               rep:last_assigned, recent assignments, assignment counter, open leads, outbox,
+--               routing, closed leads, roster version
 --   then one block per queue: members, ready(queue, "*"), ready(queue, c) for c in CHANNELS,
---               wait(queue, c) for c in CHANNELS
+--               wait(queue, c) for c in CHANNELS, wait index(queue, c) for c in CHANNELS
 -- ARGV layout shared by all scripts:
 --   ARGV[1] number of queues, ARGV[2] CHANNELS (comma-separated), ARGV[3] presence TTL in ms,
+--   ARGV[4] the routing version this layout was built from,
 --   then per queue: name, strategy, order codes, heartbeat window in ms (0 = presence TTL only);
---   then the script's own arguments, from ctx.argi on.
+--   then the script's own arguments, from ctx.argi on (and its own keys, if any, from ctx.keyi on).
+--
+-- A layout built from a routing other than the one in force is refused before anything is
+-- written (error STALE_ROUTING): the caller adopts the routing in force and runs the step again,
+-- so no worker ever decides with a routing another worker has replaced.
 
 local K_LEADS, K_PROFILES, K_CAP, K_LOAD, K_SKILLS, K_RANK, K_STATUS, K_SEEN, K_LAST = 1, 2, 3, 4, 5, 6, 7, 8, 9
-local K_RECENT, K_ASSIGNED, K_OPEN = 10, 11, 12
-local FIXED_KEYS = 12
+local K_RECENT, K_ASSIGNED, K_OPEN, K_OUTBOX, K_ROUTING, K_CLOSED, K_ROSTER = 10, 11, 12, 13, 14, 15, 16
+local FIXED_KEYS = 16
 -- How many of the latest assignments the supervisor page can show.
 local RECENT_KEPT = 50
 -- Score of a waiting lead: higher priority first, then older first. 1e13 ms is ~317 years.
 local PRIORITY_SPAN = 1e13
--- How far a drain looks into one wait set for a lead this rep may take (skills, heartbeat window).
-local DRAIN_SCAN_LIMIT = 200
-local DRAIN_PAGE = 8
 
 local function now_ms()
     local t = redis.call('TIME')
@@ -35,26 +38,43 @@ local function split(text, sep)
     return parts
 end
 
+local function routing_version()
+    return redis.call('HGET', KEYS[K_ROUTING], 'version') or '0'
+end
+
 local function parse_context()
+    if routing_version() ~= ARGV[4] then
+        error({err = 'STALE_ROUTING this step was built for routing version ' .. ARGV[4] ..
+                     ', the routing in force is version ' .. routing_version()})
+    end
     local ctx = {queues = {}, by_name = {}, channels = split(ARGV[2], ','),
                  presence_ttl = tonumber(ARGV[3]), now = now_ms()}
     local channel_count = #ctx.channels
-    local k, a = FIXED_KEYS, 4
+    local k, a = FIXED_KEYS, 5
     for i = 1, tonumber(ARGV[1]) do
         local q = {name = ARGV[a], strategy = ARGV[a + 1], order = ARGV[a + 2],
                    window = tonumber(ARGV[a + 3]), members = KEYS[k + 1],
-                   ready = {['*'] = KEYS[k + 2]}, wait = {}}
+                   ready = {['*'] = KEYS[k + 2]}, wait = {}, waitidx = {}}
         for j, channel in ipairs(ctx.channels) do
             q.ready[channel] = KEYS[k + 2 + j]
             q.wait[channel] = KEYS[k + 2 + channel_count + j]
+            q.waitidx[channel] = KEYS[k + 2 + 2 * channel_count + j]
         end
         ctx.queues[i] = q
         ctx.by_name[q.name] = q
-        k = k + 2 + 2 * channel_count
+        k = k + 2 + 3 * channel_count
         a = a + 4
     end
-    ctx.argi = a
+    ctx.argi, ctx.keyi = a, k + 1
     return ctx
+end
+
+-- Every change other processes must hear of goes into the outbox stream in the same step as the
+-- change itself; the workers relay it to Kafka (dispatcher/outbox.py), so an event can be late
+-- but never lost. fields: topic (without prefix), key, and either value (JSON) or row (an
+-- assignment as the scripts return it, which the relay turns into the public event).
+local function emit(topic, key, kind, body)
+    redis.call('XADD', KEYS[K_OUTBOX], '*', 'topic', topic, 'key', key, kind, body)
 end
 
 -- The capacity bucket a rep spends for a channel: '*' when its capacity is one number for all
@@ -213,9 +233,11 @@ local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     add_history(record, ctx.now, event, {rep_id = rep, queue = q.name, strategy = q.strategy, by = by})
     save_record(record)
     local assignment = {record.id, rep, q.name, q.strategy, ctx.now, cjson.encode(facts), record.accepted_at}
-    redis.call('LPUSH', KEYS[K_RECENT], cjson.encode(assignment))
+    local row = cjson.encode(assignment)
+    redis.call('LPUSH', KEYS[K_RECENT], row)
     redis.call('LTRIM', KEYS[K_RECENT], 0, RECENT_KEPT - 1)
     redis.call('INCR', KEYS[K_ASSIGNED])
+    emit('assignments', record.id, event == 'reassigned' and 'moved' or 'row', row)
     return assignment
 end
 
@@ -257,9 +279,13 @@ local function pick_rep(ctx, q, channel, skills, exclude)
         local facts = rep_facts(rep, bucket)
         local fresh_member, has_room = member_of(q, rep, facts), facts.load < facts.cap
         local present = is_present(ctx, rep)
-        if fresh_member ~= member or not has_room or not present or bucket_for(rep, channel) ~= bucket then
+        local member_now = redis.call('SISMEMBER', q.members, rep) == 1
+        if fresh_member ~= member or not has_room or not present or not member_now
+                or bucket_for(rep, channel) ~= bucket then
             redis.call('ZREM', sources[i].key, member)
-            if fresh_member and fresh_member ~= member and has_room and present then
+            -- Healing re-indexes only a rep that still belongs to the queue: a rep the routing or
+            -- its profile took out must never get this queue's leads again.
+            if fresh_member and fresh_member ~= member and has_room and present and member_now then
                 redis.call('ZADD', sources[i].key, 0, fresh_member)
             end
         elseif rep ~= exclude and is_recent_enough(ctx, q, rep) and has_skills(rep, skills) then
@@ -270,9 +296,37 @@ local function pick_rep(ctx, q, channel, skills, exclude)
     end
 end
 
+local function lead_skills(record)
+    local skills = record.lead.skills
+    if type(skills) ~= 'table' then return {} end
+    return skills
+end
+
+-- The skills a lead asks for, as one name: sorted, '+'-joined ('' for none). '+' and '|' never
+-- occur in a skill name.
+local function skill_signature(record)
+    local skills, seen = {}, {}
+    for _, skill in ipairs(lead_skills(record)) do
+        if not seen[skill] then seen[skill] = true skills[#skills + 1] = skill end
+    end
+    table.sort(skills)
+    return table.concat(skills, '+')
+end
+
+-- A waiting lead is in two sets of its queue and channel: `wait` (scored by wait_score) counts
+-- the queue and finds its oldest lead; `waitidx` (all scores 0, ordered by bytes) groups leads by
+-- the skills they ask for, best first within a group: "signature|band accepted|id". The head of
+-- each group is one ZRANGE BYLEX away, so a drain finds the best lead a rep may take by looking
+-- at one lead per group of skills, however many leads it cannot take wait ahead of it.
+local function wait_entry(record)
+    return string.format('%s|%d%014d|%s', skill_signature(record), 9 - record.lead.priority,
+                         record.accepted_at, record.id)
+end
+
 local function enqueue(ctx, record, q, by)
     local channel = record.lead.channel
     redis.call('ZADD', q.wait[channel], wait_score(record.lead.priority, record.accepted_at), record.id)
+    redis.call('ZADD', q.waitidx[channel], 0, wait_entry(record))
     record.status = 'queued'
     record.queue = q.name
     record.strategy = q.strategy
@@ -283,57 +337,70 @@ local function enqueue(ctx, record, q, by)
     save_record(record)
 end
 
-local function lead_skills(record)
-    local skills = record.lead.skills
-    if type(skills) ~= 'table' then return {} end
-    return skills
+-- Takes a queued lead out of its queue's wait sets (both, always together).
+local function unwait(ctx, record)
+    local q = ctx.by_name[record.queue]
+    local channel = record.lead.channel
+    if not q or not q.wait[channel] then return end
+    redis.call('ZREM', q.wait[channel], record.id)
+    redis.call('ZREM', q.waitidx[channel], wait_entry(record))
+end
+
+-- The best waiting lead of one queue and channel that a rep with these skills may take: the head
+-- of every skill group the rep covers, compared by priority band and age. `covers` memoizes the
+-- rep's skill checks across groups and queues. Returns the index entry and its lead id.
+local function best_waiting(waitidx, covers)
+    local best, best_rank, best_id
+    local after = '-'
+    while true do
+        local head = redis.call('ZRANGE', waitidx, after, '+', 'BYLEX', 'LIMIT', 0, 1)[1]
+        if not head then break end
+        local signature, rank, lead_id = string.match(head, '^([^|]*)|(%d+)|(.+)$')
+        if covers(signature) and (best_rank == nil or rank < best_rank) then
+            best, best_rank, best_id = head, rank, lead_id
+        end
+        -- '}' sorts right after '|' and above every character of a skill name: the next group.
+        after = '(' .. signature .. '}'
+    end
+    return best, best_rank, best_id
 end
 
 -- After a rep gains room (a close, coming online, a capacity raised): hands it the best waiting
 -- leads of its queues that it may take, highest priority first, oldest first, until it is full.
 local function drain_rep(ctx, rep, assignments)
     if not is_present(ctx, rep) then return end
+    local covered = {}
+    local function covers(signature)
+        if covered[signature] == nil then covered[signature] = has_skills(rep, split(signature, '+')) end
+        return covered[signature]
+    end
     for _, bucket in ipairs(buckets_of(ctx, rep)) do
         local channels = bucket == '*' and ctx.channels or {bucket}
         while true do
             local load, cap = load_and_cap(rep, bucket)
             if load >= cap then break end
-            local best, best_score, best_queue
+            local best, best_rank, best_id, best_queue, best_channel
             for _, q in ipairs(ctx.queues) do
                 if redis.call('SISMEMBER', q.members, rep) == 1 and is_recent_enough(ctx, q, rep) then
                     for _, channel in ipairs(channels) do
-                        -- Page by page: the first waiting lead usually fits, and reading the whole
-                        -- scan limit for each channel made a drain cost three decisions.
-                        local start, scanned, settled = 0, 0, false
-                        while not settled and scanned < DRAIN_SCAN_LIMIT do
-                            local waiting = redis.call('ZRANGE', q.wait[channel], start, start + DRAIN_PAGE - 1, 'WITHSCORES')
-                            settled = #waiting < 2 * DRAIN_PAGE
-                            local removed = 0
-                            for n = 1, #waiting, 2 do
-                                local score = tonumber(waiting[n + 1])
-                                scanned = scanned + 1
-                                if best_score and score >= best_score then settled = true break end
-                                local candidate = load_record(waiting[n])
-                                if candidate == nil or candidate.status ~= 'queued' then
-                                    redis.call('ZREM', q.wait[channel], waiting[n])
-                                    removed = removed + 1
-                                elseif has_skills(rep, lead_skills(candidate)) then
-                                    best, best_score, best_queue = candidate, score, q
-                                    settled = true
-                                    break
-                                end
-                            end
-                            -- Entries removed above shift the later ones down by as many ranks.
-                            start = start + DRAIN_PAGE - removed
+                        local entry, rank, lead_id = best_waiting(q.waitidx[channel], covers)
+                        if entry and (best_rank == nil or rank < best_rank) then
+                            best, best_rank, best_id, best_queue, best_channel = entry, rank, lead_id, q, channel
                         end
                     end
                 end
             end
             if not best then break end
-            redis.call('ZREM', best_queue.wait[best.lead.channel], best.id)
-            local waited = ctx.now - best.accepted_at
-            assignments[#assignments + 1] = reserve(ctx, best, best_queue, rep, bucket, 'assigned',
-                {drained = true, waited_ms = waited, priority = best.lead.priority})
+            local candidate = load_record(best_id)
+            redis.call('ZREM', best_queue.waitidx[best_channel], best)
+            redis.call('ZREM', best_queue.wait[best_channel], best_id)
+            -- Both sets change only with the lead's status, so this is a guard, not a sweep: an
+            -- entry without a queued lead behind it is dropped and the search runs again.
+            if candidate and candidate.status == 'queued' then
+                local waited = ctx.now - candidate.accepted_at
+                assignments[#assignments + 1] = reserve(ctx, candidate, best_queue, rep, bucket, 'assigned',
+                    {drained = true, waited_ms = waited, priority = candidate.lead.priority})
+            end
         end
     end
 end

@@ -15,6 +15,10 @@ if record.status == 'closed' or record.status == 'pending' then
     return {'refused', 'conflict', string.format('lead %s is %s and cannot be reassigned', lead_id, record.status)}
 end
 local channel = record.lead.channel
+if not ctx.by_name[fallback_queue].wait[channel] then
+    return {'refused', 'conflict', string.format('lead %s is on channel %s, which the routing no longer has; close it instead',
+                                                 lead_id, channel)}
+end
 local q = ctx.by_name[record.queue] or ctx.by_name[fallback_queue]
 local old_rep = record.status == 'assigned' and record.rep_id or nil
 local target_bucket
@@ -32,8 +36,8 @@ end
 
 if old_rep then
     release(ctx, old_rep, record.bucket, lead_id)
-elseif record.status == 'queued' and ctx.by_name[record.queue] then
-    redis.call('ZREM', ctx.by_name[record.queue].wait[channel], lead_id)
+elseif record.status == 'queued' then
+    unwait(ctx, record)
 end
 record.reassigned = true
 

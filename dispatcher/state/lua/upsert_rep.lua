@@ -3,12 +3,15 @@
 -- would leave open leads above capacity is refused, so the capacity invariant holds at all times.
 -- KEYS: the shared layout (lib.lua), all channels.
 -- ARGV: the shared layout, then rep id, profile JSON, capacity ("*=3" or "web=2,chat=4"),
---       skills ("spanish=7,billing=3"), rank, names of the queues the rep belongs to (comma-separated).
+--       skills ("spanish=7,billing=3"), rank, names of the queues the rep belongs to (comma-separated),
+--       actor ('' when unnamed).
+-- Every accepted change moves the roster version on (apply_routing builds memberships from a
+-- roster it read earlier and must know it is still that roster) and goes to rep-events.
 -- Returns {'conflict', message} | {'ok', 'created' | 'updated', drained assignments}
 local ctx = parse_context()
 local rep, profile_json = ARGV[ctx.argi], ARGV[ctx.argi + 1]
 local capacity_spec, skills_spec = ARGV[ctx.argi + 2], ARGV[ctx.argi + 3]
-local rank, queue_names = ARGV[ctx.argi + 4], ARGV[ctx.argi + 5]
+local rank, queue_names, actor = ARGV[ctx.argi + 4], ARGV[ctx.argi + 5], ARGV[ctx.argi + 6]
 
 local function parse_pairs(spec)
     local pairs_found = {}
@@ -59,6 +62,10 @@ for _, q in ipairs(ctx.queues) do
     if member_of[q.name] then redis.call('SADD', q.members, rep) else redis.call('SREM', q.members, rep) end
 end
 
+redis.call('INCR', KEYS[K_ROSTER])
+-- The profile as given, not decoded and encoded again: cjson would turn an empty list into {}.
+emit('rep-events', rep, 'value', string.format('{"type":"profile","rep_id":%s,"by":%s,"profile":%s}',
+                                               cjson.encode(rep), actor ~= '' and cjson.encode(actor) or 'null', profile_json))
 index_rep_everywhere(ctx, rep)
 local drained = {}
 drain_rep(ctx, rep, drained)

@@ -274,13 +274,16 @@ async def test_random_workload_never_exceeds_capacity_or_leaks(store_factory, re
 
 async def test_leads_waiting_in_a_removed_queue_are_routed_again(store_factory, rep_factory):
     store = await store_factory("queues: {old: {members: {teams: [nobody]}}, new: {}}\ndefault_queue: old\n")
-    await store.rebuild_queues()
+    await store.apply_routing(store.routing)
     await rep_factory(store, "r", capacity=1)
     assert (await store.assign(lead("stuck"), "p@0")).status == "queued"
-    store.use_routing(parse_routing("queues: {new: {}}\n", "edited routing"))
-    moved = await store.rebuild_queues()
-    assert [(a.lead_id, a.rep_id, a.queue) for a in moved] == [("stuck", "r", "new")]
-    assert (await store.lead("stuck"))["status"] == "assigned"
+    change = await store.apply_routing(parse_routing("queues: {new: {}}\n", "edited routing"))
+    assert change.applied and change.rerouted == 1
+    assert [(a.lead_id, a.rep_id, a.queue) for a in change.assignments] == [("stuck", "r", "new")]
+    record = await store.lead("stuck")
+    assert record["status"] == "assigned"
+    rerouted = next(entry for entry in record["history"] if entry["event"] == "rerouted")
+    assert rerouted["from_queue"] == "old" and "removed queue old" in rerouted["reason"]
 
 
 async def test_a_reps_own_view_matches_its_entry_in_the_roster(store_factory, rep_factory):
