@@ -14,15 +14,22 @@ from dispatcher.state.store import Store, connect
 from dispatcher.transport import StreamApp
 
 
+async def _lead_owner(lead_id: str) -> str | None:
+    """The rep a lead is assigned to, for the rep-token check (the store is made below the app)."""
+    record = await store.lead(lead_id)
+    return (record or {}).get("rep_id") or None
+
+
 class DispatcherApp(StreamApp):
     def __init__(self, settings: Settings) -> None:
         super().__init__(
             f"{settings.topic_prefix}{settings.group_id}",
             settings,
-            web_host=settings.http_host,
+            # faust listens on web_bind; web_host only names the host in URLs it advertises.
+            web_bind=settings.http_bind,
             web_port=settings.http_port,
             web_application_options={
-                "middlewares": [make_middleware(settings)],
+                "middlewares": [make_middleware(settings, lead_owner=_lead_owner)],
                 "client_max_size": settings.max_body_bytes,
             },
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import click
 
+from dispatcher.access import ROLES, AccessError, Keyring, load_keyring, new_token
 from dispatcher.routing import RoutingError, load_routing
+from dispatcher.settings import Settings
 
 
 @click.group()
@@ -32,6 +35,13 @@ def _addresses(broker: str, redis_url: str) -> str:
     return f"broker={broker} redis={redis_url}"
 
 
+def _keyring(settings: Settings) -> Keyring:
+    try:
+        return load_keyring(settings)
+    except AccessError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.command()
 @click.option("--http-port", type=int, default=None, help="HTTP port (default DISPATCHER_HTTP_PORT or 6066).")
 @click.option("--demo/--no-demo", default=True, help="Load a demo roster and play simulated traffic.")
@@ -40,11 +50,15 @@ def _addresses(broker: str, redis_url: str) -> str:
 def dev(http_port: int | None, demo: bool, broker: str | None, redis_url: str | None) -> None:
     """Everything on loopback in the foreground: broker, redis, one worker, and the demo floor."""
     port = http_port or int(os.environ.get("DISPATCHER_HTTP_PORT", "6066"))
+    settings = Settings()
+    guarded = bool(_keyring(settings))
     workdir = Path(tempfile.mkdtemp(prefix="dispatcher-dev-"))
-    asyncio.run(_dev(port, demo, broker, redis_url, workdir))
+    asyncio.run(_dev(port, demo, broker, redis_url, workdir, settings.api_tokens if guarded else None))
 
 
-async def _dev(port: int, demo: bool, broker: str | None, redis_url: str | None, workdir: Path) -> None:
+async def _dev(port: int, demo: bool, broker: str | None, redis_url: str | None, workdir: Path,
+               api_tokens: list[str] | None) -> None:
+    """`api_tokens` is None when the dev stack runs open (no tokens configured)."""
     from dispatcher.demo import DemoPlan, run_demo
     from dispatcher.embedded import EmbeddedStack, WorkerProcess
 
@@ -55,14 +69,19 @@ async def _dev(port: int, demo: bool, broker: str | None, redis_url: str | None,
             cleanup.callback(stack.stop)
             await asyncio.to_thread(stack.start)
             broker, redis_url = broker or stack.broker_url, redis_url or stack.redis_url
-        tokens = os.environ.get("DISPATCHER_API_TOKENS", "")
         env = {
             "DISPATCHER_BROKER": broker,
             "DISPATCHER_REDIS_URL": redis_url,
             "DISPATCHER_HTTP_PORT": str(port),
-            "DISPATCHER_HTTP_HOST": "127.0.0.1",
-            "DISPATCHER_ALLOW_ANONYMOUS": "0" if tokens else "1",
+            "DISPATCHER_HTTP_BIND": "127.0.0.1",
+            "DISPATCHER_ALLOW_ANONYMOUS": "1" if api_tokens is None else "0",
         }
+        demo_token = None
+        if demo and api_tokens is not None:
+            # The demo plays every role at once (profiles, presence, leads, closes), so it gets an admin
+            # token of its own, known only to this process, whatever roles the configured tokens have.
+            demo_token = secrets.token_urlsafe(32)
+            env["DISPATCHER_API_TOKENS"] = ",".join([*api_tokens, f"admin:{demo_token}"])
         worker = WorkerProcess(env, port, workdir / "worker.log")
         cleanup.callback(worker.terminate)
         await asyncio.to_thread(worker.start)
@@ -70,8 +89,7 @@ async def _dev(port: int, demo: bool, broker: str | None, redis_url: str | None,
         # A line of its own, so the ready line stays exactly what scripts wait for.
         click.echo(_addresses(broker, redis_url))
         if demo:
-            token = tokens.split(",")[0].strip() or None
-            demo_task = asyncio.create_task(run_demo(f"http://127.0.0.1:{port}", DemoPlan(), stop, token=token))
+            demo_task = asyncio.create_task(run_demo(f"http://127.0.0.1:{port}", DemoPlan(), stop, token=demo_token))
         await stop.wait()
         if demo:
             await demo_task
@@ -99,12 +117,10 @@ def services() -> None:
 @main.command()
 def worker() -> None:
     """One worker (stream processor + HTTP server) against DISPATCHER_BROKER and DISPATCHER_REDIS_URL."""
-    from dispatcher.settings import Settings
-
     settings = Settings()
-    if not settings.api_tokens and not settings.allow_anonymous:
+    if not _keyring(settings) and not settings.allow_anonymous:
         raise click.ClickException(
-            "no API tokens configured: set DISPATCHER_API_TOKENS (comma-separated), "
+            "no API tokens configured: set DISPATCHER_API_TOKENS (comma-separated) or DISPATCHER_API_TOKENS_FILE, "
             "or DISPATCHER_ALLOW_ANONYMOUS=1 to run open on purpose"
         )
     try:
@@ -118,6 +134,26 @@ def worker() -> None:
     from dispatcher.app import app
 
     faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
+
+
+@main.group()
+def token() -> None:
+    """API tokens for the tokens file (DISPATCHER_API_TOKENS_FILE)."""
+
+
+@token.command("new")
+@click.option("--role", type=click.Choice(ROLES), required=True, help="What the token may do.")
+@click.option("--rep", "rep_id", default=None, help="The rep a rep token is bound to (required for --role rep).")
+@click.option("--name", default=None, help="Who holds it; the lead history records e.g. supervisor:NAME.")
+def token_new(role: str, rep_id: str | None, name: str | None) -> None:
+    """Print a fresh random token once, and the line that admits it (its SHA-256 digest only)."""
+    try:
+        secret, line = new_token(role, rep_id, name)
+    except AccessError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"token: {secret}")
+    click.echo(f"tokens file line: {line}")
+    click.echo("The token is shown only now: hand it to its holder; the file keeps only its digest.", err=True)
 
 
 @main.group()

@@ -1,20 +1,20 @@
-"""What every HTTP request passes through: the bearer-token check and the rule that every error,
-including aiohttp's own (unknown path, wrong method, body too large), is JSON in words."""
+"""What every HTTP request passes through: the bearer-token and role check (the rights themselves are
+in dispatcher/access.py) and the rule that every error, including aiohttp's own (unknown path, wrong
+method, body too large), is JSON in words."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
 
-from dispatcher import metrics
+from dispatcher import access, metrics
 from dispatcher.settings import Settings
 
 log = logging.getLogger(__name__)
-OPEN_PATHS = frozenset({"/v1/health", "/metrics"})
+OPEN_PATHS = frozenset({"/v1/health", "/metrics", "/openapi.json"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -29,26 +29,52 @@ def rejected(status: int, message: str, endpoint: str) -> web.Response:
     return error_response(status, message)
 
 
-def make_middleware(settings: Settings) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    tokens = [token.encode() for token in settings.api_tokens]
+def make_middleware(
+    settings: Settings, *, lead_owner: access.LeadOwner
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """The guard: who the caller is (401 when unknown), whether its role may make this call (403 with
+    the reason, decided by dispatcher/access.py), and who acted, as `request["actor"]` for the views."""
+    keyring = access.load_keyring(settings)
 
-    def presented_token(request: web.Request) -> str:
-        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and presented:
-            return presented.strip()
-        # A browser cannot put a header on a page it navigates to or on an EventSource, so reads
-        # may carry the token as ?access_token= instead (it then shows in access logs).
-        return request.query.get("access_token", "") if request.method == "GET" else ""
+    def presented_token(request: web.Request) -> tuple[str, str]:
+        """The token the caller presents, or "" and why none can be used."""
+        if header := request.headers.get("Authorization", ""):
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip(), ""
+            return "", "the Authorization header must be: Bearer <token>"
+        if "access_token" in request.query:
+            if access.accepts_query_token(request.method, request.path):
+                return request.query["access_token"], ""
+            return "", ("a token in the URL (?access_token=) is accepted only by the live page and the event "
+                        "streams; send the header Authorization: Bearer <token>")
+        return "", "missing bearer token (send Authorization: Bearer <token>)"
 
-    def authorized(request: web.Request) -> bool:
-        presented = presented_token(request).encode()
-        return bool(presented) and any(hmac.compare_digest(presented, token) for token in tokens)
+    def unauthorized(message: str) -> web.Response:
+        response = rejected(401, message, "auth")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    async def forbidden(request: web.Request, principal: access.Principal) -> str | None:
+        match_info = request.match_info
+        if match_info.http_exception is not None:
+            return None  # unrouted: the handler answers 404 or 405, to any known token
+        return await access.refusal(principal, request.method, match_info.route.resource.canonical,
+                                    request.path, match_info, lead_owner)
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if tokens and request.path not in OPEN_PATHS and not authorized(request):
-            return rejected(401, "missing or invalid bearer token (send Authorization: Bearer <token>)", "auth")
+        request["actor"] = access.ANONYMOUS
         try:
+            if keyring and request.path not in OPEN_PATHS:
+                token, problem = presented_token(request)
+                if not token:
+                    return unauthorized(problem)
+                if (principal := keyring.identify(token)) is None:
+                    return unauthorized("unknown bearer token: it is not one of the configured API tokens")
+                request["actor"] = principal.actor
+                if reason := await forbidden(request, principal):
+                    return rejected(403, reason, "auth")
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
             return rejected(413, f"body is larger than the limit of {settings.max_body_bytes} bytes", "body")

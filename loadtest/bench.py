@@ -365,7 +365,7 @@ class Dispatcher:
             "DISPATCHER_TOPIC_PREFIX": self.prefix,
             "DISPATCHER_WORKSPACE": self.roster.workspace,
             "DISPATCHER_ALLOW_ANONYMOUS": "1",
-            "DISPATCHER_HTTP_HOST": "127.0.0.1",
+            "DISPATCHER_HTTP_BIND": "127.0.0.1",
             # Every phase's worker must find the roster online without a heartbeat of its own,
             # including the backlog phase's, which drains before anyone could send one.
             "DISPATCHER_PRESENCE_TTL_S": "3600",

@@ -94,7 +94,7 @@ def play_promotion(system: str, args: argparse.Namespace, name: str) -> dict:
         env = {
             "DISPATCHER_BROKER": stack.broker_url, "DISPATCHER_REDIS_URL": stack.redis_url,
             "DISPATCHER_TOPIC_PREFIX": prefix, "DISPATCHER_WORKSPACE": workspace,
-            "DISPATCHER_ALLOW_ANONYMOUS": "1", "DISPATCHER_HTTP_HOST": "127.0.0.1",
+            "DISPATCHER_ALLOW_ANONYMOUS": "1", "DISPATCHER_HTTP_BIND": "127.0.0.1",
         }
         processes = start_system(system, args, env, workdir, stack, prefix)
         try:

@@ -54,7 +54,7 @@ def _worker_factory(stack: EmbeddedStack, logs: Path, prefix: str) -> tuple[Work
             "DISPATCHER_TOPIC_PREFIX": prefix,
             "DISPATCHER_WORKSPACE": scope,
             "DISPATCHER_ALLOW_ANONYMOUS": "1",
-            "DISPATCHER_HTTP_HOST": "127.0.0.1",
+            "DISPATCHER_HTTP_BIND": "127.0.0.1",
             "DISPATCHER_WORKER_ID": f"w{len(started) + 1}",
             # Tansu holds a new group member's first join for half the session timeout: 1.5 s, not 5.
             "DISPATCHER_BROKER_SESSION_TIMEOUT_S": "3",
