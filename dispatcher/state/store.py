@@ -407,7 +407,7 @@ class Store:
         for queue in kept & {q.name for q in previous.queues}:
             for channel in dropped_channels:
                 keys.extend((k.queue_ready(queue, channel), k.queue_wait(queue, channel), k.queue_wait_index(queue, channel)))
-                dropped_labels.append(f"queue {queue} channel {channel}")
+                dropped_labels.append(f"{queue}|{channel}")
         members_args: list[Any] = []
         for queue in new.queues:
             members = [rep for rep, profile in profiles.items() if queue.admits(profile)]

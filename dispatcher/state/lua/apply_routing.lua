@@ -9,7 +9,7 @@
 -- ARGV: the shared layout for the new routing, with ARGV[4] the version expected in force; then
 --       new routing JSON, fingerprint, source, actor, roster version the members were computed from,
 --       old channels (comma-separated), removed queue count R, R names, dropped-channel triple count T
---       and T labels ("queue channel sms"),
+--       and T labels ("queue|channel"),
 --       per new queue: member count M and M rep ids, stranded lead count S and S (lead id, new queue) pairs.
 -- Returns {'refused', reason, ...} | {'ok', new version, drained assignments, leads routed again}
 local ctx = parse_context()
@@ -40,7 +40,8 @@ a = a + removed_count
 local dropped = {}
 local dropped_count = tonumber(ARGV[a])
 for i = 1, dropped_count do
-    dropped[i] = {ready = KEYS[k], wait = KEYS[k + 1], waitidx = KEYS[k + 2], where = ARGV[a + i]}
+    local queue, channel = string.match(ARGV[a + i], '^(.*)|(.*)$')
+    dropped[i] = {ready = KEYS[k], wait = KEYS[k + 1], waitidx = KEYS[k + 2], queue = 'queue ' .. queue, channel = channel}
     k = k + 3
 end
 a = a + dropped_count + 1
@@ -62,8 +63,9 @@ local reasons = {}
 for _, triple in ipairs(dropped) do
     local waiting = redis.call('ZCARD', triple.wait)
     if waiting > 0 then
-        reasons[#reasons + 1] = string.format('%d leads wait in %s, a channel this routing drops; ' ..
-            'let them be served or close them first, or keep the channel', waiting, triple.where)
+        reasons[#reasons + 1] = string.format('%s: %d %s on channel %s, which this routing drops; ' ..
+            'let them be served or close them first, or keep the channel', triple.queue, waiting,
+            waiting == 1 and 'lead waits' or 'leads wait', triple.channel)
     end
 end
 local waiting_in_removed = 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 
+import orjson
 import pytest
 
 from dispatcher.routing import parse_routing
@@ -320,3 +321,72 @@ async def test_manual_moves_and_closes_name_their_actor_in_the_history(store_fac
     history = (await store.lead("named"))["history"]
     assert [(entry["event"], entry.get("by")) for entry in history] == [
         ("accepted", None), ("assigned", None), ("reassigned", "supervisor:ana"), ("closed", "rep:" + other)]
+
+
+async def test_one_failing_step_is_that_leads_alone(store_factory, rep_factory):
+    """A lead whose script fails (here a priority Redis cannot count with, which validation never
+    lets through) comes back 'failed'; the leads around it in the batch are decided."""
+    store = await store_factory()
+    await rep_factory(store, "r", capacity=1)
+    decisions = await store.assign_many([
+        (lead("before"), "p@0"), (lead("broken", priority="urgent"), "p@1"), (lead("after"), "p@2")])
+    assert [(d.lead_id, d.kind, d.status) for d in decisions] == [
+        ("before", "new", "assigned"), ("broken", "failed", ""), ("after", "new", "queued")]
+    assert "urgent" in decisions[1].error or "arithmetic" in decisions[1].error
+
+
+async def test_a_rep_taken_out_of_a_queue_never_gets_its_leads_again(store_factory, rep_factory):
+    """A chat lead moves the rep's last-assignment time, which leaves its web entry in the vip
+    index out of date. Once the rep leaves vip, healing that entry must drop it, not re-add it."""
+    store = await store_factory(ROUTING)
+    await rep_factory(store, "was-vip", capacity={"web": 2, "chat": 2}, teams=["enterprise"])
+    assert (await store.assign(lead("chat-1", channel="chat", priority=9), "p@0")).assignment.rep_id == "was-vip"
+    assert (await store.upsert_rep("was-vip", {"capacity": {"web": 2, "chat": 2}, "teams": []})).ok
+    vip_lead = await store.assign(lead("vip-web", channel="web", priority=9), "p@1")
+    assert vip_lead.status == "queued" and vip_lead.queue == "vip"
+    assert await store.client.zrange(store.keys.queue_ready("vip", "web"), 0, -1) == []
+
+
+async def test_a_drain_finds_a_plain_lead_behind_any_number_of_leads_nobody_can_take(store_factory, rep_factory):
+    store = await store_factory()
+    await rep_factory(store, "plain", capacity=3, skills={"english": 5}, status="offline")
+    waiting = [lead(f"klingon-{n}", skills=["klingon"], priority=n % 3) for n in range(400)]
+    waiting += [lead("plain-old", priority=1), lead("english", skills=["english"], priority=1),
+                lead("plain-urgent", priority=2), lead("both", skills=["english", "klingon"], priority=9)]
+    for n, item in enumerate(waiting):
+        assert (await store.assign(item, f"p@{n}")).status == "queued"
+        await asyncio.sleep(0.002 if n >= 399 else 0)  # the last four a millisecond apart: their age decides
+    outcome = await store.set_presence("plain", "online")
+    assert [a.lead_id for a in outcome.assignments] == ["plain-urgent", "plain-old", "english"]
+
+
+async def test_every_change_writes_its_event_into_the_outbox(store_factory, rep_factory):
+    store = await store_factory()
+    await rep_factory(store, "r", capacity=1)
+    await store.assign(lead("first"), "p@0")
+    await store.assign(lead("second"), "p@1")
+    await store.close("first", "won", actor="rep:r")
+    entries = await store.client.xrange(store.keys.outbox)
+    described = [(fields["topic"], fields["key"], orjson.loads(fields.get("value") or "{}").get("type"))
+                 for _, fields in entries]
+    assert described == [
+        ("rep-events", "r", "profile"), ("rep-events", "r", "presence"), ("assignments", "first", None),
+        ("rep-events", "r", "lead_closed"), ("lead-events", "first", "lead_closed"), ("assignments", "second", None)]
+    archived = orjson.loads(entries[4][1]["value"])["lead"]
+    assert [entry["event"] for entry in archived["history"]] == ["accepted", "assigned", "closed"]
+
+
+async def test_closed_leads_are_forgotten_after_the_retention(store_factory, rep_factory):
+    store = await store_factory()
+    await rep_factory(store, "r", capacity=5)
+    for lead_id in ("old", "recent", "open"):
+        await store.assign(lead(lead_id), f"p@{lead_id}")
+    await store.close("old", "won")
+    await asyncio.sleep(0.05)
+    await store.close("recent", "lost")
+    assert await store.expire_closed(retention_s=0.03) == 1
+    assert await store.lead("old") is None
+    assert (await store.lead("recent"))["status"] == "closed"
+    assert await store.expire_closed(retention_s=0) == 1
+    assert (await store.lead("open"))["status"] == "assigned"
+    assert await store.client.zcard(store.keys.closed_leads) == 0
