@@ -43,6 +43,7 @@ leads_topic = app.topic(settings.topic("leads"))
 assignments_topic = app.topic(settings.topic("assignments"))
 rep_events_topic = app.topic(settings.topic("rep-events"))
 leads_dlq_topic = app.topic(settings.topic("leads-dlq"))
+lead_events_topic = app.topic(settings.topic("lead-events"))
 
 store = Store(
     connect(settings.redis_url, settings.redis_max_connections),

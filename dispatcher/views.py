@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dispatcher import live, metrics
 from dispatcher.app import app, settings, store
-from dispatcher.events import publish_assignments, publish_lead, publish_rep_event
+from dispatcher.events import count_assignments, publish_lead
 from dispatcher.http import rejected
 from dispatcher.models import (
     BadInput,
@@ -77,13 +77,12 @@ def lead_view(record: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-async def refused_or_announced(outcome: Outcome, endpoint: str) -> Response | None:
-    """The refusal in words when the step was refused; otherwise None, once every lead the step
-    assigned (drained from a queue, or moved by a supervisor) has its event on the way."""
+def refused_or_counted(outcome: Outcome, endpoint: str) -> Response | None:
+    """The refusal in words when the step was refused; otherwise None, with every lead the step
+    assigned counted. Their events need nothing from here: the step wrote them to the outbox."""
     if not outcome.ok:
         return rejected(OUTCOME_STATUS[outcome.code], outcome.detail, endpoint)
-    await publish_assignments((a for a in outcome.assignments if not a.reassigned), drained=True)
-    await publish_assignments(a for a in outcome.assignments if a.reassigned)
+    count_assignments(outcome.assignments)
     return None
 
 
@@ -143,12 +142,10 @@ class LeadClose(View):
             close = decode(await request.read(), CloseRequest, max_bytes=settings.max_body_bytes)
         except BadInput as exc:
             return refusal(exc, "close")
-        outcome = await store.close(lead_id, close.outcome)
-        if refused := await refused_or_announced(outcome, "close"):
+        outcome = await store.close(lead_id, close.outcome, actor=request["actor"])
+        if refused := refused_or_counted(outcome, "close"):
             return refused
-        record = await store.lead(lead_id)
-        await publish_rep_event("lead_closed", record.get("rep_id") or "", lead_id=lead_id, outcome=close.outcome)
-        return json_response(lead_view(record))
+        return json_response(lead_view(await store.lead(lead_id)))
 
 
 @app.page("/v1/leads/{lead_id}/reassign")
@@ -160,8 +157,8 @@ class LeadReassign(View):
             move = decode(raw, ReassignRequest, max_bytes=settings.max_body_bytes) if raw.strip() else ReassignRequest()
         except BadInput as exc:
             return refusal(exc, "reassign")
-        outcome = await store.reassign(lead_id, move.rep_id)
-        if refused := await refused_or_announced(outcome, "reassign"):
+        outcome = await store.reassign(lead_id, move.rep_id, actor=request["actor"])
+        if refused := refused_or_counted(outcome, "reassign"):
             return refused
         return json_response(lead_view(await store.lead(lead_id)))
 
@@ -186,10 +183,9 @@ class Rep(View):
             profile = usable_profile(await request.read(), store.routing, max_bytes=settings.max_body_bytes)
         except BadInput as exc:
             return refusal(exc, "rep")
-        outcome = await store.upsert_rep(rep_id, profile)
-        if refused := await refused_or_announced(outcome, "rep"):
+        outcome = await store.upsert_rep(rep_id, profile, actor=request["actor"])
+        if refused := refused_or_counted(outcome, "rep"):
             return refused
-        await publish_rep_event("profile", rep_id, profile=profile)
         (rep,) = await store.reps([rep_id])
         return json_response(rep)
 
@@ -213,11 +209,9 @@ class RepPresence(View):
             change = decode(await request.read(), PresenceChange, max_bytes=settings.max_body_bytes)
         except BadInput as exc:
             return refusal(exc, "presence")
-        outcome = await store.set_presence(rep_id, change.status)
-        if refused := await refused_or_announced(outcome, "presence"):
+        outcome = await store.set_presence(rep_id, change.status, actor=request["actor"])
+        if refused := refused_or_counted(outcome, "presence"):
             return refused
-        if outcome.detail != change.status:
-            await publish_rep_event("presence", rep_id, status=change.status, previous=outcome.detail)
         (rep,) = await store.reps([rep_id])
         return json_response(rep)
 
