@@ -14,6 +14,8 @@ from dispatcher.state.store import iso_ms
 log = logging.getLogger(__name__)
 REPS_SHOWN = 200
 SAMPLE_EVERY_S = 1.0
+STATUSES = ("online", "away", "offline")
+NO_TEAM = "(none)"
 
 latest: dict[str, Any] = {}
 
@@ -25,6 +27,36 @@ def open_leads(value: int | dict[str, int]) -> int:
 def utilization(rep: dict[str, Any]) -> float:
     capacity = open_leads(rep["capacity"])
     return open_leads(rep["load"]) / capacity if capacity else 0.0
+
+
+def members_by_team(reps: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    by_team: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+    for rep in reps:
+        for team in rep.get("teams") or [NO_TEAM]:
+            by_team[team].append(rep)
+    return by_team
+
+
+def team_figures(reps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per team: reps and open leads by status, online capacity, and utilization = open leads of
+    the online reps over their capacity. Away and offline reps keep their leads but have no
+    capacity, so their leads are a figure of their own instead of pushing utilization past 100 %;
+    a team with no capacity online has no utilization (None), not an infinite one."""
+    figures = []
+    for team, members in sorted(members_by_team(reps).items()):
+        reps_by_status, load = collections.Counter(), collections.Counter()
+        for rep in members:
+            reps_by_status[rep["status"]] += 1
+            load[rep["status"]] += open_leads(rep["load"])
+        capacity = sum(open_leads(rep["capacity"]) for rep in members if rep["status"] == "online")
+        figures.append({
+            "name": team,
+            "reps": {status: reps_by_status[status] for status in STATUSES},
+            "load": {status: load[status] for status in STATUSES},
+            "capacity_online": capacity,
+            "utilization": round(load["online"] / capacity, 3) if capacity else None,
+        })
+    return figures
 
 
 def has_room(rep: dict[str, Any]) -> bool:
@@ -48,12 +80,13 @@ async def snapshot(reps: list[dict[str, Any]]) -> dict[str, Any]:
         "at": iso_ms(now_ms),
         "assigned_total": assigned,
         "reps_total": len(reps),
-        "reps_by_status": {status: statuses.get(status, 0) for status in ("online", "away", "offline")},
+        "reps_by_status": {status: statuses.get(status, 0) for status in STATUSES},
         "reps": [
             {key: rep.get(key) for key in ("id", "name", "status", "load", "capacity", "utilization", "teams")}
             for rep in shown
         ],
         "queues": queues,
+        "teams": team_figures(reps),
         "recent": [
             {**assignment.event(), "latency_ms": assignment.assigned_at_ms - assignment.accepted_at_ms}
             for assignment in recent
@@ -68,10 +101,6 @@ def export_gauges(current: dict[str, Any], reps: list[dict[str, Any]]) -> None:
         metrics.queue_ready_reps.labels(queue["name"]).set(queue["ready"])
         metrics.queue_online_reps.labels(queue["name"]).set(queue["online"])
     metrics.assignments_total_workspace.set(current["assigned_total"])
-    by_team: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
-    for rep in reps:
-        for team in rep.get("teams") or ["(none)"]:
-            by_team[team].append(rep)
     for status, count in current["reps_by_status"].items():
         metrics.reps_by_status.labels(status).set(count)
     # Cleared and refilled in one synchronous step, so a team that is gone stops being reported
@@ -79,13 +108,13 @@ def export_gauges(current: dict[str, Any], reps: list[dict[str, Any]]) -> None:
     for per_team in (metrics.team_reps_by_status, metrics.team_load_leads, metrics.team_capacity_leads,
                      metrics.team_reps_by_utilization):
         per_team.clear()
-    for team, members in by_team.items():
-        statuses = collections.Counter(rep["status"] for rep in members)
-        for status in ("online", "away", "offline"):
-            metrics.team_reps_by_status.labels(status, team).set(statuses.get(status, 0))
+    for team in current["teams"]:
+        for status in STATUSES:
+            metrics.team_reps_by_status.labels(status, team["name"]).set(team["reps"][status])
+            metrics.team_load_leads.labels(team["name"], status).set(team["load"][status])
+        metrics.team_capacity_leads.labels(team["name"]).set(team["capacity_online"])
+    for team, members in members_by_team(reps).items():
         online = [rep for rep in members if rep["status"] == "online"]
-        metrics.team_load_leads.labels(team).set(sum(open_leads(rep["load"]) for rep in members))
-        metrics.team_capacity_leads.labels(team).set(sum(open_leads(rep["capacity"]) for rep in online))
         for bound in metrics.UTILIZATION_BUCKETS:
             count = sum(utilization(rep) <= bound for rep in online)
             metrics.team_reps_by_utilization.labels(team, f"{bound:g}").set(count)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -14,19 +15,25 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 import yaml
 
 from dispatcher.demo import DemoPlan, run_demo
 from dispatcher.embedded import _die_with_parent, free_port
+from tests.dispatcher.conftest import Api, assigned
 from tests.kafka_io import eventually, produce
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 
 
+def _dashboard() -> dict:
+    return json.loads((DASHBOARDS / "dispatcher.json").read_text())
+
+
 def dashboard_expressions() -> list[str]:
-    dashboard = json.loads((DASHBOARDS / "dispatcher.json").read_text())
+    dashboard = _dashboard()
     # Grafana fills a dashboard variable in; here every team stands for it.
     panels = [target["expr"].replace('"$team"', '".+"') for panel in dashboard["panels"] for target in panel["targets"]]
     # A variable's choices come from a metric's label values: that metric must have data too.
@@ -101,6 +108,46 @@ async def test_every_dashboard_and_alert_expression_returns_data(prometheus, sta
         await asyncio.to_thread(query, base, expr)
     states = await eventually(lambda: _states_once_dead_letters_fire(base), timeout_s=30)
     assert states["DispatcherWorkerDown"] == "inactive", states
+
+
+async def test_a_team_with_open_leads_and_no_capacity_online_shows_no_utilization_not_infinity(prometheus):
+    worker, base = prometheus
+    async with aiohttp.ClientSession() as session:
+        api = Api(session, worker.http_port)
+        await api.rep("day-1", capacity=2, teams=["day-shift"], skills={"day": 1})
+        await api.rep("night-1", capacity=2, teams=["night-shift"], skills={"night": 1})
+        # Online, but with no capacity: the team's capacity online is 0 and so is its online load.
+        await api.rep("night-2", capacity=0, teams=["night-shift"])
+        for lead_id, skill in (("day-lead", "day"), ("night-lead", "night")):
+            code, body = await api.call("POST", "/v1/leads", {"id": lead_id, "skills": [skill]})
+            assert code == 202, body
+        for lead_id in ("day-lead", "night-lead"):
+            await eventually(lambda lead_id=lead_id: assigned(api, lead_id), timeout_s=20)
+        # Away reps keep their open leads: night-shift holds one lead and has no capacity online.
+        code, body = await api.call("POST", "/v1/reps/night-1/presence", {"status": "away"})
+        assert code == 200, body
+        code, picture = await api.call("GET", "/v1/live")
+    teams = {team["name"]: team for team in picture["teams"]}
+    assert teams["day-shift"]["utilization"] == 0.5
+    assert teams["night-shift"]["utilization"] is None and teams["night-shift"]["capacity_online"] == 0
+
+    panels = {panel["title"]: panel["targets"][0]["expr"] for panel in _dashboard()["panels"]}
+    utilization = next(expr for title, expr in panels.items() if title.startswith("Team utilization"))
+    held = panels["Open leads held by reps not online"]
+    await eventually(lambda: _by_team(base, held, status="away") == {"day-shift": 0, "night-shift": 1},
+                     timeout_s=30, every_s=0.5)
+    not_finite = {}
+    for expr in dashboard_expressions() + [rule["expr"] for rule in alert_rules()]:
+        for series in await asyncio.to_thread(query, base, expr):
+            if not math.isfinite(float(series["value"][1])):
+                not_finite[expr] = series
+    assert not not_finite, f"a panel or alert shows infinity or NaN: {not_finite}"
+    assert _by_team(base, utilization) == {"day-shift": 0.5}, "the panel agrees with the live page"
+
+
+def _by_team(base: str, expr: str, **labels: str) -> dict[str, float]:
+    return {series["metric"]["team"]: float(series["value"][1]) for series in query(base, expr)
+            if all(series["metric"].get(name) == value for name, value in labels.items())}
 
 
 def _scraped(base: str) -> bool:
