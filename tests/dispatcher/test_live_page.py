@@ -212,15 +212,26 @@ REPS = [
     rep("will-warn", "online", 3, 4),
     rep("ada-away", "away", 1, 4),
     rep("otto-offline", "offline", 0, 3),
+    rep("nina-night", "away", 2, 2, ("night-shift",)),
 ]
 QUEUES = [
     {"name": "general", "strategy": "load_aware", "members": 6, "waiting": 0, "oldest_wait_s": 0.0, "online": 4, "ready": 1},
     {"name": "spanish", "strategy": "load_aware", "members": 2, "waiting": 3, "oldest_wait_s": 45.2, "online": 2, "ready": 0},
     {"name": "promo", "strategy": "online_now", "members": 6, "waiting": 7, "oldest_wait_s": 130.5, "online": 4, "ready": 0},
 ]
+# The server's team figures for REPS: online reps' open leads over their capacity; night-shift has
+# open leads (an away rep keeps them) and no one online.
+TEAMS = [
+    {"name": "enterprise", "reps": {"online": 1, "away": 0, "offline": 0}, "load": {"online": 3, "away": 0, "offline": 0},
+     "capacity_online": 3, "utilization": 1.0},
+    {"name": "night-shift", "reps": {"online": 0, "away": 1, "offline": 0}, "load": {"online": 0, "away": 2, "offline": 0},
+     "capacity_online": 0, "utilization": None},
+    {"name": "support", "reps": {"online": 4, "away": 1, "offline": 1}, "load": {"online": 15, "away": 1, "offline": 0},
+     "capacity_online": 15, "utilization": 1.0},
+]
 FIRST = {
-    "at": "2026-03-01T10:00:00.000Z", "assigned_total": 100, "reps_total": 6,
-    "reps_by_status": {"online": 4, "away": 1, "offline": 1}, "reps": REPS, "queues": QUEUES,
+    "at": "2026-03-01T10:00:00.000Z", "assigned_total": 100, "reps_total": 7,
+    "reps_by_status": {"online": 4, "away": 2, "offline": 1}, "reps": REPS, "queues": QUEUES, "teams": TEAMS,
     "recent": [assignment("lead-2", "will-warn", "2026-03-01T09:59:59.900Z", 4),
                assignment("lead-1", "fay-full", "2026-03-01T09:59:58.000Z", 10)],
 }
@@ -309,7 +320,7 @@ async def _colours_and_warnings(page, streams):
         # Header: totals, and assignments per second from successive assigned_total values.
         assert await page.text_content("#assigned-total") == "130"
         assert float(await page.get_attribute("#rate", "data-value")) == pytest.approx(30.0)
-        assert [await page.text_content(f"#reps-{s}") for s in ("online", "away", "offline")] == ["4", "1", "1"]
+        assert [await page.text_content(f"#reps-{s}") for s in ("online", "away", "offline")] == ["4", "2", "1"]
         # Latency: the median of what is new since the previous picture (20 ms), and of the first
         # picture's last second (4 ms): over both, 4 and 20.
         assert await page.text_content("#lat-now-p50") == "20 ms"
@@ -328,6 +339,31 @@ async def _colours_and_warnings(page, streams):
             await asyncio.sleep(0.2)
         assert len(streams) >= 2, "the page reconnects after the stream ends"
         assert all("access_token" not in url for url in streams)
+    finally:
+        await page.close()
+
+
+async def test_a_team_with_no_one_online_says_so_instead_of_a_percentage():
+    async with chromium() as browser:
+        page, errors, _, _ = await crafted_page(browser, "?team=night-shift")
+        await _team_figures(page)
+    assert not errors, errors
+
+
+async def _team_figures(page):
+    try:
+        figure = "#team-figure"
+        await page.wait_for_function("document.getElementById('team-figure').textContent !== ''")
+        assert await page.text_content(figure) == "night-shift: no one online · 2 held by reps not online"
+        assert await computed(page, figure, "color") == AMBER
+        options = await page.eval_on_selector_all("#team-filter option", "os => os.map(o => [o.value, o.textContent])")
+        assert options == [["", "all"], ["enterprise", "enterprise · 100%"], ["night-shift", "night-shift · no one online"],
+                           ["support", "support · 100%"]]
+        await page.select_option("#team-filter", "support")
+        assert await page.text_content(figure) == "support: 15 of 15 in use (100%) · 1 held by reps not online"
+        assert await computed(page, figure, "color") != AMBER
+        page_text = await page.inner_text("body")
+        assert "Infinity" not in page_text and "NaN" not in page_text
     finally:
         await page.close()
 
