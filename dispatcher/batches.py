@@ -1,16 +1,56 @@
 """Batches that form by themselves while the previous one is being decided, and the
-acknowledgements that let faust commit a lead's offset only once it is safely decided."""
+acknowledgements that let faust commit a lead's offset only once it, and every lead before it on
+its partition, is safely decided."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
 
-from faust.types import EventT
+from faust.types import TP, EventT
 
 log = logging.getLogger(__name__)
 Decide = Callable[[Sequence[EventT]], Awaitable[list[asyncio.Future]]]
+Ack = Callable[[EventT], Awaitable[object]]
+
+
+class OffsetOrderAcks:
+    """Acknowledges each partition's events strictly in the order they arrived, whatever order
+    their batches finish in: an event that finished early waits here until every event that
+    arrived before it on its partition has finished and been acknowledged.
+
+    faust 0.15.3 commits past a gap in its acknowledged offsets when the gap is one offset wide
+    or when the partition has no committed offset yet (faust-streaming/faust#606), so a hole it
+    is shown may be committed and its lead never decided. Here it is never shown one: what is
+    acknowledged is always the first part of what arrived, and faust delivers a partition's
+    records in offset order, dropping only the tail it has not handed over yet (on a rebalance,
+    after which it seeks back to the committed offset). faust acknowledges a record by itself
+    only when its key or value cannot be decoded, which raw bytes (the dispatcher's serializer)
+    never fail. An event that never finishes (its batch failed) holds back every later event of
+    its partition for good."""
+
+    def __init__(self, ack: Ack) -> None:
+        self._ack = ack
+        self._arrived: defaultdict[TP, deque[EventT]] = defaultdict(deque)
+        self._finished: set[EventT] = set()
+        # Two batches' acknowledgements must not interleave: while one awaits an ack, the other
+        # could acknowledge a later offset of the same partition before this one's earlier one.
+        self._acking = asyncio.Lock()
+
+    def arrived(self, event: EventT) -> None:
+        self._arrived[event.message.tp].append(event)
+
+    async def finished(self, events: Sequence[EventT]) -> None:
+        self._finished.update(events)
+        async with self._acking:
+            for tp in {event.message.tp for event in events}:
+                waiting = self._arrived[tp]
+                while waiting and waiting[0] in self._finished:
+                    event = waiting.popleft()
+                    self._finished.discard(event)
+                    await self._ack(event)
 
 
 class NaturalBatches:
@@ -24,26 +64,39 @@ class NaturalBatches:
     keeps every invariant; only the order in which two near-simultaneous leads are decided may
     differ from their order on the topic, as it would across two workers.
 
-    Each lead is acknowledged only once its decision is made and its event delivered, so a crash
-    replays it. Acknowledgements may arrive out of order; faust commits only up to the first gap."""
+    Each lead is acknowledged only once its decision is made and its event delivered, and only
+    after every lead that arrived before it on its partition (OffsetOrderAcks): the second batch
+    may finish first, but its acknowledgements wait for the first's. So faust, which commits what
+    is acknowledged, never commits past a lead that is not yet decided, and a crash replays from
+    the first undecided lead.
+
+    A batch that fails (its decision raised, or its events could not be delivered) is never
+    acknowledged, nor is any later lead of its partitions, and the worker stops, loudly: the next
+    worker to own those partitions replays them. Stopping only the agent would not do: faust
+    restarts a crashed agent, and the new one would acknowledge the leads after the failed ones."""
 
     IN_FLIGHT = 2
+    # tests/dispatcher/batches_worker.py puts acknowledging as batches finish here, to show the hole.
+    Acks = OffsetOrderAcks
 
     def __init__(self, stream, max_size: int, decide: Decide) -> None:  # type: ignore[no-untyped-def]
-        self._stream, self._max_size, self._decide = stream, max_size, decide
+        self._app, self._max_size, self._decide = stream.app, max_size, decide
+        self._acks = self.Acks(stream.ack)
         self._pending: list[EventT] = []
         self._arrived, self._has_room = asyncio.Event(), asyncio.Event()
         self._has_room.set()
         self._slots = asyncio.Semaphore(self.IN_FLIGHT)
         self._running: set[asyncio.Task] = set()
         self._failure: BaseException | None = None
+        self._stopping: asyncio.Future | None = None
         self._worker = asyncio.ensure_future(self._batch_forever())
+        self._worker.add_done_callback(self._finished)
 
     async def add(self, event: EventT) -> None:
         if self._failure is not None:
-            raise self._failure  # a failed decision stops the agent, loudly, with its offset uncommitted
-        if self._worker.done():
-            self._worker.result()
+            # The worker is stopping (_finished): take nothing more in, until the stop cancels us.
+            await asyncio.get_running_loop().create_future()
+        self._acks.arrived(event)
         self._pending.append(event)
         self._arrived.set()
         if len(self._pending) >= 4 * self._max_size:
@@ -54,6 +107,8 @@ class NaturalBatches:
         while True:
             await self._arrived.wait()
             await self._slots.acquire()
+            if self._failure is not None:
+                return  # the worker is stopping: decide nothing more
             batch, self._pending = self._pending[: self._max_size], self._pending[self._max_size :]
             if not self._pending:
                 self._arrived.clear()
@@ -62,22 +117,20 @@ class NaturalBatches:
             self._running.add(running)
             running.add_done_callback(self._finished)
 
-    def _finished(self, running: asyncio.Task) -> None:
-        self._running.discard(running)
-        if not running.cancelled() and running.exception() is not None and self._failure is None:
-            self._failure = running.exception()
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        if task.cancelled() or task.exception() is None or self._failure is not None:
+            return
+        self._failure = task.exception()
+        log.error("leads could not be decided and announced; stopping the worker, so that the next one "
+                  "replays them and every later lead of their partitions", exc_info=self._failure)
+        self._stopping = asyncio.ensure_future(self._app.crash(self._failure))
 
     async def _decide_and_ack(self, batch: list[EventT]) -> None:
         try:
             deliveries = await self._decide(batch)
         finally:
             self._slots.release()
-        try:
-            await asyncio.gather(*deliveries)
-        except Exception:  # noqa: BLE001 - events.py has logged which delivery failed and why
-            # Unacknowledged, the offsets are not committed past the first of these leads: the
-            # next worker to own the partition replays them, and replays only re-send the events.
-            log.error("%d leads stay unacknowledged until a restart or rebalance replays them", len(batch))
-            return
-        for event in batch:
-            await self._stream.ack(event)
+        # A failed delivery raises here (events.py has logged which and why): a replay re-sends it.
+        await asyncio.gather(*deliveries)
+        await self._acks.finished(batch)
