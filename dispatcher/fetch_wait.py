@@ -1,7 +1,7 @@
 """A consumer's fetch wait that lengthens while the broker falls short, and shortens again.
 
 The fetch wait is the latency floor on the embedded broker (Tansu): it answers a fetch with no data
-only when the wait is over (NOTES.md), so the dispatcher keeps it at a few ms. But Tansu also lists
+only when the wait is over (docs/stack-notes.md), so the dispatcher keeps it at a few ms. But Tansu also lists
 every batch of a partition on each fetch that finds data, and gives that listing up when the wait
 runs out: at 5 ms a partition of 5,000 one-record batches takes seconds to read, and one of 15,000
 gives nothing, ever (a 100,000-batch topic: nothing in 120 s at 5 ms, read whole in 1.5 s at

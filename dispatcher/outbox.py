@@ -31,7 +31,7 @@ RETRY_DELAYS_S = (0.05, 0.25, 1.0, 2.0)
 
 
 def event_of(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
-    """The public event an outbox entry announces: an assignment row becomes CONTRACT.md's
+    """The public event an outbox entry announces: an assignment row becomes the README's
     assignment event (its reason in words), any other value goes out as the script wrote it."""
     if "row" in fields or "moved" in fields:
         row = orjson.loads(fields.get("row") or fields["moved"])

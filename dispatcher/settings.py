@@ -32,12 +32,12 @@ class Settings(BaseSettings):
     api_tokens_file: Path | None = None
     allow_anonymous: bool = False
 
-    # NOTES.md: the embedded broker answers a fetch only after the whole wait, so this is the latency floor there.
+    # docs/stack-notes.md: the embedded broker answers a fetch only after the whole wait, so this is the latency floor there.
     consumer_fetch_max_wait_ms: int = Field(5, ge=0, le=10_000)
     # Tansu gives up a long partition's fetch when the wait runs out, so the wait grows to this (at least the floor).
     consumer_fetch_max_wait_ceiling_ms: int = Field(1000, ge=0, le=60_000)
     topic_partitions: int = Field(4, ge=1, le=1024)
-    # Short timeouts let a restarted worker rejoin in seconds instead of ~30 s (NOTES.md).
+    # Short timeouts let a restarted worker rejoin in seconds instead of ~30 s (docs/stack-notes.md).
     broker_session_timeout_s: float = Field(10.0, gt=0)
     broker_rebalance_timeout_s: float = Field(10.0, gt=0)
     broker_heartbeat_interval_s: float = Field(1.0, gt=0)

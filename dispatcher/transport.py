@@ -1,6 +1,6 @@
 """A faust transport whose consumer waits `consumer_fetch_max_wait_ms` for a fetch, not faust's
 hard-coded 1,500 ms. Some brokers (the embedded Tansu among them) answer a fetch only when that
-wait is over even with data waiting, so this wait is the latency floor of every lead (NOTES.md).
+wait is over even with data waiting, so this wait is the latency floor of every lead (docs/stack-notes.md).
 It is a floor: on a long topic Tansu needs longer to find the data, so the wait grows while it
 falls short, up to `consumer_fetch_max_wait_ceiling_ms` (dispatcher/fetch_wait.py)."""
 

@@ -1,4 +1,4 @@
-"""The HTTP API (CONTRACT.md): leads in, reps and presence, closes and moves, health, metrics.
+"""The HTTP API (README, "HTTP API in brief"): leads in, reps and presence, closes and moves, health, metrics.
 
 Leads are accepted here and routed by the `assign_leads` agent through the `leads` topic, so HTTP
 and Kafka producers get the same path. Closes, presence and profile changes run their Lua step

@@ -8,7 +8,7 @@ Three systems read an input topic and write one event per input record to an out
                   with a roster so large that no lead waits (200 reps x capacity 1,000 by default)
 
 Phases, each on FRESH topics and a freshly started process of the system (the broker slows as a
-topic grows, NOTES.md), run phase by phase so the three systems of a phase see the broker in about
+topic grows, docs/stack-notes.md), run phase by phase so the three systems of a phase see the broker in about
 the same state:
 
   200/s, 1000/s     paced production (small batches on absolute 5 ms deadlines), latency from the

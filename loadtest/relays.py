@@ -7,7 +7,7 @@ gets a core of its own as a worker does and shares no event loop with the measur
 
 Input records are JSON with an `id`; each output record is `{"lead_id": id}` under the same key,
 the shape the bench matches the dispatcher's assignment events by. Both consume with a 5 ms fetch
-wait (the dispatcher's default, NOTES.md) that grows while the broker falls short on a long topic,
+wait (the dispatcher's default, docs/stack-notes.md) that grows while the broker falls short on a long topic,
 as the dispatcher's does (dispatcher/fetch_wait.py), from the earliest offset (the aiokafka relay
 without a consumer group, the faust one in a new group), so records produced before a relay starts
 are relayed too. Each prints "ready" once it has its partitions.

@@ -2,7 +2,7 @@
 a fresh embedded stack; then the audit from Redis and the topics, and a summary. With
 `--systems`, the same promotion is played against the bare relays too (loadtest/relays.py, each on
 a fresh stack, fed by the Kafka lead users alone), so the dispatcher's latency stands beside
-theirs at the same topic length: the embedded broker slows as topics grow (NOTES.md).
+theirs at the same topic length: the embedded broker slows as topics grow (docs/stack-notes.md).
 
     python -m loadtest.run [--workers 1] [--reps 50] [--baseline-users 8] [--hold-s 60] ...
     python -m loadtest.run --systems dispatcher "aiokafka relay" "faust relay"

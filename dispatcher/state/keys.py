@@ -2,7 +2,7 @@
 
 All keys of one workspace share the hash tag ``{workspace}``: one decision touches the lead, the
 rep and the ready index of every queue the rep is in, and Redis Cluster runs a script only when
-all its keys live in one slot. A deployment shards by workspace, not by queue (see DESIGN notes
+all its keys live in one slot. A deployment shards by workspace, not by queue (see the design notes
 in README). The ``v2`` in the prefix changes whenever a layout below changes meaning.
 """
 

@@ -30,7 +30,7 @@ def _attributes_problems(attributes) -> list[str]:
 
 
 def rep_body_problems(body) -> list[str]:
-    """What CONTRACT.md's `PUT /v1/reps/{rep_id}` would reject in `body`."""
+    """What the API's `PUT /v1/reps/{rep_id}` would reject in `body`."""
     problems = []
     capacity = body.get("capacity")
     if not (_is_count(capacity) or (
@@ -53,7 +53,7 @@ def rep_body_problems(body) -> list[str]:
 
 
 def lead_body_problems(body) -> list[str]:
-    """What CONTRACT.md's `POST /v1/leads` would reject in `body`."""
+    """What the API's `POST /v1/leads` would reject in `body`."""
     problems = []
     if not isinstance(body.get("id"), str) or not LEAD_ID.fullmatch(body["id"]):
         problems.append(f"id {body.get('id')!r}")
@@ -159,7 +159,7 @@ def test_promotions_come_after_a_calm_stretch_and_repeat():
 # --- the floor against a stand-in of the HTTP contract ------------------------------------------
 
 class RecordingContractStandIn:
-    """Records what the demo sends and answers the way CONTRACT.md says the worker answers.
+    """Records what the demo sends and answers the way the README says the worker answers.
     It only stands in for the worker while the real one is being written: it routes nothing,
     it just reports leads as queued, then assigned, after a few looks."""
 

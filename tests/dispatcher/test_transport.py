@@ -1,4 +1,4 @@
-"""The consumer's fetch wait is the setting, not faust's hard-coded 1,500 ms (NOTES.md: on the
+"""The consumer's fetch wait is the setting, not faust's hard-coded 1,500 ms (docs/stack-notes.md: on the
 embedded broker that wait is every lead's latency floor)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The atomic Redis steps against a real redis-server: every invariant of CONTRACT.md that lives
+"""The atomic Redis steps against a real redis-server: every guarantee of docs/design.md that lives
 in Redis, checked where it is enforced."""
 
 from __future__ import annotations
