@@ -241,7 +241,7 @@ async def reload_routing() -> None:
     if settings.routing is None:
         return
     try:
-        text = await read_routing_file(settings.routing)
+        text = await read_routing_file(settings.routing, last_seen=_routing_text)
     except RoutingError as exc:
         if str(exc) != _routing_text:
             metrics.routing_reloads_total.labels("refused").inc()

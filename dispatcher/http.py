@@ -12,6 +12,7 @@ from aiohttp import web
 
 from dispatcher import access, metrics
 from dispatcher.settings import Settings
+from dispatcher.state.store import is_unavailable
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/v1/health", "/metrics", "/openapi.json"})
@@ -86,6 +87,10 @@ def make_middleware(
         except web.HTTPException:
             raise
         except Exception as exc:
+            if is_unavailable(exc):
+                # Nothing was changed (each step is one script); the caller can send it again.
+                metrics.redis_unavailable_total.labels("http").inc()
+                return rejected(503, f"redis cannot take this request now ({exc}); send it again shortly", "redis")
             log.exception("request %s %s failed", request.method, request.path)
             return error_response(500, f"internal error while handling {request.method} {request.path}: {exc}")
 

@@ -246,12 +246,15 @@ def _read(path: Path) -> str:
         raise RoutingError(f"routing file {path} is not UTF-8 text") from None
 
 
-async def read_routing_file(path: Path, settle_s: float = 0.2) -> str | None:
+async def read_routing_file(path: Path, *, last_seen: str | None = None, settle_s: float = 0.2) -> str | None:
     """The text of a routing file that replaces the routing in force: None while it is still being
-    written (two reads `settle_s` apart differ). An empty or comments-only file is refused here,
-    where at start it means the built-in routing: an editor that has just emptied the file, or a
-    copy cut short, must not send every lead to one catch-all queue."""
+    written (two reads `settle_s` apart differ; a text equal to `last_seen` needs no second read).
+    An empty or comments-only file is refused here, where at start it means the built-in routing:
+    an editor that has just emptied the file, or a copy cut short, must not send every lead to one
+    catch-all queue."""
     first = _read(path)
+    if first == last_seen:
+        return first
     await asyncio.sleep(settle_s)
     if _read(path) != first:
         return None

@@ -95,8 +95,11 @@ class Health(View):
             return json_response({"status": "unavailable", "error": f"redis does not answer: {exc}"}, 503)
         if not app.consuming:
             return json_response({"status": "starting", "error": "not yet consuming the leads topic"}, 503)
+        if store.routing_version == "0":
+            return json_response({"status": "starting", "error": "the routing is not yet in force"}, 503)
         return json_response(
-            {"status": "ok", "redis": redis_ok, "worker_id": settings.worker_id, "routing": store.routing.source}
+            {"status": "ok", "redis": redis_ok, "worker_id": settings.worker_id, "routing": store.routing.source,
+             "routing_version": store.routing_version}
         )
 
 

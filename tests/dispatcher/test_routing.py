@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
 import pytest
 
 from dispatcher import routing as routing_module
-from dispatcher.routing import DEFAULT_CHANNELS, RoutingError, load_routing, parse_routing
+from dispatcher.routing import DEFAULT_CHANNELS, RoutingError, load_routing, parse_routing, read_routing_file
 
 # The example the module documents, exactly as written in its docstring.
 DOC_EXAMPLE = re.search(r"```yaml\n(.*?)```", routing_module.__doc__, re.S).group(1)
@@ -366,3 +367,24 @@ def test_a_file_on_disk_is_read_and_checked_under_its_path(tmp_path):
 
 def test_a_routing_error_is_a_value_error():
     assert issubclass(RoutingError, ValueError)
+
+
+async def test_a_file_still_being_written_is_not_read_as_a_routing(tmp_path):
+    path = tmp_path / "routing.yaml"
+    path.write_text("queues:\n  vip: {}\n")
+
+    async def finish_writing() -> None:
+        await asyncio.sleep(0.05)
+        path.write_text("queues:\n  vip: {}\n  general: {}\n")
+
+    unsettled, _ = await asyncio.gather(read_routing_file(path, settle_s=0.2), finish_writing())
+    assert unsettled is None
+    assert await read_routing_file(path, settle_s=0.01) == "queues:\n  vip: {}\n  general: {}\n"
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# all commented out\n# queues: {}\n"])
+async def test_an_empty_file_never_replaces_the_routing_in_force(tmp_path, text):
+    path = tmp_path / "routing.yaml"
+    path.write_text(text)
+    with pytest.raises(RoutingError, match="is empty or holds only comments"):
+        await read_routing_file(path, settle_s=0.01)

@@ -5,53 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
+from tests.dispatcher.conftest import Api, assigned as _assigned, topic
 from tests.kafka_io import eventually, produce, produce_leads, read_topic
-
-
-class Api:
-    def __init__(self, session: aiohttp.ClientSession, port: int) -> None:
-        self.session, self.base = session, f"http://127.0.0.1:{port}"
-
-    async def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-                   headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
-        async with self.session.request(method, self.base + path, data=data, headers=headers) as response:
-            text = await response.read()
-            return response.status, orjson.loads(text) if text else None
-
-    async def rep(self, rep_id: str, capacity: Any = 2, status: str = "online", **profile: Any) -> None:
-        code, body = await self.call("PUT", f"/v1/reps/{rep_id}", {"capacity": capacity, **profile})
-        assert code == 200, body
-        code, body = await self.call("POST", f"/v1/reps/{rep_id}/presence", {"status": status})
-        assert code == 200, body
-
-    async def lead_status(self, lead_id: str) -> dict[str, Any] | None:
-        code, body = await self.call("GET", f"/v1/leads/{lead_id}")
-        return body if code == 200 else None
-
-
-@pytest.fixture
-async def api_factory():
-    sessions = []
-
-    async def make(worker) -> Api:
-        session = aiohttp.ClientSession()
-        sessions.append(session)
-        return Api(session, worker.http_port)
-
-    yield make
-    for session in sessions:
-        await session.close()
-
-
-def topic(worker, name: str) -> str:
-    return worker.env["DISPATCHER_TOPIC_PREFIX"] + name
 
 
 async def test_a_lead_posted_over_http_is_assigned_and_announced(worker_factory, api_factory, stack):
@@ -70,11 +30,6 @@ async def test_a_lead_posted_over_http_is_assigned_and_announced(worker_factory,
     assert rep["load"] == 1 and rep["status"] == "online"
     assert await api.call("GET", "/v1/reps/ana/leads") == (200, {"rep_id": "ana", "leads": ["web-1"]})
     assert (await api.call("GET", "/v1/reps/nobody/leads"))[0] == 404
-
-
-async def _assigned(api: Api, lead_id: str) -> dict[str, Any] | None:
-    lead = await api.lead_status(lead_id)
-    return lead if lead and lead["status"] == "assigned" else None
 
 
 async def test_close_frees_capacity_at_once_and_drains_the_queue(worker_factory, api_factory):

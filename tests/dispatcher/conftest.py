@@ -1,0 +1,54 @@
+"""What the worker-level tests share: a small HTTP client for a worker, and where its topics are."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+
+class Api:
+    def __init__(self, session: aiohttp.ClientSession, port: int) -> None:
+        self.session, self.base = session, f"http://127.0.0.1:{port}"
+
+    async def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+                   headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
+        async with self.session.request(method, self.base + path, data=data, headers=headers) as response:
+            text = await response.read()
+            return response.status, orjson.loads(text) if text else None
+
+    async def rep(self, rep_id: str, capacity: Any = 2, status: str = "online", **profile: Any) -> None:
+        code, body = await self.call("PUT", f"/v1/reps/{rep_id}", {"capacity": capacity, **profile})
+        assert code == 200, body
+        code, body = await self.call("POST", f"/v1/reps/{rep_id}/presence", {"status": status})
+        assert code == 200, body
+
+    async def lead_status(self, lead_id: str) -> dict[str, Any] | None:
+        code, body = await self.call("GET", f"/v1/leads/{lead_id}")
+        return body if code == 200 else None
+
+
+@pytest.fixture
+async def api_factory():
+    sessions = []
+
+    async def make(worker) -> Api:
+        session = aiohttp.ClientSession()
+        sessions.append(session)
+        return Api(session, worker.http_port)
+
+    yield make
+    for session in sessions:
+        await session.close()
+
+
+def topic(worker, name: str) -> str:
+    return worker.env["DISPATCHER_TOPIC_PREFIX"] + name
+
+
+async def assigned(api: Api, lead_id: str) -> dict[str, Any] | None:
+    lead = await api.lead_status(lead_id)
+    return lead if lead and lead["status"] == "assigned" else None

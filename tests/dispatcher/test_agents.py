@@ -1,0 +1,176 @@
+"""The worker's stream processing and background work under hostile input and failure, end to
+end on the real broker and redis-server: a bad record never stops a partition, Redis refusing
+writes never crashes the worker, a routing change reaches every worker, events of HTTP-side steps
+reach Kafka through the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+
+from dispatcher.embedded import EmbeddedStack, free_port
+from tests.dispatcher.conftest import assigned, topic
+from tests.kafka_io import bootstrap, eventually, read_topic
+
+
+async def produce_with_headers(broker_url: str, name: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(broker_url), linger_ms=1)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send(name, value, key=key, headers=[("trace", key + b"-trace")])
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def test_one_bad_record_never_stops_its_partition(worker_factory, api_factory, stack):
+    """Before: a 71-bit integer passed validation and failed later, inside the batch, and the
+    batch was replayed for ever; a dead letter quoting a 700 kB value was too large to produce."""
+    worker = worker_factory(DISPATCHER_TOPIC_PARTITIONS="1")
+    api = await api_factory(worker)
+    await api.rep("r", capacity=5)
+    await produce_with_headers(stack.broker_url, topic(worker, "leads"), [
+        (b"before", orjson.dumps({"id": "before"})),
+        (b"huge-int", b'{"id": "huge-int", "attributes": {"n": 2361183241434822606848}}'),
+        (b"huge-value", b'"' * 700_000),
+        (b"after", orjson.dumps({"id": "after"})),
+    ])
+    for lead_id in ("before", "after"):
+        await eventually(lambda lead_id=lead_id: assigned(api, lead_id))
+    dead = {record["source"]: record for record in await read_topic(
+        stack.broker_url, topic(worker, "leads-dlq"), until=lambda r: len(r) >= 2)}
+    assert len(dead) == 2
+    huge_value = next(record for record in dead.values() if record["kind"] == "too_large")
+    assert huge_value["truncated"] and huge_value["value_bytes"] == 700_000 and len(huge_value["value"]) == 16 * 1024
+    huge_int = next(record for record in dead.values() if record["kind"] != "too_large")
+    assert "64" in huge_int["error"] or "integer" in huge_int["error"]
+    assert await api.lead_status("huge-int") is None, "a refused record changes nothing"
+
+
+async def test_dead_letters_keep_the_records_key_and_headers(worker_factory, stack):
+    worker = worker_factory()
+    await produce_with_headers(stack.broker_url, topic(worker, "leads"), [(b"their-key", b"{oops")])
+    consumer_records = []
+
+    async def read() -> bool:
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(topic(worker, "leads-dlq"), bootstrap_servers=bootstrap(stack.broker_url),
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=50)
+        await consumer.start()
+        try:
+            batches = await consumer.getmany(timeout_ms=1000)
+            consumer_records.extend(m for messages in batches.values() for m in messages)
+        finally:
+            await consumer.stop()
+        return bool(consumer_records)
+
+    await eventually(read, timeout_s=30)
+    (record,) = consumer_records
+    assert record.key == b"their-key" and list(record.headers) == [("trace", b"their-key-trace")]
+    assert orjson.loads(record.value)["kind"] == "malformed_json"
+
+
+async def test_redis_refusing_writes_holds_the_leads_back_and_the_worker_lives(worker_factory, api_factory, stack, tmp_path):
+    """READONLY (a replica, as during a failover) and OOM (maxmemory reached): the worker waits,
+    counts it, stays up, and decides every lead once Redis takes writes again. (Redis refuses a
+    script for OOM only until its first write; the OOM lead asks for a skill nobody has, so its
+    first write is the wait set's ZADD, which Redis refuses.)"""
+    with EmbeddedStack(tmp_path / "own-redis", with_broker=False) as own:
+        worker = worker_factory(DISPATCHER_REDIS_URL=own.redis_url)
+        api = await api_factory(worker)
+        await api.rep("r", capacity=10)
+        admin = aioredis.from_url(own.redis_url)
+        cases = [(("replicaof", "127.0.0.1", str(free_port())), ("replicaof", "no", "one"), {}, "assigned"),
+                 (("config", "set", "maxmemory", "1"), ("config", "set", "maxmemory", "0"), {"skills": ["klingon"]},
+                  "queued")]
+        try:
+            for refuse, allow, fields, decided in cases:
+                lead = {"id": f"held-{refuse[0]}", **fields}
+                refusals_before = await _refusals(api)
+                await admin.execute_command(*refuse)
+                code, body = await api.call("POST", "/v1/leads", lead)
+                assert code == 503 and "send it again" in body["error"]
+                await produce_with_headers(stack.broker_url, topic(worker, "leads"),
+                                           [(lead["id"].encode(), orjson.dumps(lead))])
+                await eventually(lambda before=refusals_before: _refusals_above(api, before), timeout_s=20)
+                await asyncio.sleep(0.5)
+                assert worker.process.poll() is None and await api.lead_status(lead["id"]) is None
+                await admin.execute_command(*allow)
+                await eventually(lambda lead=lead, decided=decided: _with_status(api, lead["id"], decided), timeout_s=30)
+        finally:
+            await admin.aclose()
+
+
+async def _refusals_above(api, before: float) -> bool:
+    return await _refusals(api) > before
+
+
+async def _refusals(api) -> float:
+    async with api.session.get(api.base + "/metrics") as response:
+        text = (await response.read()).decode()
+    counted = re.findall(r'^dispatcher_redis_unavailable_total\{operation="decide"\} (\S+)$', text, re.M)
+    return float(counted[0]) if counted else 0.0
+
+
+async def test_a_routing_change_reaches_every_worker_and_strands_no_lead(worker_factory, api_factory, tmp_path):
+    routing = tmp_path / "routing.yaml"
+    routing.write_text("queues: {spanish: {members: {skills: {spanish: 1}}}, general: {}}\n"
+                       "rules: [{when: {attributes: {language: es}}, queue: spanish}]\ndefault_queue: general\n")
+    env = {"DISPATCHER_ROUTING": str(routing), "DISPATCHER_ROUTING_POLL_S": "0.2"}
+    first, second = worker_factory(**env), worker_factory(**env)
+    apis = [await api_factory(first), await api_factory(second)]
+    await apis[0].rep("ana", capacity=1)
+    assert (await apis[0].call("POST", "/v1/leads", {"id": "needs-spanish", "attributes": {"language": "es"}}))[0] == 202
+    waiting = await eventually(lambda: _with_status(apis[1], "needs-spanish", "queued"))
+    assert waiting["queue"] == "spanish"
+
+    routing.write_text("queues: {general: {}}\n")
+    for api in apis:
+        await eventually(lambda api=api: _routing_version(api, 2))
+    rerouted = await eventually(lambda: _with_status(apis[1], "needs-spanish", "assigned"))
+    assert (rerouted["queue"], rerouted["rep_id"]) == ("general", "ana")
+    entry = next(e for e in rerouted["history"] if e["event"] == "rerouted")
+    assert entry["from_queue"] == "spanish" and "removed queue spanish" in entry["reason"]
+
+    routing.write_text("# emptied by an editor\n")
+    await asyncio.sleep(1.0)
+    for api in apis:
+        assert await _routing_version(api, 2), "an empty file is refused, not the catch-all"
+    assert "is empty or holds only comments" in first.log_tail(200) + second.log_tail(200)
+
+
+async def _with_status(api, lead_id: str, status: str):
+    lead = await api.lead_status(lead_id)
+    return lead if lead and lead["status"] == status else None
+
+
+async def _routing_version(api, version: int) -> bool:
+    code, health = await api.call("GET", "/v1/health")
+    return code == 200 and health["routing_version"] == str(version)
+
+
+async def test_events_of_steps_taken_over_http_reach_kafka_from_the_outbox(worker_factory, api_factory, stack):
+    worker = worker_factory()
+    api = await api_factory(worker)
+    await api.rep("solo", capacity=1)
+    for lead_id in ("first", "second"):
+        assert (await api.call("POST", "/v1/leads", {"id": lead_id}))[0] == 202
+    await eventually(lambda: _with_status(api, "second", "queued"))
+    assert (await api.call("POST", "/v1/leads/first/close", {"outcome": "won"}))[0] == 200
+    events = await read_topic(stack.broker_url, topic(worker, "assignments"),
+                              until=lambda r: {e["lead_id"] for e in r} >= {"first", "second"})
+    drained = next(e for e in events if e["lead_id"] == "second")
+    assert drained["rep_id"] == "solo" and re.fullmatch(r"\d+-\d+", drained["event_id"])
+    (archived,) = await read_topic(stack.broker_url, topic(worker, "lead-events"), until=lambda r: len(r) >= 1)
+    assert archived["lead"]["id"] == "first" and archived["lead"]["history"][-1]["event"] == "closed"
+    closed = await read_topic(stack.broker_url, topic(worker, "rep-events"),
+                              until=lambda r: any(e["type"] == "lead_closed" for e in r))
+    assert any(e["type"] == "lead_closed" and e["by"] == "anonymous" for e in closed)
+
+
