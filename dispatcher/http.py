@@ -66,6 +66,8 @@ def make_middleware(
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         request["actor"] = access.ANONYMOUS
+        # A rep's token acts only for its rep; the steps that must check it atomically take this.
+        request["rep_id"] = None
         try:
             if keyring and request.path not in OPEN_PATHS:
                 token, problem = presented_token(request)
@@ -74,6 +76,7 @@ def make_middleware(
                 if (principal := keyring.identify(token)) is None:
                     return unauthorized("unknown bearer token: it is not one of the configured API tokens")
                 request["actor"] = principal.actor
+                request["rep_id"] = principal.rep_id if principal.role == "rep" else None
                 if reason := await forbidden(request, principal):
                     return rejected(403, reason, "auth")
             return await handler(request)

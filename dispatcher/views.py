@@ -35,7 +35,7 @@ from strategies import policy
 
 PRODUCE_TIMEOUT_S = 10.0
 PAGE = Path(__file__).parent / "static" / "index.html"
-OUTCOME_STATUS = {"ok": 200, "not_found": 404, "conflict": 409}
+OUTCOME_STATUS = {"ok": 200, "not_found": 404, "forbidden": 403, "conflict": 409}
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -145,7 +145,7 @@ class LeadClose(View):
             close = decode(await request.read(), CloseRequest, max_bytes=settings.max_body_bytes)
         except BadInput as exc:
             return refusal(exc, "close")
-        outcome = await store.close(lead_id, close.outcome, actor=request["actor"])
+        outcome = await store.close(lead_id, close.outcome, actor=request["actor"], only_rep=request["rep_id"])
         if refused := refused_or_counted(outcome, "close"):
             return refused
         return json_response(lead_view(await store.lead(lead_id)))

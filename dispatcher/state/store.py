@@ -127,8 +127,8 @@ class Decision:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a close, presence, profile or reassign call did. `code` is 'ok', 'not_found' or
-    'conflict' (refused: `detail` says why in words); `assignments` are every lead that went to a
+    """What a close, presence, profile or reassign call did. `code` is 'ok', 'not_found',
+    'forbidden' or 'conflict' (refused: `detail` says why in words); `assignments` are every lead that went to a
     rep as a result."""
 
     code: str
@@ -279,11 +279,14 @@ class Store:
             await self.client.script_load(script.script)
         raise AssertionError("unreachable")
 
-    async def close(self, lead_id: str, outcome: str, *, actor: str = "") -> Outcome:
-        """`actor` names who closed it (the caller's role and identity), kept in the lead's history."""
-        row = await self._step("close", lead_id, outcome, actor)
+    async def close(self, lead_id: str, outcome: str, *, actor: str = "", only_rep: str | None = None) -> Outcome:
+        """`actor` names who closed it (the caller's role and identity), kept in the lead's history;
+        with `only_rep`, the lead is closed only if it is assigned to that rep at that moment."""
+        row = await self._step("close", lead_id, outcome, actor, only_rep or "")
         if row[0] == "unknown":
             return Outcome("not_found", f"unknown lead {lead_id}")
+        if row[0] == "not_theirs":
+            return Outcome("forbidden", f"lead {lead_id} is not assigned to rep {only_rep}")
         if row[0] == "already_closed":
             return Outcome("ok", "already closed")
         return Outcome("ok", f"closed (was {row[1]})", tuple(Assignment.from_script(r) for r in row[3]))

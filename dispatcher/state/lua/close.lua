@@ -3,13 +3,20 @@
 -- whole record goes to the lead-events topic (through the outbox) and is dated in the closed set,
 -- from which expire_closed removes it after the retention.
 -- KEYS: the shared layout (lib.lua), all channels.
--- ARGV: the shared layout, then lead id, outcome, actor (who closed it; '' when unnamed).
--- Returns {'unknown'} | {'already_closed', outcome} | {'closed', previous status, rep id or '', drained assignments}
+-- ARGV: the shared layout, then lead id, outcome, actor (who closed it; '' when unnamed), the rep the
+--       lead must be assigned to ('' for anyone: a rep's own token closes only its own leads).
+-- Returns {'unknown'} | {'not_theirs', rep id or ''} | {'already_closed', outcome}
+--         | {'closed', previous status, rep id or '', drained assignments}
 local ctx = parse_context()
-local lead_id, outcome, actor = ARGV[ctx.argi], ARGV[ctx.argi + 1], ARGV[ctx.argi + 2]
+local lead_id, outcome, actor, only_rep = ARGV[ctx.argi], ARGV[ctx.argi + 1], ARGV[ctx.argi + 2], ARGV[ctx.argi + 3]
 
 local record = load_record(lead_id)
 if not record then return {'unknown'} end
+-- Checked here, in the step itself: a lead moved to another rep just before cannot be closed by the
+-- rep it left.
+if only_rep ~= '' and (record.status ~= 'assigned' or record.rep_id ~= only_rep) then
+    return {'not_theirs', record.status == 'assigned' and record.rep_id or ''}
+end
 if record.status == 'closed' then return {'already_closed', record.outcome} end
 
 local previous = record.status

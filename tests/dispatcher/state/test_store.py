@@ -390,3 +390,16 @@ async def test_closed_leads_are_forgotten_after_the_retention(store_factory, rep
     assert await store.expire_closed(retention_s=0) == 1
     assert (await store.lead("open"))["status"] == "assigned"
     assert await store.client.zcard(store.keys.closed_leads) == 0
+
+
+async def test_a_rep_closes_only_a_lead_assigned_to_it_at_that_moment(store_factory, rep_factory):
+    store = await store_factory()
+    for rep in ("first", "second"):
+        await rep_factory(store, rep, capacity=1)
+    holder = (await store.assign(lead("moving"), "p@0")).assignment.rep_id
+    other = "second" if holder == "first" else "first"
+    assert (await store.reassign("moving", other)).ok
+    refused = await store.close("moving", "won", actor=f"rep:{holder}", only_rep=holder)
+    assert (refused.code, refused.detail) == ("forbidden", f"lead moving is not assigned to rep {holder}")
+    assert (await store.lead("moving"))["status"] == "assigned"
+    assert (await store.close("moving", "won", only_rep=other)).ok
