@@ -69,7 +69,13 @@ def prometheus(tmp_path, worker_factory):
          f"--web.listen-address=127.0.0.1:{port}"],
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("wb"), preexec_fn=_die_with_parent,
     )
-    yield worker, f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{port}"
+    # Prometheus answers queries with 503 until it has opened its storage: a busy machine takes a while.
+    deadline = time.monotonic() + 60
+    while not _ready(base):
+        assert process.poll() is None and time.monotonic() < deadline, "prometheus did not become ready"
+        time.sleep(0.1)
+    yield worker, base
     process.terminate()
     process.wait(10)
 
@@ -148,6 +154,14 @@ async def test_a_team_with_open_leads_and_no_capacity_online_shows_no_utilizatio
 def _by_team(base: str, expr: str, **labels: str) -> dict[str, float]:
     return {series["metric"]["team"]: float(series["value"][1]) for series in query(base, expr)
             if all(series["metric"].get(name) == value for name, value in labels.items())}
+
+
+def _ready(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
 
 
 def _scraped(base: str) -> bool:
