@@ -36,10 +36,12 @@ demo: install
 test: install
 	$(BIN)/pytest -q
 
-# The end-to-end bench (dispatcher beside bare relays), then the Redis-level decision cost.
+# The end-to-end bench (dispatcher beside bare relays), then the Redis-level decision cost, then
+# what a lead costs in Redis memory.
 bench: install
 	$(BIN)/python -m loadtest.bench
 	$(BIN)/python -m loadtest.decision_cost
+	$(BIN)/python -m loadtest.memory
 
 # The promotion against the dispatcher, then the same promotion against each bare relay.
 loadtest: install

@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -135,8 +135,8 @@ class MeasurementError(RuntimeError):
 # --- set-up ------------------------------------------------------------------------------------
 
 
-def new_store(client: aioredis.Redis, name: str) -> Store:
-    return Store(client, Keys(f"decision-cost-{name}-{uuid.uuid4().hex[:8]}"), load_routing(None), PRESENCE_TTL_S)
+def new_store(client: aioredis.Redis, name: str, bench: str = "decision-cost") -> Store:
+    return Store(client, Keys(f"{bench}-{name}-{uuid.uuid4().hex[:8]}"), load_routing(None), PRESENCE_TTL_S)
 
 
 async def drop_workspace(store: Store) -> None:
@@ -153,20 +153,21 @@ def make_leads(tag: str, count: int) -> list[dict[str, Any]]:
     return [{"id": f"{tag}-{n:07d}", "channel": CHANNEL, "priority": 0} for n in range(count)]
 
 
-async def put_rep(store: Store, rep_id: str, capacity: int) -> Outcome:
+async def put_rep(store: Store, rep_id: str, capacity: int, skills: Mapping[str, int] | None = None) -> Outcome:
     """A rep online with room for `capacity` leads; the outcome of its coming online says which
     waiting leads it took."""
-    outcome = await store.upsert_rep(rep_id, {"capacity": capacity, "skills": {}, "attributes": {}, "teams": []})
+    profile = {"capacity": capacity, "skills": dict(skills or {}), "attributes": {}, "teams": []}
+    outcome = await store.upsert_rep(rep_id, profile)
     if not outcome.ok:
         raise MeasurementError(f"rep {rep_id} was refused: {outcome.detail}")
     return await store.set_presence(rep_id, "online")
 
 
-async def put_reps(store: Store, count: int, capacity: int) -> None:
+async def put_reps(store: Store, count: int, capacity: int, skills: Mapping[str, int] | None = None) -> None:
     """`count` reps online with room, every one of them in the queue's ready index."""
     for first in range(0, count, REP_SETUP_CHUNK):
         chunk = range(first, min(first + REP_SETUP_CHUNK, count))
-        await asyncio.gather(*(put_rep(store, f"rep-{n:05d}", capacity) for n in chunk))
+        await asyncio.gather(*(put_rep(store, f"rep-{n:05d}", capacity, skills) for n in chunk))
     ready = await store.client.zcard(store.keys.queue_ready(store.routing.default_queue, "*"))
     if ready != count:
         raise MeasurementError(f"{ready} reps in the ready index, not {count}")
