@@ -1,4 +1,4 @@
-"""`dispatcher` (also `python -m dispatcher`): dev, services, worker, routing check."""
+"""`dispatcher` (also `python -m dispatcher`): dev, services, worker, token, routing check, check."""
 
 from __future__ import annotations
 
@@ -173,6 +173,44 @@ def routing_check(path: Path) -> None:
                f"channels {', '.join(checked.channels)}, default queue {checked.default_queue}")
     for queue in checked.queues:
         click.echo(f"  {queue.name}: {queue.strategy}")
+
+
+@main.command("check")
+@click.option("--redis", "redis_url", default=None, help="The redis to check (default DISPATCHER_REDIS_URL).")
+@click.option("--workspace", default=None, help="The workspace to check (default DISPATCHER_WORKSPACE).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of lines.")
+def check_command(redis_url: str | None, workspace: str | None, as_json: bool) -> None:
+    """Verify every invariant of the contract against Redis; print each drift on its own line.
+
+    Exit status 0 when nothing is broken (warnings are tolerated staleness), 1 on drift,
+    2 when redis cannot be reached."""
+    import orjson
+    import pydantic
+    import redis
+
+    from dispatcher.check import CheckError, check_workspace
+
+    overrides = {name: value for name, value in (("redis_url", redis_url), ("workspace", workspace)) if value}
+    try:
+        settings = Settings(**overrides)
+    except pydantic.ValidationError as exc:
+        fields = sorted({str(error["loc"][0]) for error in exc.errors()})
+        words = {"workspace": "the workspace must be 1..32 letters, digits, '_' or '-'"}
+        raise click.UsageError("; ".join(words.get(name, f"{name} is not valid") for name in fields)) from None
+    try:
+        fallback = load_routing(settings.routing)
+        report = check_workspace(settings.redis_url, settings.workspace, fallback, settings.presence_ttl_s)
+    except (RoutingError, CheckError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except (redis.ConnectionError, redis.TimeoutError, ValueError) as exc:
+        click.echo(f"cannot check redis at {settings.redis_url}: {exc}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(orjson.dumps(report.as_json()).decode())
+    else:
+        for line in report.lines():
+            click.echo(line)
+    sys.exit(0 if report.ok else 1)
 
 
 if __name__ == "__main__":

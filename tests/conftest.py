@@ -4,16 +4,60 @@ the session, on free loopback ports; workers as real processes, each test with i
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
+from dispatcher.check import check_workspace
 from dispatcher.embedded import EmbeddedStack, WorkerProcess, free_port
+from dispatcher.routing import Routing, load_routing
 
 WorkerFactory = Callable[..., WorkerProcess]
+DEFAULT_PRESENCE_TTL_S = 60.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "drift_expected: the test breaks its Redis workspace on purpose, so the "
+                                       "invariant check after it is skipped")
+
+
+def fail_on_drift(node: pytest.Item | pytest.Collector, redis_url: str, workspace: str, *,
+                  routing: Routing | None = None, presence_ttl_s: float = DEFAULT_PRESENCE_TTL_S) -> None:
+    """`dispatcher check` on the workspace a test (or module) used, after it: whatever the workload,
+    Redis must be left consistent, so a step that breaks an invariant fails the test that ran it.
+    `routing` is what the steps used while no routing was in force (the built-in by default)."""
+    if node.get_closest_marker("drift_expected"):
+        return
+    try:
+        report = check_workspace(redis_url, workspace, routing or load_routing(None), presence_ttl_s)
+    except redis.ConnectionError:
+        return  # a redis of the test's own, stopped by it: nothing left to check
+    if not report.ok:
+        pytest.fail("\n".join([f"Redis workspace {workspace} drifted during the test:", *report.lines()]),
+                    pytrace=False)
+
+
+@pytest.fixture
+def drift_check(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """fail_on_drift for the requesting test, for factories that know the workspaces they made."""
+    return functools.partial(fail_on_drift, request.node)
+
+
+def _check_workers(node: pytest.Item | pytest.Collector, started: list[WorkerProcess]) -> None:
+    """One check per redis and workspace the workers used, with the shortest presence TTL among
+    them (the one under which the fewest reps count as online, as the scripts saw it)."""
+    spaces: dict[tuple[str, str], float] = {}
+    for worker in started:
+        space = (worker.env["DISPATCHER_REDIS_URL"], worker.env["DISPATCHER_WORKSPACE"])
+        ttl = float(worker.env.get("DISPATCHER_PRESENCE_TTL_S", DEFAULT_PRESENCE_TTL_S))
+        spaces[space] = min(ttl, spaces.get(space, ttl))
+    for (redis_url, workspace), ttl in spaces.items():
+        fail_on_drift(node, redis_url, workspace, presence_ttl_s=ttl)
 
 
 @pytest.fixture(scope="session")
@@ -68,16 +112,20 @@ def _worker_factory(stack: EmbeddedStack, logs: Path, prefix: str) -> tuple[Work
 
 
 @pytest.fixture
-def worker_factory(stack: EmbeddedStack, tmp_path: Path, unique_prefix: str) -> Iterator[WorkerFactory]:
+def worker_factory(stack: EmbeddedStack, tmp_path: Path, unique_prefix: str,
+                   request: pytest.FixtureRequest) -> Iterator[WorkerFactory]:
     make, started = _worker_factory(stack, tmp_path, unique_prefix)
     yield make
     for worker in started:
         worker.terminate()
+    _check_workers(request.node, started)
 
 
 @pytest.fixture(scope="module")
-def worker_factory_module(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerFactory]:
+def worker_factory_module(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory,
+                          request: pytest.FixtureRequest) -> Iterator[WorkerFactory]:
     make, started = _worker_factory(stack, tmp_path_factory.mktemp("workers"), _new_prefix())
     yield make
     for worker in started:
         worker.terminate()
+    _check_workers(request.node, started)

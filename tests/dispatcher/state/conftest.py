@@ -19,18 +19,25 @@ StoreFactory = Callable[..., Awaitable[Store]]
 
 
 @pytest.fixture
-async def store_factory(stack: Any) -> AsyncIterator[StoreFactory]:
+async def store_factory(stack: Any, drift_check: Callable[..., None]) -> AsyncIterator[StoreFactory]:
+    """Each store's workspace is checked for drift after the test (tests/conftest.py fail_on_drift)."""
     clients: list[aioredis.Redis] = []
+    stores: list[Store] = []
 
     async def make(routing_yaml: str | None = None, *, presence_ttl_s: float = 60.0, pool_size: int = 50) -> Store:
         client = connect(stack.redis_url, pool_size)
         clients.append(client)
         routing = parse_routing(routing_yaml, "test routing") if routing_yaml else load_routing(None)
-        return Store(client, Keys(f"test-{uuid.uuid4().hex[:12]}"), routing, presence_ttl_s)
+        store = Store(client, Keys(f"test-{uuid.uuid4().hex[:12]}"), routing, presence_ttl_s)
+        stores.append(store)
+        return store
 
     yield make
     for client in clients:
         await client.aclose()
+    for store in stores:
+        drift_check(stack.redis_url, store.keys.workspace, routing=store.routing,
+                    presence_ttl_s=store.presence_ttl_ms / 1000)
 
 
 @pytest.fixture
