@@ -383,9 +383,11 @@ class _Analysis:
             if load < 0:
                 self.error("negative_load", f"rep {rep} bucket {bucket}: load is {load}, below zero")
             capacity = self.caps.get(rep, {}).get(bucket)
-            if load > (capacity or 0):
-                held = f"its capacity {capacity}" if capacity is not None else "no capacity there"
-                self.error("over_capacity", f"rep {rep} bucket {bucket}: load {load} is over {held}")
+            if capacity is None and load > 0:
+                self.error("over_capacity", f"rep {rep} bucket {bucket}: load {load}, but the rep has no capacity "
+                                            "in that bucket")
+            elif load > (capacity or 0):
+                self.error("over_capacity", f"rep {rep} bucket {bucket}: load {load} is over its capacity {capacity}")
 
     def check_waiting(self) -> None:
         """A queued lead is in exactly one wait set and its wait-index twin: its queue's, for its

@@ -111,6 +111,12 @@ async def load_over_capacity(f: Floor) -> set[str]:
     return {"error: rep bo bucket web: load 1 is over its capacity 0"}
 
 
+async def load_in_a_bucket_without_capacity(f: Floor) -> set[str]:
+    await f.redis.hset(f.keys.rep_load, "dee|web", 1)
+    return {"error: rep dee bucket web: load is 1, but it has 0 open leads there",
+            "error: rep dee bucket web: load 1, but the rep has no capacity in that bucket"}
+
+
 async def negative_load(f: Floor) -> set[str]:
     await f.redis.hset(f.keys.rep_load, "cy|*", -1)
     return {"error: rep cy bucket *: load is -1, but it has 0 open leads there",
@@ -261,9 +267,9 @@ async def unreadable_lead_record(f: Floor) -> set[str]:
 
 
 CORRUPTIONS = [
-    load_above_open_leads, load_over_capacity, negative_load, capacity_unlike_profile, assigned_lead_not_open,
-    closed_lead_still_open, lead_open_on_two_reps, unknown_lead_open, queued_lead_not_in_wait_set,
-    queued_lead_not_indexed, wait_index_entry_out_of_date, wait_score_out_of_date, lead_waiting_in_two_queues,
+    load_above_open_leads, load_over_capacity, load_in_a_bucket_without_capacity, negative_load,
+    capacity_unlike_profile, assigned_lead_not_open, closed_lead_still_open, lead_open_on_two_reps, unknown_lead_open,
+    queued_lead_not_in_wait_set, queued_lead_not_indexed, wait_index_entry_out_of_date, wait_score_out_of_date, lead_waiting_in_two_queues,
     closed_lead_still_waiting, queued_in_a_queue_the_routing_lacks, ready_key_of_a_dropped_channel,
     key_the_dispatcher_never_writes, closed_lead_not_dated, open_lead_dated_as_closed, qualified_rep_not_a_member,
     unqualified_member, idle_rep_missing_from_ready_index, lead_waits_while_a_rep_has_room, unreadable_lead_record,
