@@ -505,8 +505,10 @@ async def test_a_rep_whose_entry_is_healed_mid_walk_still_gets_the_lead(stack, s
     await rep_factory(store, "b", capacity={"chat": 2})
     assert (await store.assign(lead("w1"), "p@w1")).assignment.rep_id == "a"
     assert (await store.assign(lead("c0", channel="chat"), "p@c0")).assignment.rep_id == "b"
-    # a's second web lead moves its last-assignment time: its chat entry keeps the old sort key,
-    # which pick_rep heals on the next chat decision, re-adding a's fresh entry before b's.
+    # a's second web lead moves its last-assignment time (a millisecond later at least): its chat
+    # entry keeps the old sort key, which pick_rep heals on the next chat decision, re-adding a's
+    # fresh entry before b's.
+    await asyncio.sleep(0.002)
     assert (await store.assign(lead("w2"), "p@w2")).assignment.rep_id == "a"
     decision = await store.assign(lead("c1", channel="chat", skills=["x"]), "p@c1")
     assert decision.status == "assigned", "a has room on chat and the skill"
