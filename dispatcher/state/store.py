@@ -371,6 +371,8 @@ class Store:
         raise RuntimeError(f"the routing kept changing under {APPLY_ATTEMPTS} attempts to apply {routing.source}")
 
     async def _apply_routing_once(self, old: Routing, new: Routing, by: str) -> RoutingChange:
+        """`old` is the routing in force, or before the first is applied the routing in hand, which
+        the steps so far were built from."""
         k = self.keys
         snapshot = self.client.pipeline(transaction=True)
         snapshot.hgetall(k.rep_profiles).get(k.roster_version)
@@ -383,16 +385,14 @@ class Store:
         ]
         if reasons:
             raise RoutingRefused(reasons)
-        # Before the first routing is applied there is no old one whose keys could be left over.
-        previous = old if self.routing_version != "0" else new
         kept = {q.name for q in new.queues}
-        removed = [q.name for q in previous.queues if q.name not in kept]
-        dropped_channels = [c for c in previous.channels if c not in new.channels]
+        removed = [q.name for q in old.queues if q.name not in kept]
+        dropped_channels = [c for c in old.channels if c not in new.channels]
         waiting_ids = []
         if removed:
             pipe = self.client.pipeline(transaction=False)
             for queue in removed:
-                for channel in previous.channels:
+                for channel in old.channels:
                     pipe.zrange(k.queue_wait(queue, channel), 0, -1)
             waiting_ids = [lead_id for ids in await pipe.execute() for lead_id in ids]
         records = await self.client.hmget(k.leads, waiting_ids) if waiting_ids else []
@@ -403,11 +403,11 @@ class Store:
         base_keys, base_args = self._layout_for(new, self.routing_version)
         keys = [*base_keys, k.routing_history]
         for queue in removed:
-            keys.extend(self._queue_keys(queue, previous.channels)[:2])
-            for channel in previous.channels:
+            keys.extend(self._queue_keys(queue, old.channels)[:2])
+            for channel in old.channels:
                 keys.extend((k.queue_ready(queue, channel), k.queue_wait(queue, channel), k.queue_wait_index(queue, channel)))
         dropped_labels = []
-        for queue in kept & {q.name for q in previous.queues}:
+        for queue in kept & {q.name for q in old.queues}:
             for channel in dropped_channels:
                 keys.extend((k.queue_ready(queue, channel), k.queue_wait(queue, channel), k.queue_wait_index(queue, channel)))
                 dropped_labels.append(f"{queue}|{channel}")
@@ -416,7 +416,7 @@ class Store:
             members = [rep for rep, profile in profiles.items() if queue.admits(profile)]
             members_args.extend((len(members), *members))
         args = [*base_args, new.spec.model_dump_json(), new.fingerprint, new.source, by, roster or "0",
-                ",".join(previous.channels), len(removed), *removed, len(dropped_labels), *dropped_labels,
+                ",".join(old.channels), len(removed), *removed, len(dropped_labels), *dropped_labels,
                 *members_args, len(stranded) // 2, *stranded]
         row = await self._scripts["apply_routing"](keys=keys, args=args)
         if row[0] == "refused":

@@ -72,7 +72,19 @@ local waiting_in_removed = 0
 for _, q in ipairs(removed) do
     for _, channel in ipairs(old_channels) do waiting_in_removed = waiting_in_removed + redis.call('ZCARD', q.wait[channel]) end
 end
-if waiting_in_removed ~= #stranded then
+-- The leads prepared must be exactly those waiting in the removed queues now: as many, and each
+-- one of them (a lead leaving and another arriving meanwhile keep the count).
+local stale = waiting_in_removed ~= #stranded
+local removed_by_name = {}
+for _, q in ipairs(removed) do removed_by_name[q.name] = q end
+for _, lead in ipairs(stranded) do
+    local record = load_record(lead.id)
+    local q = record and record.status == 'queued' and removed_by_name[record.queue]
+    if not (q and q.wait[record.lead.channel] and redis.call('ZSCORE', q.wait[record.lead.channel], lead.id)) then
+        stale = true
+    end
+end
+if stale then
     error({err = 'STALE_WAITING leads entered or left the removed queues while this change was prepared'})
 end
 for _, lead in ipairs(stranded) do

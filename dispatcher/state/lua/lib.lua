@@ -263,8 +263,22 @@ local function pick_rep(ctx, q, channel, skills, exclude)
             local batch = redis.call('ZRANGE', sources[i].key, sources[i].after, '+', 'BYLEX', 'LIMIT', 0, 32)
             if #batch == 0 then sources[i].after = nil end
             for n = #batch, 1, -1 do buffered[i][#buffered[i] + 1] = batch[n] end
-            if #batch > 0 then sources[i].after = '(' .. batch[#batch] end
+            if #batch > 0 then
+                sources[i].after = '(' .. batch[#batch]
+                sources[i].last = batch[#batch]
+            end
         end
+    end
+    -- A healed entry the walk has already read past (at or before the last member read, or after
+    -- the end of an index read to its end) joins the buffer in its place, so the walk still meets
+    -- it; one further on is read from the index in turn.
+    local function revisit(i, member)
+        if sources[i].after and member > sources[i].last then return end
+        local stack, at = buffered[i], #buffered[i] + 1
+        for n = 1, #stack do
+            if stack[n] < member then at = n break end
+        end
+        table.insert(stack, at, member)
     end
     local skipped = 0
     while true do
@@ -287,6 +301,7 @@ local function pick_rep(ctx, q, channel, skills, exclude)
             -- its profile took out must never get this queue's leads again.
             if fresh_member and fresh_member ~= member and has_room and present and member_now then
                 redis.call('ZADD', sources[i].key, 0, fresh_member)
+                revisit(i, fresh_member)
             end
         elseif rep ~= exclude and is_recent_enough(ctx, q, rep) and has_skills(rep, skills) then
             return {rep = rep, bucket = bucket, facts = facts}, skipped
