@@ -454,16 +454,13 @@ async def test_random_workloads_leave_no_drift(stack, store_factory, seed: int):
         assert report.ok, "\n".join(report.lines())
 
 
-# --- drift the random workloads found in the steps (dispatcher/state), pinned until fixed -------
+# --- drift the random workloads found in the steps (dispatcher/state), fixed: these stay as guards --
 
 TWO_QUEUES = "queues:\n  spanish: {members: {skills: {spanish: 1}}}\n  general: {}\n" \
              "rules:\n  - {when: {skills: [spanish]}, queue: spanish}\n"
 ONE_QUEUE = "queues:\n  everyone: {}\n"
 
 
-@pytest.mark.drift_expected
-@pytest.mark.xfail(strict=True, reason="apply_routing: the first routing applied takes the old routing to be itself, "
-                                        "so leads queued under the routing in hand (version 0) stay in its queues")
 async def test_leads_queued_before_the_first_routing_are_routed_again(stack, store_factory):  # noqa: F811
     store = await store_factory(TWO_QUEUES)
     assert (await store.assign(lead("es", skills=["spanish"]), "p@es")).status == "queued"
@@ -472,9 +469,6 @@ async def test_leads_queued_before_the_first_routing_are_routed_again(stack, sto
     assert report.ok, "\n".join(report.lines())
 
 
-@pytest.mark.drift_expected
-@pytest.mark.xfail(strict=True, reason="apply_routing compares only how many leads wait in removed queues with the "
-                                        "list it prepared: one leaving and one arriving meanwhile strands the arrival")
 async def test_a_lead_arriving_while_a_queue_is_removed_is_routed_again(stack, store_factory):  # noqa: F811
     store = await store_factory(TWO_QUEUES)
     await store.apply_routing(store.routing)
@@ -496,9 +490,6 @@ async def test_a_lead_arriving_while_a_queue_is_removed_is_routed_again(stack, s
     assert report.ok, "\n".join(report.lines())
 
 
-@pytest.mark.drift_expected
-@pytest.mark.xfail(strict=True, reason="pick_rep re-adds a healed entry behind its read cursor, so the walk passes over "
-                                        "the rep it just healed: the lead waits while that rep has room")
 async def test_a_rep_whose_entry_is_healed_mid_walk_still_gets_the_lead(stack, store_factory, rep_factory):  # noqa: F811
     store = await store_factory()
     await rep_factory(store, "a", capacity={"web": 2, "chat": 1}, skills={"x": 5})
