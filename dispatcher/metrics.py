@@ -69,6 +69,9 @@ redis_unavailable_total = Counter(
     "dispatcher_redis_unavailable_total", "Redis calls that found Redis away or refusing writes, by operation",
     ["operation"],
 )
+# The operations that count here from the start, so the alert's rate() has a series before the first refusal.
+for operation in ("decide", "http"):
+    redis_unavailable_total.labels(operation)
 background_failures_total = Counter(
     "dispatcher_background_failures_total", "Runs of a timer or background task that failed and were retried",
     ["task"],

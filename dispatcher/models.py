@@ -37,7 +37,7 @@ Level = Annotated[int, Meta(ge=1, le=10)]
 
 # Every `kind` of BadInput, so counters by kind exist from the start (Prometheus's increase()
 # does not count a series' first appearance).
-BAD_INPUT_KINDS = ("malformed_json", "invalid", "too_large", "unrouted_channel", "empty")
+BAD_INPUT_KINDS = ("malformed_json", "invalid", "too_large", "unrouted_channel", "empty", "undecidable")
 
 
 class BadInput(ValueError):
