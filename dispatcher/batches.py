@@ -64,13 +64,14 @@ class NaturalBatches:
     keeps every invariant; only the order in which two near-simultaneous leads are decided may
     differ from their order on the topic, as it would across two workers.
 
-    Each lead is acknowledged only once its decision is made and its event delivered, and only
-    after every lead that arrived before it on its partition (OffsetOrderAcks): the second batch
+    Each lead is acknowledged only once its decision is in Redis (its event is in the outbox from
+    the same step) or its dead letter delivered, and only after every lead that arrived before it
+    on its partition (OffsetOrderAcks): the second batch
     may finish first, but its acknowledgements wait for the first's. So faust, which commits what
     is acknowledged, never commits past a lead that is not yet decided, and a crash replays from
     the first undecided lead.
 
-    A batch that fails (its decision raised, or its events could not be delivered) is never
+    A batch that fails (its decision raised, or its dead letters could not be delivered) is never
     acknowledged, nor is any later lead of its partitions, and the worker stops, loudly: the next
     worker to own those partitions replays them. Stopping only the agent would not do: faust
     restarts a crashed agent, and the new one would acknowledge the leads after the failed ones."""

@@ -5,8 +5,8 @@
 -- ARGV: the shared layout, then lead id, lead JSON (validated), source (where this delivery came
 --       from, e.g. "leads/2@1041"), queue name.
 -- Returns {kind, status, assignment?}: kind is 'new', 'replay' (same source seen again: a
--- redelivery after a crash, whose event must go out again) or 'duplicate' (the id was already
--- decided from another source: nothing changes).
+-- redelivery after a crash; its event went into the outbox with the first decision) or
+-- 'duplicate' (the id was already decided from another source). Neither changes anything.
 local ctx = parse_context()
 local lead_id, lead_json, source, queue_name = ARGV[ctx.argi], ARGV[ctx.argi + 1], ARGV[ctx.argi + 2], ARGV[ctx.argi + 3]
 
