@@ -28,6 +28,9 @@ class DispatcherApp(StreamApp):
             # faust listens on web_bind; web_host only names the host in URLs it advertises.
             web_bind=settings.http_bind,
             web_port=settings.http_port,
+            # faust's own pages (/router/, /table/) are no part of the API (dispatcher/openapi.py).
+            web_router_enabled=False,
+            web_tables_enabled=False,
             web_application_options={
                 "middlewares": [make_middleware(settings, lead_owner=_lead_owner)],
                 "client_max_size": settings.max_body_bytes,

@@ -86,7 +86,9 @@ def make_middleware(
             return rejected(404, f"no such endpoint: {request.method} {request.path}", "unrouted")
         except web.HTTPMethodNotAllowed as exc:
             allowed = ", ".join(sorted(exc.allowed_methods))
-            return rejected(405, f"{request.method} is not allowed on {request.path}; allowed: {allowed}", "unrouted")
+            response = rejected(405, f"{request.method} is not allowed on {request.path}; allowed: {allowed}", "unrouted")
+            response.headers["Allow"] = allowed  # RFC 9110: a 405 names the methods that are allowed
+            return response
         except web.HTTPException:
             raise
         except Exception as exc:

@@ -16,7 +16,7 @@ from aiohttp import web
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from dispatcher import live, metrics
+from dispatcher import live, metrics, openapi
 from dispatcher.app import app, settings, store
 from dispatcher.events import count_assignments, publish_lead
 from dispatcher.http import rejected
@@ -249,3 +249,12 @@ class LiveStream(View):
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         return response
+
+
+OPENAPI_DOCUMENT = orjson.dumps(openapi.document())
+
+
+@app.page("/openapi.json")
+class OpenApi(View):
+    async def get(self, request: Request) -> Response:
+        return web.Response(body=OPENAPI_DOCUMENT, content_type="application/json")

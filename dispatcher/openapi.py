@@ -1,0 +1,239 @@
+"""The OpenAPI 3.1 document of the HTTP API, served at GET /openapi.json.
+
+Request bodies are the msgspec models themselves (dispatcher/models.py), so the document says what
+the decoder checks; answers and errors are described here, beside the endpoint list they belong to.
+tests/dispatcher/test_openapi.py holds it to the routes the worker serves, and schemathesis holds
+the worker to it (tests/dispatcher/test_api_fuzz.py).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+import msgspec
+
+from dispatcher.models import ID_PATTERN, CloseRequest, Lead, PresenceChange, ReassignRequest, RepProfile
+
+REF = "#/components/schemas/{name}"
+JSON = "application/json"
+STATUSES = ["online", "away", "offline"]
+LEAD_STATUSES = ["pending", "queued", "assigned", "pooled", "closed"]
+
+# Errors every guarded call can get, and what each means here.
+ERRORS = {
+    "400": "the body or a path parameter is not what the call takes; the error says what and where",
+    "401": "no token, or one that is not configured (sent with WWW-Authenticate: Bearer)",
+    "403": "the token's role may not make this call, or a rep token acts for another rep or lead; the error says why",
+    "404": "no such lead or rep",
+    "409": "the change cannot be made in the current state (the error says why); nothing was changed",
+    "413": "the body is larger than DISPATCHER_MAX_BODY_BYTES",
+    "503": "redis (or, for a lead, the broker) cannot take the request now; nothing was changed, send it again",
+}
+
+
+def _ecma(schema: Any) -> Any:
+    """The models' patterns end in \\Z (Python's end of text, which `$` is not: it also matches
+    before a final newline). JSON Schema patterns are ECMA-262, where `$` is the end of text and
+    `\\Z` means nothing, so the document says `$`."""
+    if isinstance(schema, dict):
+        return {k: (v.removesuffix("\\Z") + "$" if k == "pattern" else _ecma(v)) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_ecma(item) for item in schema]
+    return schema
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(name=name)}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _schemas() -> dict[str, Any]:
+    _, bodies = msgspec.json.schema_components(
+        [Lead, RepProfile, PresenceChange, CloseRequest, ReassignRequest], ref_template=REF
+    )
+    bodies = _ecma(bodies)
+    profile = bodies["RepProfile"]["properties"]
+    time = {"type": "string", "format": "date-time"}
+    counts = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
+    by_status = {"type": "object", "required": STATUSES, "properties": {s: {"type": "integer"} for s in STATUSES}}
+    return {
+        **bodies,
+        "Error": {**_object(["error"], {"error": {"type": "string", "description": "what is wrong, in words"}}),
+                  "description": "Every refusal: a 4xx (or 503) status and what is wrong, in words."},
+        "Accepted": _object(["id", "status", "duplicate"], {
+            "id": {"type": "string"},
+            "status": {"const": "accepted"},
+            "duplicate": {"type": "boolean", "description": "true when this id was accepted before"},
+        }),
+        "Rep": {
+            **_object(["id", "status", "load", "capacity", "queues"], {
+                **profile,
+                "id": {"type": "string"},
+                "status": {"enum": STATUSES, "description": "offline as well when no heartbeat came within presence_ttl_s"},
+                "load": {"anyOf": [{"type": "integer", "minimum": 0}, counts],
+                         "description": "open leads, per channel where capacity is per channel"},
+                "queues": {"type": "array", "items": {"type": "string"}},
+                "last_seen_at": _nullable(time),
+                "last_assigned_at": _nullable(time),
+            }),
+            "description": "A rep: the profile as last put, its presence and its open leads.",
+        },
+        "Reps": _object(["reps"], {"reps": {"type": "array", "items": _ref("Rep")}}),
+        "RepLeads": _object(["rep_id", "leads"], {
+            "rep_id": {"type": "string"},
+            "leads": {"type": "array", "items": {"type": "string"}, "description": "the rep's open lead ids"},
+        }),
+        "LeadState": _object(["id", "status", "rep_id", "queue", "strategy", "reason", "accepted_at", "history"], {
+            "id": {"type": "string"},
+            "status": {"enum": LEAD_STATUSES},
+            "rep_id": _nullable({"type": "string"}),
+            "queue": _nullable({"type": "string"}),
+            "strategy": _nullable({"type": "string"}),
+            "reason": {"type": "string", "description": "why this rep was chosen, or why the lead waits, in words"},
+            "channel": _nullable({"type": "string"}),
+            "priority": _nullable({"type": "integer"}),
+            "accepted_at": time,
+            "outcome": {"type": "string"},
+            "history": {"type": "array", "items": _object(["at", "event"], {
+                "at": time, "event": {"type": "string"},
+                "by": {"type": "string", "description": "who made a manual step (role, rep or token name)"},
+            })},
+        }),
+        "Health": _object(["status"], {
+            "status": {"enum": ["ok", "starting", "unavailable"]},
+            "error": {"type": "string", "description": "why the worker is not yet healthy"},
+            "redis": {"type": "boolean"},
+            "worker_id": {"type": "string"},
+            "routing": {"type": "string", "description": "where the routing in force came from"},
+            "routing_version": {"type": "string"},
+        }),
+        "Live": {
+            **_object(["at", "assigned_total", "reps_total", "reps_by_status", "reps", "queues", "teams", "recent"], {
+                "at": time,
+                "assigned_total": {"type": "integer"},
+                "reps_total": {"type": "integer"},
+                "reps_by_status": by_status,
+                "reps": {"type": "array", "items": _object(["id", "status", "load", "capacity", "utilization"], {
+                    "id": {"type": "string"}, "status": {"enum": STATUSES}, "utilization": {"type": "number"},
+                })},
+                "queues": {"type": "array", "items": _object(["name"], {"name": {"type": "string"}})},
+                "teams": {"type": "array", "items": _object(["name", "reps", "load", "capacity_online", "utilization"], {
+                    "name": {"type": "string"}, "reps": by_status, "load": by_status,
+                    "capacity_online": {"type": "integer"}, "utilization": _nullable({"type": "number"}),
+                })},
+                "recent": {"type": "array", "items": _object(["lead_id", "rep_id", "queue", "assigned_at"], {
+                    "lead_id": {"type": "string"}, "rep_id": {"type": "string"}, "queue": {"type": "string"},
+                    "assigned_at": time, "latency_ms": {"type": "integer"},
+                })},
+            }),
+            "description": "The live picture the supervisor page shows, sampled once a second.",
+        },
+    }
+
+
+def _json(schema: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": _ref(schema)}}}
+
+
+def _operation(summary: str, answer: dict[str, Any], errors: str, *, body: str | None = None,
+               body_required: bool = True, security: list[dict[str, list[str]]] | None = None) -> dict[str, Any]:
+    """One call: its answer (status: response) and the refusals it can give, by status."""
+    operation: dict[str, Any] = {"summary": summary, "responses": {
+        **answer, **{status: {"$ref": f"#/components/responses/{status}"} for status in errors.split()}}}
+    if body is not None:
+        operation["requestBody"] = {"required": body_required, "content": {JSON: {"schema": _ref(body)}}}
+    if security is not None:
+        operation["security"] = security
+    return operation
+
+
+def _id(name: str, what: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": f"the {what}'s id",
+            "schema": {"type": "string", "pattern": ID_PATTERN.removesuffix("\\Z") + "$"}}
+
+
+OPEN: list[dict[str, list[str]]] = []
+# A browser cannot set a header when it opens a page or an event stream.
+PAGE_TOKEN = [{"bearer": []}, {"query_token": []}]
+LEAD_ID, REP_ID = _id("lead_id", "lead"), _id("rep_id", "rep")
+LEAD_STATE = {"200": _json("LeadState", "the lead after the step")}
+REP = {"200": _json("Rep", "the rep after the step")}
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/v1/health": {"get": _operation(
+        "Whether the worker consumes the leads topic and redis answers",
+        {"200": _json("Health", "healthy"), "503": _json("Health", "not yet, or no longer: `error` says why")},
+        "", security=OPEN)},
+    "/metrics": {"get": _operation(
+        "Prometheus metrics", {"200": {"description": "the text exposition format",
+                                       "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        "", security=OPEN)},
+    "/openapi.json": {"get": _operation(
+        "This document", {"200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {"type": "object"}}}}},
+        "", security=OPEN)},
+    "/v1/leads": {"post": _operation(
+        "Accept a lead; it is routed from the leads topic like any other producer's",
+        {"202": _json("Accepted", "accepted (again, when `duplicate`): the id is the idempotency key")},
+        "400 401 403 413 503", body="Lead")},
+    "/v1/leads/{lead_id}": {"parameters": [LEAD_ID], "get": _operation(
+        "The lead's state, the reason for its rep, and its history",
+        {"200": _json("LeadState", "the lead")}, "401 403 404 503")},
+    "/v1/leads/{lead_id}/close": {"parameters": [LEAD_ID], "post": _operation(
+        "Close a lead: its rep's capacity is free when the answer arrives",
+        LEAD_STATE, "400 401 403 404 413 503", body="CloseRequest")},
+    "/v1/leads/{lead_id}/reassign": {"parameters": [LEAD_ID], "post": _operation(
+        "Move a lead to a rep, or without rep_id (or body) route it again to anyone but its rep",
+        LEAD_STATE, "400 401 403 404 409 413 503", body="ReassignRequest", body_required=False)},
+    "/v1/reps": {"get": _operation("Every rep", {"200": _json("Reps", "the reps, by id")}, "401 403 503")},
+    "/v1/reps/{rep_id}": {
+        "parameters": [REP_ID],
+        "get": _operation("One rep", {"200": _json("Rep", "the rep")}, "401 403 404 503"),
+        "put": _operation("Create or replace a rep's profile", REP, "400 401 403 409 413 503", body="RepProfile"),
+    },
+    "/v1/reps/{rep_id}/leads": {"parameters": [REP_ID], "get": _operation(
+        "The rep's open leads: what a rep's app polls", {"200": _json("RepLeads", "open lead ids")}, "401 403 404 503")},
+    "/v1/reps/{rep_id}/presence": {"parameters": [REP_ID], "post": _operation(
+        "Set a rep's presence; every call is also a heartbeat", REP, "400 401 403 404 413 503",
+        body="PresenceChange")},
+    "/": {"get": _operation(
+        "The live supervisor page", {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
+        "401 403", security=PAGE_TOKEN)},
+    "/v1/live": {"get": _operation(
+        "The live picture as JSON", {"200": _json("Live", "reps, queues, teams, recent assignments")}, "401 403 503")},
+    "/v1/live/stream": {"get": _operation(
+        "The live picture as server-sent events, one a second, for as long as the client listens",
+        {"200": {"description": "`data: <the live picture as JSON>` events",
+                 "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+        "401 403", security=PAGE_TOKEN)},
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Lead dispatcher",
+            "version": version("lead-dispatcher"),
+            "description": "Routes leads to reps in real time. Errors are {\"error\": \"<what is wrong, in words>\"}.",
+        },
+        "security": [{"bearer": []}],
+        "paths": PATHS,
+        "components": {
+            "schemas": _schemas(),
+            "responses": {status: _json("Error", meaning) for status, meaning in ERRORS.items()},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "DISPATCHER_API_TOKENS or the tokens file; the role decides the calls"},
+                "query_token": {"type": "apiKey", "in": "query", "name": "access_token",
+                                "description": "the same token, taken only by the page and the event stream"},
+            },
+        },
+    }
