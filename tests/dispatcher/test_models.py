@@ -285,7 +285,7 @@ def test_a_long_bad_id_is_shortened_in_the_message():
 def test_bad_input_is_a_value_error_with_invalid_as_the_default_kind():
     assert issubclass(BadInput, ValueError)
     assert BadInput("x").kind == "invalid"
-    assert BAD_INPUT_KINDS == ("malformed_json", "invalid", "too_large", "unrouted_channel", "empty")
+    assert BAD_INPUT_KINDS == ("malformed_json", "invalid", "too_large", "unrouted_channel", "empty", "undecidable")
 
 
 # --- known bug: `$` in the patterns also matches before a trailing newline --------------------
