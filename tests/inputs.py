@@ -14,7 +14,6 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -197,7 +196,3 @@ def same_json(given: Any, kept: Any) -> bool:
     if isinstance(given, dict) and isinstance(kept, dict):
         return given.keys() == kept.keys() and all(same_json(given[k], kept[k]) for k in given)
     return type(given) is type(kept) and given == kept
-
-
-def orjson_round_trip(value: Any) -> Any:
-    return orjson.loads(orjson.dumps(value))
