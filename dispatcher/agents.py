@@ -1,12 +1,12 @@
 """Stream processors and the worker's background work: `assign_leads` turns each lead on the
-`leads` topic into one atomic decision in Redis; `relay_outbox` sends the events those decisions
-(and every other step) wrote into the outbox; the timers keep the routing in step with the file
-and with the other workers, and forget closed leads after the retention.
+`leads` topic into one atomic decision in Redis and one assignment event; `relay_outbox` sends
+the events every other step wrote into the outbox; the timers keep the routing in step with the
+file and with the other workers, and forget closed leads after the retention.
 
 Delivery is at-least-once: a lead's offset is acknowledged (and so committed) only after its
-decision is in Redis, or its dead letter delivered. The decision's event is in the outbox from the
-same atomic step, so it cannot be lost between the two. A redelivery after a crash carries the
-same topic/partition/offset, which the decision script recognises as a replay: it changes nothing.
+decision is made and its event (or its dead letter) delivered. A redelivery after a crash carries
+the same topic/partition/offset, which the decision script recognises as a replay: it changes
+nothing, and the event goes out again, with the same event_id.
 
 One record never stops a partition: whatever goes wrong with one lead (its value, its decision)
 sends that lead to `leads-dlq` with the reason, and the rest of its batch is decided.
@@ -38,7 +38,7 @@ from dispatcher.app import (
     store,
 )
 from dispatcher.batches import NaturalBatches
-from dispatcher.events import Delivery, count_assignments, produce, publish_dead_letter
+from dispatcher.events import Delivery, announce_decisions, count_assignments, produce, publish_dead_letter
 from dispatcher.models import BadInput, routable_lead
 from dispatcher.outbox import OutboxRelay
 from dispatcher.routing import RoutingError, load_routing, read_routing_file
@@ -59,8 +59,8 @@ async def assign_leads(stream):  # type: ignore[no-untyped-def]
 
 
 async def decide(events: Sequence[EventT]) -> list[Delivery]:
-    """One batch: refusals to the DLQ, one pipelined round trip of decision scripts. Returns the
-    delivery of every dead letter it wrote; the decisions' events are in the outbox already."""
+    """One batch: refusals to the DLQ, one pipelined round trip of decision scripts, an event for
+    each assignment made (or replayed). Returns the delivery of every record it wrote."""
     received_from_kafka.inc(len(events))
     deliveries, routable, unrouted = [], [], []
     for event in events:
@@ -87,6 +87,7 @@ async def decide(events: Sequence[EventT]) -> list[Delivery]:
     per_decision_ms = (time.perf_counter() - started) * 1000 / len(decisions)
     decided_at_s = time.time()
     outcomes: Counter[tuple[str, str, str]] = Counter()
+    announced = []
     for (_, event), decision in zip(routable, decisions, strict=True):
         if decision.kind == "failed":
             log.error("lead %s could not be decided: %s", decision.lead_id, decision.error)
@@ -96,12 +97,13 @@ async def decide(events: Sequence[EventT]) -> list[Delivery]:
         metrics.decision_duration_ms.observe(per_decision_ms)
         strategy = decision.assignment.strategy if decision.assignment else ""
         outcomes[decision.queue, strategy, decision.status if decision.kind == "new" else decision.kind] += 1
-        if decision.assignment and decision.kind == "new":
+        if decision.assignment and decision.kind != "duplicate":
+            announced.append(decision.assignment)
             metrics.lead_to_assignment_ms.observe(max(0.0, decided_at_s - event.message.timestamp) * 1000)
     # Counted per batch: a labelled child looked up per lead showed in profiles.
     for labels, count in outcomes.items():
         metrics.leads_decided_total.labels(*labels).inc(count)
-    return deliveries
+    return deliveries + await announce_decisions(announced)
 
 
 def _source(event: EventT) -> str:

@@ -1,7 +1,9 @@
 """Records the dispatcher writes to Kafka itself: leads accepted over HTTP, onto the topic every
-lead is decided from, and inputs that could not be used, onto the dead-letter topic. Events that
-announce a change of state (assignments, presence, profiles, closes) are not sent from here: the
-Lua step that makes the change writes them into the outbox, and dispatcher/outbox.py relays them.
+lead is decided from; each lead's own decision, announced by the worker that read the lead (its
+offset is acknowledged only once the event is delivered, so a crash replays and re-announces it);
+and inputs that could not be used, onto the dead-letter topic. Every other event (drains, moves,
+presence, profiles, closes) has no offset behind it: the Lua step that makes the change writes it
+into the outbox, and dispatcher/outbox.py relays it.
 
 Records go straight to the producer rather than through faust's Topic.send, whose per-record
 bookkeeping (FutureMessage, sensors, callbacks) cost more than the decision itself in profiles.
@@ -18,7 +20,7 @@ from typing import Any
 import orjson
 
 from dispatcher import metrics
-from dispatcher.app import app, leads_dlq_topic, leads_topic
+from dispatcher.app import app, assignments_topic, leads_dlq_topic, leads_topic
 from dispatcher.models import BAD_INPUT_KINDS, BadInput
 from dispatcher.state.store import Assignment
 
@@ -50,6 +52,19 @@ async def produce(topic: str, key: bytes | None, value: bytes, headers: Headers 
 async def publish_lead(lead: dict[str, Any]) -> Delivery:
     """A lead accepted over HTTP, onto the topic every lead is decided from."""
     return await produce(leads_topic.get_topic_name(), lead["id"].encode(), orjson.dumps(lead))
+
+
+async def announce_decisions(assignments: Iterable[Assignment]) -> list[Delivery]:
+    producer = await app.maybe_start_producer()
+    topic = assignments_topic.get_topic_name()
+    deliveries = []
+    for assignment in assignments:
+        event = {**assignment.event(), "event_id": assignment.decision_event_id}
+        delivery = await producer.send(topic, assignment.lead_id.encode(), orjson.dumps(event),
+                                       partition=None, timestamp=None, headers=None)
+        delivery.add_done_callback(_log_failure)
+        deliveries.append(delivery)
+    return deliveries
 
 
 async def publish_dead_letter(raw: bytes | None, error: BadInput, source: str, *,

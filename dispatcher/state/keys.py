@@ -22,7 +22,8 @@ class Keys:
 
     @property
     def leads(self) -> str:
-        """HASH lead id -> JSON record (status, rep, queue, lead body, decision facts, history)."""
+        """HASH lead id -> JSON record (status, rep, queue, the lead body as sent, what the scripts
+        route by, decision facts, history)."""
         return self._key("leads")
 
     @property

@@ -99,6 +99,12 @@ class Assignment:
     def reason(self) -> str:
         return policy.explain(self.strategy, dict(self.facts))
 
+    @property
+    def decision_event_id(self) -> str:
+        """The event id of a lead's own decision, announced by the worker that decided it: a lead
+        is decided once, so this names it on every replay. (Outbox events carry the entry id.)"""
+        return f"decided:{self.lead_id}"
+
     def event(self) -> dict[str, Any]:
         return {
             "lead_id": self.lead_id,
@@ -398,7 +404,7 @@ class Store:
         records = await self.client.hmget(k.leads, waiting_ids) if waiting_ids else []
         stranded = []
         for lead_id, raw in zip(waiting_ids, records, strict=True):
-            lead = orjson.loads(raw)["lead"] if raw else {}
+            lead = orjson.loads(orjson.loads(raw)["body"]) if raw else {}
             stranded.extend((lead_id, new.queue_for(lead) if lead.get("channel") in new.channels else ""))
         base_keys, base_args = self._layout_for(new, self.routing_version)
         keys = [*base_keys, k.routing_history]

@@ -70,11 +70,11 @@ async def test_every_event_reaches_kafka_with_its_id_and_leaves_the_outbox(store
     written = [entry_id for entry_id, _ in await store.client.xrange(store.keys.outbox)]
     relay = relay_factory(store)
     await relay_until_empty(relay)
-    assignments = await read_topic(stack.broker_url, relay.prefix + "assignments", until=lambda r: len(r) >= 3)
+    assignments = await read_topic(stack.broker_url, relay.prefix + "assignments", until=lambda r: len(r) >= 1)
     rep_events = await read_topic(stack.broker_url, relay.prefix + "rep-events", until=lambda r: len(r) >= 5)
     archived = await read_topic(stack.broker_url, relay.prefix + "lead-events", until=lambda r: len(r) >= 1)
-    assert sorted(e["lead_id"] for e in assignments) == ["a", "b", "c"]
-    assert next(e for e in assignments if e["lead_id"] == "c")["rep_id"] == "r1", "drained by the close"
+    (drained,) = assignments
+    assert (drained["lead_id"], drained["rep_id"]) == ("c", "r1"), "drained by the close; a and b were announced by their decider"
     assert sorted(e["type"] for e in rep_events) == ["lead_closed", "presence", "presence", "profile", "profile"]
     assert archived[0]["lead"]["id"] == "a" and archived[0]["lead"]["outcome"] == "won"
     assert sorted(e["event_id"] for e in assignments + rep_events + archived) == sorted(written)

@@ -6,7 +6,7 @@
 local known = redis.call('HGET', KEYS[K_LEADS], ARGV[1])
 if known then return cjson.decode(known).status end
 local now = now_ms()
-local record = {id = ARGV[1], status = 'pending', accepted_at = now, lead = cjson.decode(ARGV[2]),
-                history = {{at = now, event = 'accepted'}}}
+local record = {id = ARGV[1], status = 'pending', accepted_at = now, history = {{at = now, event = 'accepted'}}}
+with_body(record, ARGV[2])
 redis.call('HSET', KEYS[K_LEADS], ARGV[1], cjson.encode(record))
 return 'new'

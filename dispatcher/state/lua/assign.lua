@@ -5,8 +5,9 @@
 -- ARGV: the shared layout, then lead id, lead JSON (validated), source (where this delivery came
 --       from, e.g. "leads/2@1041"), queue name.
 -- Returns {kind, status, assignment?}: kind is 'new', 'replay' (same source seen again: a
--- redelivery after a crash; its event went into the outbox with the first decision) or
--- 'duplicate' (the id was already decided from another source). Neither changes anything.
+-- redelivery after a crash, whose event the caller announces again) or 'duplicate' (the id was
+-- already decided from another source: nothing changes). The caller announces the assignment
+-- (reserve writes no outbox event for it; lib.lua says why).
 local ctx = parse_context()
 local lead_id, lead_json, source, queue_name = ARGV[ctx.argi], ARGV[ctx.argi + 1], ARGV[ctx.argi + 2], ARGV[ctx.argi + 3]
 
@@ -23,10 +24,11 @@ if not record then
     record = {id = lead_id, accepted_at = ctx.now, history = {}}
     add_history(record, ctx.now, 'accepted', {})
 end
-record.lead = cjson.decode(lead_json)
+with_body(record, lead_json)
 record.source = source
 
 local q = ctx.by_name[queue_name]
+ctx.announced_by_caller = true
 local choice, skipped = pick_rep(ctx, q, record.lead.channel, lead_skills(record), nil)
 if choice then
     return {'new', 'assigned', reserve(ctx, record, q, choice.rep, choice.bucket, 'assigned',

@@ -34,7 +34,11 @@ save_record(record)
 redis.call('ZADD', KEYS[K_CLOSED], ctx.now, lead_id)
 emit('rep-events', rep or '', 'value', cjson.encode({type = 'lead_closed', rep_id = rep or '', lead_id = lead_id,
                                                     outcome = outcome, by = actor ~= '' and actor or nil}))
-emit('lead-events', lead_id, 'value', cjson.encode({type = 'lead_closed', lead = record}))
+-- The body goes out as it came, beside the record (lib.lua, with_body).
+local body = record.body
+record.body = nil
+emit('lead-events', lead_id, 'value', string.format('{"type":"lead_closed","lead":%s,"body":%s}',
+                                                    cjson.encode(record), body or 'null'))
 
 local drained = {}
 if rep then drain_rep(ctx, rep, drained) end

@@ -189,6 +189,15 @@ local function wait_score(priority, accepted_at)
     return (9 - priority) * PRIORITY_SPAN + accepted_at
 end
 
+-- A lead record keeps the body exactly as it came (`body`, JSON text) and, as `lead`, only what the
+-- scripts route by. Redis's cjson writes numbers with 14 significant digits and empty lists as {},
+-- so a body decoded and encoded again here would no longer say what was sent.
+local function with_body(record, lead_json)
+    local lead = cjson.decode(lead_json)
+    record.lead = {channel = lead.channel, priority = lead.priority, skills = lead.skills}
+    record.body = lead_json
+end
+
 local function load_record(lead_id)
     local raw = redis.call('HGET', KEYS[K_LEADS], lead_id)
     if not raw then return nil end
@@ -237,7 +246,13 @@ local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     redis.call('LPUSH', KEYS[K_RECENT], row)
     redis.call('LTRIM', KEYS[K_RECENT], 0, RECENT_KEPT - 1)
     redis.call('INCR', KEYS[K_ASSIGNED])
-    emit('assignments', record.id, event == 'reassigned' and 'moved' or 'row', row)
+    -- A lead's own decision is announced by the worker that reads it from Kafka, and acknowledged
+    -- only once announced, so a crash replays it and the replay announces it again: its offset
+    -- keeps it safe, and the outbox would only add a hop. Every other assignment (drains, moves,
+    -- routing changes) has no offset behind it and goes through the outbox.
+    if not ctx.announced_by_caller then
+        emit('assignments', record.id, event == 'reassigned' and 'moved' or 'row', row)
+    end
     return assignment
 end
 
