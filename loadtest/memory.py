@@ -20,8 +20,8 @@ their last pipeline, which are not data). MEMORY USAGE (every sample) of the wor
 shows where the bytes go. "per closed lead" is what a closed lead holds against none at all: the
 assigned and closed steps together.
 
-Every state change also writes its events into the outbox stream in the same script; the workers'
-relay deletes them once Kafka has them. Nobody relays here, so after each step the bench reads the
+Every state change but a lead's own decision (which its worker announces itself) also writes its
+events into the outbox stream in the same script; the workers' relay deletes them once Kafka has them. Nobody relays here, so after each step the bench reads the
 outbox's size and then empties it (XTRIM MAXLEN 0): the per-lead figures hold no outbox, and the
 outbox is given per event (what a backlog costs while Kafka is away).
 
@@ -318,10 +318,7 @@ async def measure(store: Store, plan: Plan, log: Callable[[str], None]) -> dict[
             "closed": closed_bytes,
             "given back by expiry": -by_name["expired"].bytes_per_lead,
         },
-        "per_event": {
-            "assignment": by_name["assigned"].bytes_per_event,
-            "close (2 events)": by_name["closed"].bytes_per_event,
-        },
+        "per_event": {"close (2 events)": by_name["closed"].bytes_per_event},
         "retention": {"days": plan.retention_days, "leads_per_day": plan.leads_per_day,
                       "closed_leads_held": retained, "bytes": retained * closed_bytes},
     }
@@ -395,8 +392,8 @@ def table(summary: dict[str, Any]) -> str:
         f"  per queued lead                 {per_lead['queued']:>7,.0f} bytes",
         f"  per closed lead                 {per_lead['closed']:>7,.0f} bytes   (assigned, then closed: both steps)",
         f"  given back per expired lead     {per_lead['given back by expiry']:>7,.0f} bytes",
-        f"  per outbox event                {per_event['assignment']:>7,.0f} bytes an assignment, "
-        f"{per_event['close (2 events)']:,.0f} a close's (rep-events + lead-events with the record)",
+        f"  per outbox event                {per_event['close (2 events)']:>7,.0f} bytes, a close's "
+        "(rep-events, and lead-events with the record); a decision writes none",
         f"  {retention['days']:g} days' retention at {retention['leads_per_day']:,} leads a day: "
         f"{retention['closed_leads_held']:,.0f} closed leads, {_mib(retention['bytes'])}",
         "",
