@@ -159,18 +159,20 @@ async def test_events_of_steps_taken_over_http_reach_kafka_from_the_outbox(worke
     worker = worker_factory()
     api = await api_factory(worker)
     await api.rep("solo", capacity=1)
-    for lead_id in ("first", "second"):
-        assert (await api.call("POST", "/v1/leads", {"id": lead_id}))[0] == 202
+    assert (await api.call("POST", "/v1/leads", {"id": "first"}))[0] == 202
+    await eventually(lambda: assigned(api, "first"))
+    assert (await api.call("POST", "/v1/leads", {"id": "second"}))[0] == 202
     await eventually(lambda: _with_status(api, "second", "queued"))
     assert (await api.call("POST", "/v1/leads/first/close", {"outcome": "won"}))[0] == 200
     events = await read_topic(stack.broker_url, topic(worker, "assignments"),
                               until=lambda r: {e["lead_id"] for e in r} >= {"first", "second"})
+    decided = next(e for e in events if e["lead_id"] == "first")
+    assert decided["event_id"] == "decided:first", "announced by the worker that decided it"
     drained = next(e for e in events if e["lead_id"] == "second")
-    assert drained["rep_id"] == "solo" and re.fullmatch(r"\d+-\d+", drained["event_id"])
+    assert drained["rep_id"] == "solo" and re.fullmatch(r"\d+-\d+", drained["event_id"]), "relayed from the outbox"
     (archived,) = await read_topic(stack.broker_url, topic(worker, "lead-events"), until=lambda r: len(r) >= 1)
     assert archived["lead"]["id"] == "first" and archived["lead"]["history"][-1]["event"] == "closed"
+    assert archived["body"] == {"id": "first", "channel": "web", "priority": 0}
     closed = await read_topic(stack.broker_url, topic(worker, "rep-events"),
                               until=lambda r: any(e["type"] == "lead_closed" for e in r))
     assert any(e["type"] == "lead_closed" and e["by"] == "anonymous" for e in closed)
-
-
