@@ -15,13 +15,12 @@ sends that lead to `leads-dlq` with the reason, and the rest of its batch is dec
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from faust.types import EventT
@@ -37,6 +36,7 @@ from dispatcher.app import (
     settings,
     store,
 )
+from dispatcher.background import survives
 from dispatcher.batches import NaturalBatches
 from dispatcher.events import Delivery, announce_decisions, count_assignments, produce, publish_dead_letter
 from dispatcher.models import BadInput, routable_lead
@@ -154,30 +154,6 @@ async def _decide_until_redis_answers(deliveries: list) -> list[Decision]:
             log.warning("redis unavailable (%s); retrying %d leads in %.2f s", exc, len(deliveries), delay)
             attempt += 1
             await asyncio.sleep(delay)
-
-
-def survives(task: str) -> Callable[[Callable[[], Awaitable[None]]], Callable[[], Awaitable[None]]]:
-    """A timer's run that fails is counted and logged, and the timer runs again next time: a
-    background error must never take the worker down with it."""
-
-    def wrap(run: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-        @functools.wraps(run)
-        async def guarded() -> None:
-            try:
-                await run()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - see above
-                metrics.background_failures_total.labels(task).inc()
-                if is_unavailable(exc):
-                    metrics.redis_unavailable_total.labels(task).inc()
-                    log.warning("%s: redis unavailable (%s); trying again on the next run", task, exc)
-                else:
-                    log.exception("%s failed; trying again on the next run", task)
-
-        return guarded
-
-    return wrap
 
 
 @app.task
