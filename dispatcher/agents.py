@@ -20,7 +20,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from faust.types import EventT
@@ -99,6 +99,7 @@ async def decide(events: Sequence[EventT]) -> list[Delivery]:
         outcomes[decision.queue, strategy, decision.status if decision.kind == "new" else decision.kind] += 1
         if decision.assignment and decision.kind != "duplicate":
             announced.append(decision.assignment)
+        if decision.assignment and decision.kind == "new":
             metrics.lead_to_assignment_ms.observe(max(0.0, decided_at_s - event.message.timestamp) * 1000)
     # Counted per batch: a labelled child looked up per lead showed in profiles.
     for labels, count in outcomes.items():
@@ -126,9 +127,10 @@ def _usable(event: EventT) -> dict[str, Any]:
 
 
 async def _dead_letter(event: EventT, error: BadInput) -> Delivery:
-    message = event.message
-    return await publish_dead_letter(event.value, error, _source(event), key=message.key,
-                                     headers=list(message.headers or ()))
+    headers = event.message.headers or ()
+    # faust hands headers over as a list of pairs or as a mapping, depending on where they came from.
+    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+    return await publish_dead_letter(event.value, error, _source(event), key=event.message.key, headers=pairs)
 
 
 async def _adopt_routing_in_force() -> None:

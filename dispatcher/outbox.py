@@ -79,9 +79,15 @@ class OutboxRelay:
             return 0
         deliveries = []
         for entry_id, fields in entries:
-            event = event_of(entry_id, fields)
-            deliveries.append(await self.produce(self.topic_name(fields["topic"]), fields["key"].encode(),
-                                                 orjson.dumps(event)))
+            topic, key = fields.get("topic", "leads-dlq"), fields.get("key", entry_id)
+            try:
+                event = event_of(entry_id, fields)
+            except Exception as exc:  # noqa: BLE001 - one unreadable entry must not hold back the rest
+                log.error("outbox entry %s cannot be read (%s); it goes to leads-dlq as it is", entry_id, exc)
+                metrics.outbox_relay_failures_total.labels("unreadable").inc()
+                topic, event = "leads-dlq", {"error": f"outbox entry cannot be read: {exc}", "kind": "unrelayable",
+                                             "source": f"outbox {entry_id}", "value": fields, "event_id": entry_id}
+            deliveries.append(await self.produce(self.topic_name(topic), key.encode(), orjson.dumps(event)))
         # A failed delivery raises here and nothing of the batch is acknowledged: all of it is
         # sent again, and consumers drop the copies by event_id.
         await asyncio.gather(*deliveries)
@@ -91,7 +97,7 @@ class OutboxRelay:
         *_, backlog = await pipe.execute()
         now_ms = time.time() * 1000
         for entry_id, fields in entries:
-            metrics.outbox_events_relayed_total.labels(fields["topic"]).inc()
+            metrics.outbox_events_relayed_total.labels(fields.get("topic", "leads-dlq")).inc()
             metrics.outbox_delay_ms.observe(max(0.0, now_ms - int(entry_id.split("-", 1)[0])))
         metrics.outbox_backlog_events.set(backlog)
         return len(entries)

@@ -109,3 +109,18 @@ async def test_events_a_dead_worker_took_are_taken_over(store_factory, rep_facto
     await asyncio.sleep(0.15)
     assert await survivor.relay_once() == len(written)
     assert await store.client.xlen(store.keys.outbox) == 0
+
+
+async def test_an_unreadable_entry_goes_to_the_dead_letters_and_holds_nothing_back(store_factory, rep_factory,
+                                                                                   relay_factory, stack):
+    store = await busy_store(store_factory, rep_factory)
+    written = await store.client.xlen(store.keys.outbox)
+    await store.client.xadd(store.keys.outbox, {"topic": "assignments", "key": "x", "row": "{not json"})
+    relay = relay_factory(store)
+    await relay_until_empty(relay)
+    (dead,) = await read_topic(stack.broker_url, relay.prefix + "leads-dlq", until=lambda r: len(r) >= 1)
+    assert dead["kind"] == "unrelayable" and dead["value"]["row"] == "{not json"
+    sent = []
+    for name, count in (("rep-events", 5), ("assignments", 1), ("lead-events", 1)):
+        sent += await read_topic(stack.broker_url, relay.prefix + name, until=lambda r, count=count: len(r) >= count)
+    assert len(sent) == written, "every readable event went out beside it"
