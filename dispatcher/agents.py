@@ -218,6 +218,9 @@ async def reload_routing() -> None:
     stays as it was. Another worker's change is taken up here too, within one poll."""
     global _routing_text
     await store.adopt_routing()
+    if store.routing_version == "0":
+        # Nothing in force (the seed failed, or Redis lost it): the routing in hand becomes it.
+        await _apply(store.routing, "the routing in hand, as none was in force")
     if settings.routing is None:
         return
     try:

@@ -359,7 +359,12 @@ class Store:
         if (await self.client.hget(self.keys.routing, "version") or "0") == self.routing_version:
             return False
         version, spec, source = await self.client.hmget(self.keys.routing, ["version", "spec", "source"])
-        self.use_routing(parse_routing(spec, source), version)
+        if version is None:
+            # The workspace lost its routing (a flushed Redis): steps run with the routing in hand
+            # until one is applied again.
+            self.use_routing(self.routing, "0")
+        else:
+            self.use_routing(parse_routing(spec, source), version)
         return True
 
     async def apply_routing(self, routing: Routing, *, by: str = "") -> RoutingChange:

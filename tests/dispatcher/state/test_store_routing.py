@@ -111,3 +111,13 @@ async def test_leads_routed_while_the_routing_changes_are_never_stranded(store_f
     assert await store.client.exists(store.keys.queue_wait_index("spanish", "web")) == 0
     for worker in workers:
         await worker.client.aclose()
+
+
+async def test_a_store_whose_routing_vanished_from_redis_keeps_deciding_with_the_one_in_hand(store_factory, rep_factory):
+    store = await store_factory(TWO_QUEUES)
+    await store.apply_routing(store.routing)
+    await rep_factory(store, "r", capacity=2)
+    await store.client.delete(store.keys.routing)  # as a flushed or replaced Redis would have it
+    assert (await store.assign(lead("after-flush"), "p@0")).assignment.rep_id == "r"
+    assert store.routing_version == "0"
+    assert (await store.apply_routing(store.routing)).version == "1"
