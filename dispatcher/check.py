@@ -119,11 +119,6 @@ class Snapshot:
     unreadable: dict[str, str] = field(default_factory=dict)
 
 
-def queue_key_prefix(keys: Keys) -> str:
-    """What every queue key of the workspace starts with (keys.py builds them as q:QUEUE:...)."""
-    return keys.queue_members("").removesuffix(":members")
-
-
 def _parse_queue_key(prefix: str, name: str) -> QueueKey | None:
     parts = name.removeprefix(prefix).split(":")
     if len(parts) == 2 and parts[1] == "members":
@@ -161,7 +156,7 @@ def read_snapshot(client: redis.Redis, keys: Keys, fallback: Routing) -> tuple[S
     """The workspace as one transaction saw it, and the routing it is judged by: the routing in
     force, or `fallback` while none has been applied (version "0": the steps then run with the
     routing their caller holds). `client` must decode responses."""
-    prefix = queue_key_prefix(keys)
+    prefix = keys.queue_prefix
     for _ in range(SNAPSHOT_ATTEMPTS):
         version, spec, source = client.hmget(keys.routing, ["version", "spec", "source"])
         version = version or "0"

@@ -111,6 +111,11 @@ class Keys:
         profiles it computed memberships from are still the roster."""
         return self._key("roster:version")
 
+    @property
+    def queue_prefix(self) -> str:
+        """What every per-queue key below starts with (`dispatcher check` scans for leftovers by it)."""
+        return self._key("q:")
+
     def queue_members(self, queue: str) -> str:
         """SET of rep ids eligible for the queue by its static filters (teams, skills, attributes)."""
         return self._key(f"q:{queue}:members")
