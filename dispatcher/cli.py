@@ -10,12 +10,16 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from dispatcher.access import ROLES, AccessError, Keyring, load_keyring, new_token
 from dispatcher.routing import RoutingError, load_routing
 from dispatcher.settings import Settings
+
+if TYPE_CHECKING:
+    from dispatcher.embedded import WorkerProcess
 
 
 @click.group()
@@ -90,9 +94,26 @@ async def _dev(port: int, demo: bool, broker: str | None, redis_url: str | None,
         click.echo(_addresses(broker, redis_url))
         if demo:
             demo_task = asyncio.create_task(run_demo(f"http://127.0.0.1:{port}", DemoPlan(), stop, token=demo_token))
-        await stop.wait()
+        await _keep_worker_running(worker, stop)
         if demo:
             await demo_task
+
+
+# How often `dev` looks whether its worker is still there.
+WORKER_WATCH_S = 1.0
+
+
+async def _keep_worker_running(worker: WorkerProcess, stop: asyncio.Event) -> None:
+    """A worker stops itself, on purpose, when a batch of leads fails (dispatcher/batches.py): a
+    new one must take the batch up again. A deployment's supervisor restarts it; in `dev`, this does."""
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), WORKER_WATCH_S)
+        if stop.is_set() or worker.process is None or worker.process.poll() is None:
+            continue
+        click.echo(f"the worker exited with code {worker.process.returncode} (log: {worker.log_path}); "
+                   "starting a new one", err=True)
+        await asyncio.to_thread(worker.start)
 
 
 @main.command()
