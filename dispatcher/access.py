@@ -204,6 +204,8 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/"): Rule(_SUPERVISION),
     ("GET", "/v1/live"): Rule(_SUPERVISION),
     ("GET", "/v1/live/stream"): Rule(_SUPERVISION),
+    ("GET", "/v1/routing"): Rule(_SUPERVISION),
+    ("GET", "/v1/routing/history"): Rule(_SUPERVISION),
 }
 
 

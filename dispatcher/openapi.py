@@ -115,6 +115,20 @@ def _schemas() -> dict[str, Any]:
             "routing": {"type": "string", "description": "where the routing in force came from"},
             "routing_version": {"type": "string"},
         }),
+        "Routing": _object(["version", "source", "fingerprint", "applied_at", "by", "text", "spec"], {
+            "version": {"type": "string", "description": "a counter: every step is built for one version"},
+            "source": {"type": "string", "description": "where it came from (a file, the built-in routing)"},
+            "fingerprint": {"type": "string"},
+            "applied_at": time,
+            "by": _nullable({"type": "string"}),
+            "text": {"type": "string", "description": "as written (YAML or JSON); empty for the built-in routing"},
+            "spec": {"type": "object", "description": "the routing as checked, every default filled in"},
+        }),
+        "RoutingHistory": _object(["versions"], {"versions": {"type": "array", "items": _object(
+            ["version", "fingerprint", "source", "applied_at"], {
+                "version": {"type": "string"}, "fingerprint": {"type": "string"}, "source": {"type": "string"},
+                "applied_at": time, "by": _nullable({"type": "string"}),
+            }), "description": "newest first"}}),
         "Live": {
             **_object(["at", "assigned_total", "reps_total", "reps_by_status", "reps", "queues", "teams", "recent"], {
                 "at": time,
@@ -206,6 +220,12 @@ PATHS: dict[str, dict[str, Any]] = {
     "/": {"get": _operation(
         "The live supervisor page", {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
         "401 403", security=PAGE_TOKEN)},
+    "/v1/routing": {"get": _operation(
+        "The routing in force: every worker decides with it", {"200": _json("Routing", "the routing in force")},
+        "401 403 503")},
+    "/v1/routing/history": {"get": _operation(
+        "The routings applied, newest first", {"200": _json("RoutingHistory", "versions, with who and when")},
+        "401 403 503")},
     "/v1/live": {"get": _operation(
         "The live picture as JSON", {"200": _json("Live", "reps, queues, teams, recent assignments")}, "401 403 503")},
     "/v1/live/stream": {"get": _operation(

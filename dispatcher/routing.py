@@ -141,9 +141,11 @@ class Queue:
 class Routing:
     """A checked routing file, ready to match leads and to describe queues to the Lua scripts."""
 
-    def __init__(self, spec: RoutingFile, source: str) -> None:
+    def __init__(self, spec: RoutingFile, source: str, text: str = "") -> None:
         self.spec = spec
         self.source = source
+        # As written (YAML or JSON, comments kept): what people read back from GET /v1/routing.
+        self.text = text
         self.channels: tuple[str, ...] = tuple(spec.channels)
         self.queues: tuple[Queue, ...] = tuple(
             Queue(
@@ -222,7 +224,7 @@ def parse_routing(text: str, source: str) -> Routing:
     if not isinstance(document, dict):
         raise RoutingError(f"{source} must be a mapping with queues, rules, channels, default_queue")
     try:
-        return Routing(RoutingFile.model_validate(document), source)
+        return Routing(RoutingFile.model_validate(document), source, text)
     except ValidationError as exc:
         raise RoutingError(f"{source}: {_describe(exc)}") from None
 

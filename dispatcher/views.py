@@ -219,6 +219,23 @@ class RepPresence(View):
         return json_response(rep)
 
 
+@app.page("/v1/routing")
+class RoutingInForce(View):
+    """The routing every worker decides with now: its version, its text as written, its source."""
+
+    async def get(self, request: Request) -> Response:
+        routing = await store.routing_in_force()
+        if routing is None:
+            return rejected(503, "no routing is in force yet: the workers apply one as they start", "routing")
+        return json_response(routing)
+
+
+@app.page("/v1/routing/history")
+class RoutingHistory(View):
+    async def get(self, request: Request) -> Response:
+        return json_response({"versions": await store.routing_history()})
+
+
 async def current_picture() -> dict[str, Any]:
     return live.latest or await live.snapshot(await store.reps())
 

@@ -367,6 +367,22 @@ class Store:
             self.use_routing(parse_routing(spec, source), version)
         return True
 
+    async def routing_in_force(self) -> dict[str, Any] | None:
+        """The routing every step is built for, as applied: version, text as written, where it came
+        from, when and by whom; None before the first is applied."""
+        fields = await self.client.hgetall(self.keys.routing)
+        if not fields:
+            return None
+        return {"version": fields["version"], "source": fields["source"], "fingerprint": fields["fingerprint"],
+                "applied_at": iso_ms(int(fields["at"])), "by": fields["by"] or None, "text": fields.get("text", ""),
+                "spec": orjson.loads(fields["spec"])}
+
+    async def routing_history(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The routings applied, newest first: version, fingerprint, source, when, by whom."""
+        entries = [orjson.loads(raw) for raw in await self.client.lrange(self.keys.routing_history, 0, limit - 1)]
+        return [{"version": entry["version"], "fingerprint": entry["fingerprint"], "source": entry["source"],
+                 "applied_at": iso_ms(entry["at"]), "by": entry.get("by")} for entry in entries]
+
     async def apply_routing(self, routing: Routing, *, by: str = "") -> RoutingChange:
         """Makes `routing` the routing in force for every worker, in one atomic step, unless it
         already is. Raises RoutingRefused, changing nothing, when it cannot be applied safely."""
@@ -426,7 +442,7 @@ class Store:
         for queue in new.queues:
             members = [rep for rep, profile in profiles.items() if queue.admits(profile)]
             members_args.extend((len(members), *members))
-        args = [*base_args, new.spec.model_dump_json(), new.fingerprint, new.source, by, roster or "0",
+        args = [*base_args, new.spec.model_dump_json(), new.text, new.fingerprint, new.source, by, roster or "0",
                 ",".join(old.channels), len(removed), *removed, len(dropped_labels), *dropped_labels,
                 *members_args, len(stranded) // 2, *stranded]
         row = await self._scripts["apply_routing"](keys=keys, args=args)

@@ -133,6 +133,11 @@ async def test_a_routing_change_reaches_every_worker_and_strands_no_lead(worker_
     routing.write_text("queues: {general: {}}\n")
     for api in apis:
         await eventually(lambda api=api: _routing_version(api, 2))
+    code, in_force = await apis[1].call("GET", "/v1/routing")
+    assert code == 200 and (in_force["version"], in_force["text"]) == ("2", "queues: {general: {}}\n")
+    code, history = await apis[0].call("GET", "/v1/routing/history")
+    assert [entry["version"] for entry in history["versions"]] == ["2", "1"]
+    assert all(str(routing) in entry["source"] and entry["by"] for entry in history["versions"])
     rerouted = await eventually(lambda: _with_status(apis[1], "needs-spanish", "assigned"))
     assert (rerouted["queue"], rerouted["rep_id"]) == ("general", "ana")
     entry = next(e for e in rerouted["history"] if e["event"] == "rerouted")

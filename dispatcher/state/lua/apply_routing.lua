@@ -7,17 +7,19 @@
 --       for each removed queue: members, ready(*), then ready, wait, wait index per OLD channel;
 --       for each queue kept but losing channels: ready, wait, wait index per dropped channel.
 -- ARGV: the shared layout for the new routing, with ARGV[4] the version expected in force; then
---       new routing JSON, fingerprint, source, actor, roster version the members were computed from,
+--       new routing JSON, its text as written, fingerprint, source, actor, roster version the members
+--       were computed from,
 --       old channels (comma-separated), removed queue count R, R names, dropped-channel triple count T
 --       and T labels ("queue|channel"),
 --       per new queue: member count M and M rep ids, stranded lead count S and S (lead id, new queue) pairs.
 -- Returns {'refused', reason, ...} | {'ok', new version, drained assignments, leads routed again}
 local ctx = parse_context()
 local a = ctx.argi
-local spec, fingerprint, source, actor, roster = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-local old_channels = split(ARGV[a + 5], ',')
-local removed_count = tonumber(ARGV[a + 6])
-a = a + 7
+local spec, text, fingerprint, source = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+local actor, roster = ARGV[a + 4], ARGV[a + 5]
+local old_channels = split(ARGV[a + 6], ',')
+local removed_count = tonumber(ARGV[a + 7])
+a = a + 8
 local history_key = KEYS[ctx.keyi]
 local k = ctx.keyi + 1
 
@@ -108,7 +110,7 @@ for i, q in ipairs(ctx.queues) do
     end
 end
 local new_version = tostring(tonumber(ARGV[4]) + 1)
-redis.call('HSET', KEYS[K_ROUTING], 'version', new_version, 'spec', spec, 'fingerprint', fingerprint,
+redis.call('HSET', KEYS[K_ROUTING], 'version', new_version, 'spec', spec, 'text', text, 'fingerprint', fingerprint,
            'source', source, 'at', ctx.now, 'by', actor)
 redis.call('LPUSH', history_key, cjson.encode({version = new_version, fingerprint = fingerprint, source = source,
                                                at = ctx.now, by = actor ~= '' and actor or nil}))

@@ -121,3 +121,18 @@ async def test_a_store_whose_routing_vanished_from_redis_keeps_deciding_with_the
     assert (await store.assign(lead("after-flush"), "p@0")).assignment.rep_id == "r"
     assert store.routing_version == "0"
     assert (await store.apply_routing(store.routing)).version == "1"
+
+
+async def test_the_routing_in_force_and_its_history_say_what_who_and_when(store_factory):
+    store = await store_factory(TWO_QUEUES)
+    assert await store.routing_in_force() is None and await store.routing_history() == []
+    await store.apply_routing(store.routing, by="w1 (file routing.yaml)")
+    text = "# one queue for everyone\nqueues: {everyone: {}}\n"
+    await store.apply_routing(routing(text), by="w2 (file routing.yaml)")
+    in_force = await store.routing_in_force()
+    assert (in_force["version"], in_force["text"], in_force["by"]) == ("2", text, "w2 (file routing.yaml)")
+    assert list(in_force["spec"]["queues"]) == ["everyone"]
+    history = await store.routing_history()
+    assert [(entry["version"], entry["by"]) for entry in history] == [("2", "w2 (file routing.yaml)"),
+                                                                      ("1", "w1 (file routing.yaml)")]
+    assert history[0]["fingerprint"] == in_force["fingerprint"] and history[0]["applied_at"].endswith("Z")
