@@ -189,7 +189,10 @@ def routing_check(path: Path) -> None:
     try:
         checked = load_routing(path)
     except RoutingError as exc:
-        raise click.ClickException(str(exc)) from None
+        if len(exc.reasons) == 1:
+            raise click.ClickException(str(exc)) from None
+        raise click.ClickException("\n".join([f"{path}: {len(exc.reasons)} problems:",
+                                               *(f"  - {reason}" for reason in exc.reasons)])) from None
     click.echo(f"{path}: ok — {len(checked.queues)} queues, {len(checked.spec.rules)} rules, "
                f"channels {', '.join(checked.channels)}, default queue {checked.default_queue}")
     for queue in checked.queues:

@@ -40,7 +40,12 @@ Scalar = str | int | float | bool
 
 
 class RoutingError(ValueError):
-    """The routing file cannot be used; the message says what is wrong and where."""
+    """The routing file cannot be used; the message says what is wrong and where, and `reasons`
+    lists every problem found on its own."""
+
+    def __init__(self, message: str, reasons: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = reasons if reasons is not None else [message]
 
 
 class _Strict(BaseModel):
@@ -80,28 +85,28 @@ class RoutingFile(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> RoutingFile:
+        problems = []
         for kind, names in (("queue", self.queues), ("channel", self.channels)):
-            for name in names:
-                if not re.match(NAME_PATTERN, name):
-                    raise ValueError(f"{kind} name {name!r} must be 1..64 of [A-Za-z0-9_.-]")
+            problems += [f"{kind} name {name!r} must be 1..64 of [A-Za-z0-9_.-]"
+                         for name in names if not re.match(NAME_PATTERN, name)]
         for name, spec in self.queues.items():
             try:
                 policy.strategy(spec.strategy)
             except ValueError as exc:
-                raise ValueError(f"queue {name!r}: {exc}") from None
+                problems.append(f"queue {name!r}: {exc}")
         for index, rule in enumerate(self.rules, start=1):
             if rule.queue not in self.queues:
-                raise ValueError(f"rule {index} sends leads to queue {rule.queue!r}, which is not defined")
+                problems.append(f"rule {index} sends leads to queue {rule.queue!r}, which is not defined")
             named = rule.when.channel if isinstance(rule.when.channel, list) else [rule.when.channel]
-            for channel in named:
-                # Leads on a channel the file does not route are refused before any rule runs.
-                if channel is not None and channel not in self.channels:
-                    raise ValueError(
-                        f"rule {index} names channel {channel!r}, which is not in channels "
-                        f"({', '.join(self.channels)}), so no lead on it ever reaches the rule"
-                    )
+            # Leads on a channel the file does not route are refused before any rule runs.
+            problems += [f"rule {index} names channel {channel!r}, which is not in channels "
+                         f"({', '.join(self.channels)}), so no lead on it ever reaches the rule"
+                         for channel in named if channel is not None and channel not in self.channels]
         if self.default_queue is not None and self.default_queue not in self.queues:
-            raise ValueError(f"default_queue {self.default_queue!r} is not defined")
+            problems.append(f"default_queue {self.default_queue!r} is not defined")
+        if problems:
+            # Every problem at once, one per line (_problems splits them), so a file is fixed in one go.
+            raise ValueError("\n".join(problems))
         return self
 
 
@@ -203,13 +208,13 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
-def _describe(error: ValidationError) -> str:
+def _problems(error: ValidationError) -> list[str]:
     problems = []
     for item in error.errors():
-        message = item["msg"].removeprefix("Value error, ")
         where = _where(item["loc"])
-        problems.append(f"{where}: {message}" if where else message)
-    return "; ".join(problems)
+        for message in item["msg"].removeprefix("Value error, ").splitlines():
+            problems.append(f"{where}: {message}" if where else message)
+    return problems
 
 
 def parse_routing(text: str, source: str) -> Routing:
@@ -226,7 +231,8 @@ def parse_routing(text: str, source: str) -> Routing:
     try:
         return Routing(RoutingFile.model_validate(document), source, text)
     except ValidationError as exc:
-        raise RoutingError(f"{source}: {_describe(exc)}") from None
+        problems = _problems(exc)
+        raise RoutingError(f"{source}: {'; '.join(problems)}", problems) from None
 
 
 def load_routing(path: Path | None, *, text: str | None = None) -> Routing:

@@ -388,3 +388,13 @@ async def test_an_empty_file_never_replaces_the_routing_in_force(tmp_path, text)
     path.write_text(text)
     with pytest.raises(RoutingError, match="is empty or holds only comments"):
         await read_routing_file(path, settle_s=0.01)
+
+
+def test_every_problem_of_a_file_is_told_at_once():
+    text = ("channels: [web]\nqueues: {vip: {strategy: nonsense}, all: {}}\n"
+            "rules:\n  - {when: {channel: sms}, queue: vip}\n  - {queue: nowhere}\ndefault_queue: missing\n")
+    with pytest.raises(RoutingError) as refused:
+        parse_routing(text, "r.yaml")
+    assert len(refused.value.reasons) == 4, refused.value.reasons
+    assert [reason.split(" ")[0] for reason in refused.value.reasons] == ["queue", "rule", "rule", "default_queue"]
+    assert str(refused.value).startswith("r.yaml: queue 'vip': ") and "; rule 1 names channel 'sms'" in str(refused.value)
