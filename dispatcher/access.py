@@ -205,6 +205,7 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/v1/live"): Rule(_SUPERVISION),
     ("GET", "/v1/live/stream"): Rule(_SUPERVISION),
     ("GET", "/v1/routing"): Rule(_SUPERVISION),
+    ("PUT", "/v1/routing"): ADMIN_ONLY,
     ("GET", "/v1/routing/history"): Rule(_SUPERVISION),
 }
 

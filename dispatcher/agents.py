@@ -41,7 +41,7 @@ from dispatcher.batches import NaturalBatches
 from dispatcher.events import Delivery, announce_decisions, count_assignments, produce, publish_dead_letter
 from dispatcher.models import BadInput, routable_lead
 from dispatcher.outbox import OutboxRelay
-from dispatcher.routing import RoutingError, load_routing, read_routing_file
+from dispatcher.routing import API_SOURCE, RoutingError, load_routing, read_routing_file
 from dispatcher.state.store import Decision, RoutingRefused, is_unavailable
 
 log = logging.getLogger(__name__)
@@ -174,16 +174,29 @@ async def relay_outbox() -> None:
     await relay.run()
 
 
+# The routing file's text as last seen by this worker: an edit is what makes it apply again.
+_routing_text: str | None = None
+
+
 @app.task
 async def seed_routing() -> None:
     """The routing file (or the built-in routing, when there is no file and nothing is in force
-    yet) becomes the routing in force for every worker. A worker started without a file takes up
-    the routing the others use."""
+    yet) becomes the routing in force for every worker, unless the routing in force was put over
+    HTTP. A worker started without a file takes up the routing the others use."""
+    global _routing_text
     while True:
         try:
+            in_force = await store.routing_in_force()
             if settings.routing is None:
                 if not await store.adopt_routing() and store.routing_version == "0":
                     await _apply(store.routing, "built-in default")
+            elif in_force is not None and in_force["source"] == API_SOURCE:
+                # A routing put over HTTP stays until it is put again or the file is edited: a
+                # restart must not undo it with a file nobody changed.
+                _routing_text = settings.routing.read_text()
+                await store.adopt_routing()
+                log.info("keeping routing version %s, put over HTTP; %s applies once edited",
+                         in_force["version"], settings.routing)
             else:
                 await _apply(load_routing(settings.routing), f"file {settings.routing}")
             return
@@ -205,9 +218,6 @@ async def _apply(routing: Any, why: str) -> None:
         metrics.routing_reloads_total.labels("applied").inc()
         log.info("routing version %s applied from %s: %d queues, %d waiting leads routed again",
                  change.version, why, len(routing.queues), change.rerouted)
-
-
-_routing_text: str | None = None
 
 
 @app.timer(interval=settings.routing_poll_s)

@@ -28,6 +28,7 @@ ERRORS = {
     "404": "no such lead or rep",
     "409": "the change cannot be made in the current state (the error says why); nothing was changed",
     "413": "the body is larger than DISPATCHER_MAX_BODY_BYTES",
+    "422": "the routing fails its check; `reasons` lists every problem, and nothing was changed",
     "503": "redis (or, for a lead, the broker) cannot take the request now; nothing was changed, send it again",
 }
 
@@ -124,6 +125,10 @@ def _schemas() -> dict[str, Any]:
             "text": {"type": "string", "description": "as written (YAML or JSON); empty for the built-in routing"},
             "spec": {"type": "object", "description": "the routing as checked, every default filled in"},
         }),
+        "RoutingApplied": {"allOf": [_ref("Routing"), _object(["applied", "rerouted"], {
+            "applied": {"type": "boolean", "description": "false when it was the routing in force already"},
+            "rerouted": {"type": "integer", "description": "waiting leads routed again because their queue went"},
+        })]},
         "RoutingHistory": _object(["versions"], {"versions": {"type": "array", "items": _object(
             ["version", "fingerprint", "source", "applied_at"], {
                 "version": {"type": "string"}, "fingerprint": {"type": "string"}, "source": {"type": "string"},
@@ -220,9 +225,19 @@ PATHS: dict[str, dict[str, Any]] = {
     "/": {"get": _operation(
         "The live supervisor page", {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
         "401 403", security=PAGE_TOKEN)},
-    "/v1/routing": {"get": _operation(
-        "The routing in force: every worker decides with it", {"200": _json("Routing", "the routing in force")},
-        "401 403 503")},
+    "/v1/routing": {
+        "get": _operation("The routing in force: every worker decides with it",
+                          {"200": _json("Routing", "the routing in force")}, "401 403 503"),
+        "put": {**_operation(
+            "Replace the routing: checked as `dispatcher routing check` checks a file, then applied in one "
+            "atomic step every worker takes up at its next lead; 409 (with `reasons`) when it cannot be "
+            "applied safely", {"200": _json("RoutingApplied", "the routing in force now")},
+            "400 401 403 409 413 422 503"),
+            # Any body is read as YAML, of which JSON is a part; the document names JSON, whose
+            # shape a schema can state (a mapping: channels, queues, rules, default_queue).
+            "requestBody": {"required": True, "description": "the routing, as JSON or as YAML text",
+                            "content": {JSON: {"schema": {"type": "object"}}}}},
+    },
     "/v1/routing/history": {"get": _operation(
         "The routings applied, newest first", {"200": _json("RoutingHistory", "versions, with who and when")},
         "401 403 503")},

@@ -217,11 +217,17 @@ def _problems(error: ValidationError) -> list[str]:
     return problems
 
 
+# The source of a routing put over HTTP; a worker's file never replaces it at start (agents.py).
+API_SOURCE = "PUT /v1/routing"
+
+
 def parse_routing(text: str, source: str) -> Routing:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RoutingError(f"{source} is not valid YAML: {exc}") from None
+        raise RoutingError(f"{source} is not valid YAML or JSON: {exc}") from None
+    except RecursionError:
+        raise RoutingError(f"{source} is nested too deeply to be a routing") from None
     if document is None:
         # An empty or comments-only file sets nothing, like `{}`: every field keeps its default,
         # which is the built-in routing.
@@ -254,6 +260,14 @@ def _read(path: Path) -> str:
         raise RoutingError(f"routing file {path} is not UTF-8 text") from None
 
 
+def yaml_says_nothing(text: str) -> bool:
+    """Empty, blank or comments only: at start the built-in routing, but never a replacement."""
+    try:
+        return yaml.safe_load(text) is None
+    except (yaml.YAMLError, RecursionError):
+        return False  # parse_routing says what is wrong with it
+
+
 async def read_routing_file(path: Path, *, last_seen: str | None = None, settle_s: float = 0.2) -> str | None:
     """The text of a routing file that replaces the routing in force: None while it is still being
     written (two reads `settle_s` apart differ; a text equal to `last_seen` needs no second read).
@@ -266,11 +280,7 @@ async def read_routing_file(path: Path, *, last_seen: str | None = None, settle_
     await asyncio.sleep(settle_s)
     if _read(path) != first:
         return None
-    try:
-        empty = yaml.safe_load(first) is None
-    except yaml.YAMLError:
-        empty = False  # parse_routing says what is wrong with it
-    if empty:
+    if yaml_says_nothing(first):
         raise RoutingError(f"routing file {path} is empty or holds only comments; a file that replaces the "
                            "routing in force must say what it routes")
     return first

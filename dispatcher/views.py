@@ -30,7 +30,8 @@ from dispatcher.models import (
     routable_lead,
     usable_profile,
 )
-from dispatcher.state.store import Outcome, iso_ms
+from dispatcher.routing import API_SOURCE, RoutingError, parse_routing, yaml_says_nothing
+from dispatcher.state.store import Outcome, RoutingRefused, iso_ms
 from strategies import policy
 
 PRODUCE_TIMEOUT_S = 10.0
@@ -228,6 +229,38 @@ class RoutingInForce(View):
         if routing is None:
             return rejected(503, "no routing is in force yet: the workers apply one as they start", "routing")
         return json_response(routing)
+
+    async def put(self, request: Request) -> Response:
+        """A new routing, YAML or JSON, checked as `dispatcher routing check` checks a file, then
+        applied in one atomic step that every worker takes up at its next lead."""
+        try:
+            text = (await request.read()).decode()
+        except UnicodeDecodeError:
+            return rejected(400, "the routing must be UTF-8 text (YAML or JSON)", "routing")
+        try:
+            if yaml_says_nothing(text):
+                raise RoutingError("the body is empty or holds only comments; a routing that replaces the "
+                                   "routing in force must say what it routes")
+            routing = parse_routing(text, API_SOURCE)
+        except RoutingError as exc:
+            metrics.routing_reloads_total.labels("refused").inc()
+            return refused_with_reasons(422, exc.reasons)
+        try:
+            change = await store.apply_routing(routing, by=request["actor"])
+        except RoutingRefused as exc:
+            metrics.routing_reloads_total.labels("refused").inc()
+            return refused_with_reasons(409, exc.reasons)
+        if change.applied:
+            metrics.routing_reloads_total.labels("applied").inc()
+            count_assignments(change.assignments)
+        return json_response({**await store.routing_in_force(), "applied": change.applied,
+                              "rerouted": change.rerouted})
+
+
+def refused_with_reasons(status: int, reasons: list[str]) -> Response:
+    """A refusal that lists every reason on its own beside the one-line error."""
+    metrics.http_rejected_total.labels("routing", str(status)).inc()
+    return json_response({"error": "; ".join(reasons), "reasons": reasons}, status)
 
 
 @app.page("/v1/routing/history")

@@ -181,3 +181,22 @@ async def test_events_of_steps_taken_over_http_reach_kafka_from_the_outbox(worke
     closed = await read_topic(stack.broker_url, topic(worker, "rep-events"),
                               until=lambda r: any(e["type"] == "lead_closed" for e in r))
     assert any(e["type"] == "lead_closed" and e["by"] == "anonymous" for e in closed)
+
+
+async def test_a_routing_put_over_http_outlives_a_restart_until_the_file_is_edited(worker_factory, api_factory, tmp_path):
+    routing = tmp_path / "routing.yaml"
+    routing.write_text("queues: {from-file: {}}\n")
+    env = {"DISPATCHER_ROUTING": str(routing), "DISPATCHER_ROUTING_POLL_S": "0.2"}
+    first = worker_factory(**env)
+    api = await api_factory(first)
+    code, body = await api.call("PUT", "/v1/routing", raw=b"queues: {from-api: {}}\n")
+    assert code == 200 and body["version"] == "2"
+    first.terminate()
+    second = worker_factory(**env)
+    api = await api_factory(second)
+    await asyncio.sleep(1.0)  # several polls of the unchanged file
+    code, body = await api.call("GET", "/v1/routing")
+    assert (body["version"], body["source"], list(body["spec"]["queues"])) == ("2", "PUT /v1/routing", ["from-api"])
+    routing.write_text("queues: {edited: {}}\n")
+    await eventually(lambda: _routing_version(api, 3))
+    assert list((await api.call("GET", "/v1/routing"))[1]["spec"]["queues"]) == ["edited"]

@@ -9,6 +9,7 @@ import re
 import aiohttp
 import orjson
 import pytest
+import yaml
 
 from tests.dispatcher.conftest import Api, assigned as _assigned, topic
 from tests.kafka_io import eventually, produce, produce_leads, read_topic
@@ -209,3 +210,45 @@ async def test_a_resent_id_is_assigned_once_over_http_and_kafka(worker_factory, 
                               until=lambda r: any(e["lead_id"] == "marker" for e in r))
     assert [e["lead_id"] for e in events].count("twice") == 1
     assert (await api.call("GET", "/v1/reps/r"))[1]["load"] == 2
+
+
+async def test_the_routing_is_put_checked_and_applied_live_and_a_bad_one_changes_nothing(worker_factory, api_factory):
+    worker = worker_factory()
+    api = await api_factory(worker)
+    await api.rep("ana", capacity=2, skills={"spanish": 5})
+    await api.rep("bo", capacity=2)
+    code, before = await api.call("GET", "/v1/routing")
+    assert code == 200 and before["version"] == "1" and before["source"] == "built-in default"
+    for raw, words in ((b"queues: {vip: {strategy: fastest}}\nrules: [{queue: nowhere}]\n", "unknown strategy"),
+                       (b"# all commented out\n", "empty or holds only comments"),
+                       (b"queues: [unclosed", "not valid YAML or JSON"),
+                       (b"[" * 20_000, "nested too deeply")):
+        code, body = await api.call("PUT", "/v1/routing", raw=raw)
+        assert code == 422 and words in body["error"], (raw[:40], body)
+    code, body = await api.call("PUT", "/v1/routing", raw=b"queues: {vip: {strategy: fastest}}\nrules: [{queue: nowhere}]\n")
+    assert len(body["reasons"]) == 2, "every problem at once"
+    assert (await api.call("GET", "/v1/routing"))[1]["version"] == "1", "nothing changed"
+
+    text = ("# Spanish speakers first\nqueues: {spanish: {members: {skills: {spanish: 1}}}, general: {}}\n"
+            "rules: [{when: {attributes: {language: es}}, queue: spanish}]\ndefault_queue: general\n")
+    code, body = await api.call("PUT", "/v1/routing", raw=text.encode())
+    assert code == 200 and (body["version"], body["applied"], body["text"], body["by"]) == ("2", True, text, "anonymous")
+    assert (await api.call("POST", "/v1/leads", {"id": "es", "attributes": {"language": "es"}}))[0] == 202
+    lead = await eventually(lambda: _assigned(api, "es"))
+    assert (lead["rep_id"], lead["queue"]) == ("ana", "spanish")
+    code, again = await api.call("PUT", "/v1/routing", raw=orjson.dumps(yaml.safe_load(text)),
+                                 headers={"Content-Type": "application/json"})
+    assert code == 200 and (again["version"], again["applied"]) == ("2", False), "JSON is taken; the same routing is a no-op"
+
+    assert (await api.call("POST", "/v1/leads", {"id": "klingon-1", "skills": ["klingon"]}))[0] == 202
+    await eventually(lambda: _status(api, "klingon-1", "queued"))
+    code, body = await api.call("PUT", "/v1/routing", raw=b"channels: [chat]\n")
+    assert code == 409 and body["reasons"] == [
+        "lead klingon-1 waits on channel web, which this routing drops; close it first, or keep the channel"]
+    code, history = await api.call("GET", "/v1/routing/history")
+    assert [entry["version"] for entry in history["versions"]] == ["2", "1"]
+
+
+async def _status(api: Api, lead_id: str, status: str) -> bool:
+    lead = await api.lead_status(lead_id)
+    return bool(lead) and lead["status"] == status
