@@ -22,13 +22,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+from datetime import UTC, datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from strategies import policy
 from strategies.base import order_codes
@@ -64,12 +66,37 @@ class QueueSpec(_Strict):
     heartbeat_window_s: float | None = Field(None, ge=0)
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+HOURS_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d\Z"
+
+
 class Condition(_Strict):
     channel: str | list[str] | None = None
     priority_gte: int | None = Field(None, ge=0, le=9)
+    priority_lte: int | None = Field(None, ge=0, le=9)
     value_gte: float | None = Field(None, ge=0)
+    value_lt: float | None = Field(None, gt=0, description="a lead without a value counts as 0")
     skills: list[str] = Field(default_factory=list, description="the lead asks for all of these")
     attributes: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=list, description="the day it is in the file's timezone, when the lead is routed")
+    hours: str | None = Field(None, description='"09:00-18:00", start included, end not; "22:00-06:00" spans midnight')
+
+    @field_validator("hours")
+    @classmethod
+    def _hours_in_words(cls, hours: str | None) -> str | None:
+        if hours is not None and not re.match(HOURS_PATTERN, hours):
+            raise ValueError(f'{hours!r} is not a span of 24-hour times such as "09:00-18:00"')
+        return hours
+
+    def in_time(self, now: datetime) -> bool:
+        if self.weekdays and WEEKDAYS[now.weekday()] not in self.weekdays:
+            return False
+        if self.hours is None:
+            return True
+        start, end = self.hours.split("-")
+        clock = now.strftime("%H:%M")
+        return start <= clock < end if start <= end else (clock >= start or clock < end)
 
 
 class Rule(_Strict):
@@ -82,6 +109,8 @@ class RoutingFile(_Strict):
     queues: dict[str, QueueSpec] = Field(default_factory=lambda: {"default": QueueSpec()}, min_length=1)
     rules: list[Rule] = Field(default_factory=list)
     default_queue: str | None = None
+    # The clock the rules' weekdays and hours read (an IANA name: Europe/Berlin, Asia/Shanghai).
+    timezone: str = "UTC"
 
     @model_validator(mode="after")
     def _consistent(self) -> RoutingFile:
@@ -104,6 +133,10 @@ class RoutingFile(_Strict):
                          for channel in named if channel is not None and channel not in self.channels]
         if self.default_queue is not None and self.default_queue not in self.queues:
             problems.append(f"default_queue {self.default_queue!r} is not defined")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(f"timezone {self.timezone!r} is not a time zone name such as UTC or Europe/Berlin")
         if problems:
             # Every problem at once, one per line (_problems splits them), so a file is fixed in one go.
             raise ValueError("\n".join(problems))
@@ -149,6 +182,7 @@ class Routing:
     def __init__(self, spec: RoutingFile, source: str, text: str = "") -> None:
         self.spec = spec
         self.source = source
+        self._zone = ZoneInfo(spec.timezone)
         # As written (YAML or JSON, comments kept): what people read back from GET /v1/routing.
         self.text = text
         self.channels: tuple[str, ...] = tuple(spec.channels)
@@ -174,11 +208,18 @@ class Routing:
         self.default_queue = spec.default_queue or self.queues[-1].name
         self.fingerprint = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
 
-    def queue_for(self, lead: Mapping[str, Any]) -> str:
-        """First rule that matches, else the default queue."""
+    def queue_for(self, lead: Mapping[str, Any], now: datetime | None = None) -> str:
+        """First rule that matches, else the default queue. `now` is when the lead is routed (the
+        clock by default), for rules on weekdays and hours."""
+        moment = None
         for rule in self.spec.rules:
-            if self._rule_matches(rule.when, lead):
-                return rule.queue
+            if not self._rule_matches(rule.when, lead):
+                continue
+            if rule.when.weekdays or rule.when.hours is not None:
+                moment = moment or (now or datetime.now(UTC)).astimezone(self._zone)
+                if not rule.when.in_time(moment):
+                    continue
+            return rule.queue
         return self.default_queue
 
     def queues_for(self, profile: Mapping[str, Any]) -> list[str]:
@@ -188,9 +229,14 @@ class Routing:
     def _rule_matches(when: Condition, lead: Mapping[str, Any]) -> bool:
         if when.channel is not None and not _matches(when.channel, lead.get("channel", "web")):
             return False
-        if when.priority_gte is not None and lead.get("priority", 0) < when.priority_gte:
+        priority, value = lead.get("priority", 0), lead.get("value") or 0
+        if when.priority_gte is not None and priority < when.priority_gte:
             return False
-        if when.value_gte is not None and (lead.get("value") or 0) < when.value_gte:
+        if when.priority_lte is not None and priority > when.priority_lte:
+            return False
+        if when.value_gte is not None and value < when.value_gte:
+            return False
+        if when.value_lt is not None and value >= when.value_lt:
             return False
         if when.skills and not set(when.skills) <= set(lead.get("skills") or ()):
             return False

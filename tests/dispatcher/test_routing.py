@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -398,3 +399,48 @@ def test_every_problem_of_a_file_is_told_at_once():
     assert len(refused.value.reasons) == 4, refused.value.reasons
     assert [reason.split(" ")[0] for reason in refused.value.reasons] == ["queue", "rule", "rule", "default_queue"]
     assert str(refused.value).startswith("r.yaml: queue 'vip': ") and "; rule 1 names channel 'sms'" in str(refused.value)
+
+
+def test_value_lt_and_priority_lte_bound_from_above():
+    routing = parse_routing(
+        "queues: {small: {}, calm: {}, rest: {}}\n"
+        "rules:\n  - {when: {value_lt: 1000}, queue: small}\n  - {when: {priority_lte: 3}, queue: calm}\n"
+        "default_queue: rest\n", "bounds.yaml")
+    assert routing.queue_for({"value": 999.99, "priority": 9}) == "small"
+    assert routing.queue_for({"priority": 9}) == "small", "a lead without a value counts as 0"
+    assert routing.queue_for({"value": 1000, "priority": 3}) == "calm"
+    assert routing.queue_for({"value": 1000, "priority": 4}) == "rest"
+
+
+OFFICE = ("timezone: Europe/Berlin\nqueues: {office: {}, night: {}, weekend: {}, rest: {}}\nrules:\n"
+          "  - {when: {weekdays: [mon, tue, wed, thu, fri], hours: '09:00-18:00'}, queue: office}\n"
+          "  - {when: {hours: '22:00-06:00'}, queue: night}\n"
+          "  - {when: {weekdays: [sat, sun]}, queue: weekend}\n"
+          "default_queue: rest\n")
+
+
+@pytest.mark.parametrize(("utc", "queue"), [
+    ("2026-11-30T08:00", "office"),   # Monday 09:00 in Berlin: the start is included
+    ("2026-11-30T16:59", "office"),   # Monday 17:59
+    ("2026-11-30T17:00", "rest"),     # Monday 18:00: the end is not
+    ("2026-11-30T21:30", "night"),    # Monday 22:30: a span across midnight
+    ("2026-12-01T04:59", "night"),    # Tuesday 05:59
+    ("2026-12-05T12:00", "weekend"),  # Saturday 13:00
+    ("2026-12-05T22:00", "night"),    # Saturday 23:00: the first rule that matches wins
+])
+def test_weekdays_and_hours_read_the_files_timezone(utc, queue):
+    now = datetime.fromisoformat(utc).replace(tzinfo=UTC)
+    assert parse_routing(OFFICE, "office.yaml").queue_for({}, now) == queue
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("timezone: Mars/Olympus\n", "timezone 'Mars/Olympus' is not a time zone name"),
+    ("rules: [{when: {hours: '9-18'}, queue: default}]\n", "'9-18' is not a span of 24-hour times"),
+    ("rules: [{when: {hours: '09:00-24:00'}, queue: default}]\n", "is not a span of 24-hour times"),
+    ("rules: [{when: {weekdays: [funday]}, queue: default}]\n", "'mon', 'tue'"),
+    ("rules: [{when: {value_lt: 0}, queue: default}]\n", "value_lt"),
+    ("rules: [{when: {priority_lte: 10}, queue: default}]\n", "priority_lte"),
+])
+def test_bad_time_and_bound_conditions_are_refused_in_words(text, words):
+    with pytest.raises(RoutingError, match=re.escape(words)):
+        parse_routing(text, "bad.yaml")
