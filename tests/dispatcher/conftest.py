@@ -49,6 +49,11 @@ def topic(worker, name: str) -> str:
     return worker.env["DISPATCHER_TOPIC_PREFIX"] + name
 
 
-async def assigned(api: Api, lead_id: str) -> dict[str, Any] | None:
+async def with_status(api: Api, lead_id: str, status: str) -> dict[str, Any] | None:
+    """The lead once it has this status (for eventually()), else None."""
     lead = await api.lead_status(lead_id)
-    return lead if lead and lead["status"] == "assigned" else None
+    return lead if lead and lead["status"] == status else None
+
+
+async def assigned(api: Api, lead_id: str) -> dict[str, Any] | None:
+    return await with_status(api, lead_id, "assigned")

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from dispatcher.embedded import EmbeddedStack, free_port
-from tests.dispatcher.conftest import assigned, topic
+from tests.dispatcher.conftest import assigned, topic, with_status
 from tests.kafka_io import bootstrap, eventually, read_topic
 
 
@@ -102,7 +102,7 @@ async def test_redis_refusing_writes_holds_the_leads_back_and_the_worker_lives(w
                 await asyncio.sleep(0.5)
                 assert worker.process.poll() is None and await api.lead_status(lead["id"]) is None
                 await admin.execute_command(*allow)
-                await eventually(lambda lead=lead, decided=decided: _with_status(api, lead["id"], decided), timeout_s=30)
+                await eventually(lambda lead=lead, decided=decided: with_status(api, lead["id"], decided), timeout_s=30)
         finally:
             await admin.aclose()
 
@@ -127,7 +127,7 @@ async def test_a_routing_change_reaches_every_worker_and_strands_no_lead(worker_
     apis = [await api_factory(first), await api_factory(second)]
     await apis[0].rep("ana", capacity=1)
     assert (await apis[0].call("POST", "/v1/leads", {"id": "needs-spanish", "attributes": {"language": "es"}}))[0] == 202
-    waiting = await eventually(lambda: _with_status(apis[1], "needs-spanish", "queued"))
+    waiting = await eventually(lambda: with_status(apis[1], "needs-spanish", "queued"))
     assert waiting["queue"] == "spanish"
 
     routing.write_text("queues: {general: {}}\n")
@@ -138,7 +138,7 @@ async def test_a_routing_change_reaches_every_worker_and_strands_no_lead(worker_
     code, history = await apis[0].call("GET", "/v1/routing/history")
     assert [entry["version"] for entry in history["versions"]] == ["2", "1"]
     assert all(str(routing) in entry["source"] and entry["by"] for entry in history["versions"])
-    rerouted = await eventually(lambda: _with_status(apis[1], "needs-spanish", "assigned"))
+    rerouted = await eventually(lambda: with_status(apis[1], "needs-spanish", "assigned"))
     assert (rerouted["queue"], rerouted["rep_id"]) == ("general", "ana")
     entry = next(e for e in rerouted["history"] if e["event"] == "rerouted")
     assert entry["from_queue"] == "spanish" and "removed queue spanish" in entry["reason"]
@@ -148,11 +148,6 @@ async def test_a_routing_change_reaches_every_worker_and_strands_no_lead(worker_
     for api in apis:
         assert await _routing_version(api, 2), "an empty file is refused, not the catch-all"
     assert "is empty or holds only comments" in first.log_tail(200) + second.log_tail(200)
-
-
-async def _with_status(api, lead_id: str, status: str):
-    lead = await api.lead_status(lead_id)
-    return lead if lead and lead["status"] == status else None
 
 
 async def _routing_version(api, version: int) -> bool:
@@ -167,7 +162,7 @@ async def test_events_of_steps_taken_over_http_reach_kafka_from_the_outbox(worke
     assert (await api.call("POST", "/v1/leads", {"id": "first"}))[0] == 202
     await eventually(lambda: assigned(api, "first"))
     assert (await api.call("POST", "/v1/leads", {"id": "second"}))[0] == 202
-    await eventually(lambda: _with_status(api, "second", "queued"))
+    await eventually(lambda: with_status(api, "second", "queued"))
     assert (await api.call("POST", "/v1/leads/first/close", {"outcome": "won"}))[0] == 200
     events = await read_topic(stack.broker_url, topic(worker, "assignments"),
                               until=lambda r: {e["lead_id"] for e in r} >= {"first", "second"})

@@ -11,7 +11,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.dispatcher.conftest import Api, assigned as _assigned, topic
+from tests.dispatcher.conftest import Api, assigned as _assigned, topic, with_status
 from tests.kafka_io import eventually, produce, produce_leads, read_topic
 
 
@@ -241,14 +241,9 @@ async def test_the_routing_is_put_checked_and_applied_live_and_a_bad_one_changes
     assert code == 200 and (again["version"], again["applied"]) == ("2", False), "JSON is taken; the same routing is a no-op"
 
     assert (await api.call("POST", "/v1/leads", {"id": "klingon-1", "skills": ["klingon"]}))[0] == 202
-    await eventually(lambda: _status(api, "klingon-1", "queued"))
+    await eventually(lambda: with_status(api, "klingon-1", "queued"))
     code, body = await api.call("PUT", "/v1/routing", raw=b"channels: [chat]\n")
     assert code == 409 and body["reasons"] == [
         "lead klingon-1 waits on channel web, which this routing drops; close it first, or keep the channel"]
     code, history = await api.call("GET", "/v1/routing/history")
     assert [entry["version"] for entry in history["versions"]] == ["2", "1"]
-
-
-async def _status(api: Api, lead_id: str, status: str) -> bool:
-    lead = await api.lead_status(lead_id)
-    return bool(lead) and lead["status"] == status
