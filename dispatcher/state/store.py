@@ -3,7 +3,7 @@ run atomically; this module only lays out the keys and arguments and reads the a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -216,13 +216,14 @@ class Store:
             args.extend((queue.name, queue.strategy, queue.order, queue.heartbeat_window_ms))
         return keys, args
 
-    async def _step(self, name: str, *own_args: Any) -> Any:
+    async def _step(self, name: str, own_args: Callable[[], Sequence[Any]]) -> Any:
         """One script over the layout of every channel, built again for the routing in force when
-        the routing changed under it."""
+        the routing changed under it. `own_args` builds the script's own arguments each time, since
+        some come from the routing in hand (a rep's queues, the default queue)."""
         while True:
             keys, args = self._layout(self.routing.channels)
             try:
-                return await self._scripts[name](keys=keys, args=[*args, *own_args])
+                return await self._scripts[name](keys=keys, args=[*args, *own_args()])
             except ResponseError as exc:
                 if not is_stale(exc):
                     raise
@@ -288,7 +289,7 @@ class Store:
     async def close(self, lead_id: str, outcome: str, *, actor: str = "", only_rep: str | None = None) -> Outcome:
         """`actor` names who closed it (the caller's role and identity), kept in the lead's history;
         with `only_rep`, the lead is closed only if it is assigned to that rep at that moment."""
-        row = await self._step("close", lead_id, outcome, actor, only_rep or "")
+        row = await self._step("close", lambda: (lead_id, outcome, actor, only_rep or ""))
         if row[0] == "unknown":
             return Outcome("not_found", f"unknown lead {lead_id}")
         if row[0] == "not_theirs":
@@ -298,7 +299,7 @@ class Store:
         return Outcome("ok", f"closed (was {row[1]})", tuple(Assignment.from_script(r) for r in row[3]))
 
     async def reassign(self, lead_id: str, rep_id: str | None, *, actor: str = "") -> Outcome:
-        row = await self._step("reassign", lead_id, rep_id or "", self.routing.default_queue, actor)
+        row = await self._step("reassign", lambda: (lead_id, rep_id or "", self.routing.default_queue, actor))
         if row[0] == "refused":
             return Outcome(row[1], row[2])
         moved = (Assignment.from_script(row[2], reassigned=True),) if row[2] else ()
@@ -324,7 +325,7 @@ class Store:
     # --- reps ------------------------------------------------------------------------------
 
     async def set_presence(self, rep_id: str, status: str, *, actor: str = "") -> Outcome:
-        row = await self._step("presence", rep_id, status, actor)
+        row = await self._step("presence", lambda: (rep_id, status, actor))
         if row[0] == "unknown":
             return Outcome("not_found", f"unknown rep {rep_id}; create it with PUT /v1/reps/{rep_id} first")
         return Outcome("ok", row[1], tuple(Assignment.from_script(r) for r in row[2]))
@@ -334,19 +335,8 @@ class Store:
         capacity_spec = f"*={capacity}" if isinstance(capacity, int) else ",".join(f"{c}={n}" for c, n in capacity.items())
         skills_spec = ",".join(f"{skill}={level}" for skill, level in profile.get("skills", {}).items())
         rank = (profile.get("attributes") or {}).get("rank", 0)
-        while True:
-            # Memberships come from the routing this step is built for; a routing change in
-            # between refuses the step and it is built again.
-            keys, args = self._layout(self.routing.channels)
-            try:
-                row = await self._scripts["upsert_rep"](keys=keys, args=[
-                    *args, rep_id, orjson.dumps(profile), capacity_spec, skills_spec, rank,
-                    ",".join(self.routing.queues_for(profile)), actor])
-                break
-            except ResponseError as exc:
-                if not is_stale(exc):
-                    raise
-                await self.adopt_routing()
+        row = await self._step("upsert_rep", lambda: (rep_id, orjson.dumps(profile), capacity_spec, skills_spec, rank,
+                                                      ",".join(self.routing.queues_for(profile)), actor))
         if row[0] == "conflict":
             return Outcome("conflict", row[1])
         return Outcome("ok", row[1], tuple(Assignment.from_script(r) for r in row[2]))

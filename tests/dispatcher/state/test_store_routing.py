@@ -136,3 +136,18 @@ async def test_the_routing_in_force_and_its_history_say_what_who_and_when(store_
     assert [(entry["version"], entry["by"]) for entry in history] == [("2", "w2 (file routing.yaml)"),
                                                                       ("1", "w1 (file routing.yaml)")]
     assert history[0]["fingerprint"] == in_force["fingerprint"] and history[0]["applied_at"].endswith("Z")
+
+
+async def test_a_stale_worker_moves_a_lead_by_the_routing_in_force(store_factory, rep_factory, stack):
+    """The arguments of a step that come from the routing (here the queue a lead falls back to)
+    are built again with it when the routing changed under the step."""
+    first = await store_factory(TWO_QUEUES)
+    await first.apply_routing(first.routing)
+    await rep_factory(first, "r1", capacity=1)
+    await rep_factory(first, "r2", capacity=1)
+    second = twin(first, stack)
+    assert (await first.assign(lead("moving"), "p@0")).status == "assigned"
+    await first.apply_routing(routing("queues: {everyone: {}}\n"))
+    moved = await second.reassign("moving", None)
+    assert moved.ok and moved.assignments[0].queue == "everyone"
+    await second.client.aclose()
