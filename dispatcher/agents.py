@@ -42,7 +42,8 @@ from dispatcher.events import Delivery, announce_decisions, count_assignments, p
 from dispatcher.models import BadInput, routable_lead
 from dispatcher.outbox import OutboxRelay
 from dispatcher.routing import API_SOURCE, RoutingError, load_routing, read_routing_file
-from dispatcher.state.store import Decision, RoutingRefused, is_unavailable
+from dispatcher.state.layout import is_unavailable
+from dispatcher.state.results import Decision, RoutingRefused
 
 log = logging.getLogger(__name__)
 RETRY_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)

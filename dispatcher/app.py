@@ -10,7 +10,8 @@ from dispatcher.http import make_middleware
 from dispatcher.routing import load_routing
 from dispatcher.settings import Settings
 from dispatcher.state.keys import Keys
-from dispatcher.state.store import Store, connect
+from dispatcher.state.layout import connect
+from dispatcher.state.store import Store
 from dispatcher.transport import StreamApp
 
 

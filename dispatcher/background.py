@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from dispatcher import metrics
-from dispatcher.state.store import is_unavailable
+from dispatcher.state.layout import is_unavailable
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import redis
 
 from dispatcher.routing import Queue, Routing, RoutingError, parse_routing
 from dispatcher.state.keys import Keys
-from dispatcher.state.store import WAIT_BAND
+from dispatcher.state.reads import WAIT_BAND
 
 STATUSES = ("pending", "queued", "assigned", "closed")
 # A routing change between listing the keys and reading them is rare; one that keeps coming

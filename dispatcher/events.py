@@ -22,7 +22,7 @@ import orjson
 from dispatcher import metrics
 from dispatcher.app import app, assignments_topic, leads_dlq_topic, leads_topic
 from dispatcher.models import BAD_INPUT_KINDS, BadInput
-from dispatcher.state.store import Assignment
+from dispatcher.state.results import Assignment
 
 log = logging.getLogger(__name__)
 Delivery = asyncio.Future

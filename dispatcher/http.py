@@ -12,7 +12,7 @@ from aiohttp import web
 
 from dispatcher import access, metrics
 from dispatcher.settings import Settings
-from dispatcher.state.store import is_unavailable
+from dispatcher.state.layout import is_unavailable
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/v1/health", "/metrics", "/openapi.json"})

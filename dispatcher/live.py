@@ -9,7 +9,7 @@ from typing import Any
 
 from dispatcher import metrics
 from dispatcher.app import app, leads_topic, store
-from dispatcher.state.store import iso_ms
+from dispatcher.state.results import iso_ms
 
 log = logging.getLogger(__name__)
 REPS_SHOWN = 200

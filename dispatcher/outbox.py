@@ -21,7 +21,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from dispatcher import metrics
-from dispatcher.state.store import Assignment, is_unavailable
+from dispatcher.state.layout import is_unavailable
+from dispatcher.state.results import Assignment
 
 log = logging.getLogger(__name__)
 GROUP = "relay"

@@ -7,10 +7,10 @@ channels: [web, chat, call, email, form, sms]
 queues:
   enterprise: {strategy: priority, members: {teams: [enterprise]}}
   spanish:    {strategy: load_aware, members: {skills: {spanish: 5}}}
-  promo:      {strategy: online_now, heartbeat_window_s: 10}
-  general:    {}
+  promo:      {strategy: online_now, heartbeat_window_s: 10, overflow: {after_s: 30, to: general}}
+  general:    {sticky: {field: customer_id, wait_s: 20}}
 rules:
-  - {when: {attributes: {grade: A}, value_gte: 10000}, queue: enterprise}
+  - {name: big grade A, when: {attributes: {grade: A}, value_gte: 10000}, queue: enterprise}
   - {when: {skills: [spanish]}, queue: spanish}
   - {when: {attributes: {source: promo}}, queue: promo}
 default_queue: general
@@ -22,18 +22,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from datetime import UTC, datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from strategies import policy
-from strategies.base import order_codes
 
 # The one name pattern for queues, teams, skills and channels; \Z because `$` admits a trailing newline.
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}\Z"
@@ -60,10 +66,25 @@ class MemberFilter(_Strict):
     attributes: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
 
 
+class Sticky(_Strict):
+    # Rust regex (pydantic): `$` is the end of the text, as NAME_PATTERN's \Z is in Python.
+    field: str = Field("customer_id", pattern=NAME_PATTERN.replace("\\Z", "$"),
+                       description="the lead field naming the customer: a top-level field, else an attribute")
+    wait_s: float = Field(0, ge=0, le=86_400, description="how long a lead waits for its last rep to be free")
+
+
+class Overflow(_Strict):
+    after_s: float = Field(gt=0, le=7 * 86_400, description="how long a lead waits here before it moves on")
+    to: str = Field(description="the queue it moves to")
+
+
 class QueueSpec(_Strict):
     strategy: str = policy.DEFAULT_STRATEGY
     members: MemberFilter = MemberFilter()
     heartbeat_window_s: float | None = Field(None, ge=0)
+    sticky: Sticky | None = None
+    overflow: Overflow | None = None
+    options: dict[str, float] = Field(default_factory=dict, description="the strategy's own options")
 
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -100,6 +121,7 @@ class Condition(_Strict):
 
 
 class Rule(_Strict):
+    name: str | None = Field(None, min_length=1, max_length=64, description="how reasons name the rule")
     when: Condition = Condition()
     queue: str
 
@@ -120,9 +142,12 @@ class RoutingFile(_Strict):
                          for name in names if not re.match(NAME_PATTERN, name)]
         for name, spec in self.queues.items():
             try:
-                policy.strategy(spec.strategy)
+                declared = policy.strategy(spec.strategy)
             except ValueError as exc:
                 problems.append(f"queue {name!r}: {exc}")
+                continue
+            problems += [f"queue {name!r}: {problem}" for problem in declared.check_options(spec.options)]
+        problems += self._overflow_problems()
         for index, rule in enumerate(self.rules, start=1):
             if rule.queue not in self.queues:
                 problems.append(f"rule {index} sends leads to queue {rule.queue!r}, which is not defined")
@@ -141,6 +166,24 @@ class RoutingFile(_Strict):
             # Every problem at once, one per line (_problems splits them), so a file is fixed in one go.
             raise ValueError("\n".join(problems))
         return self
+
+    def _overflow_problems(self) -> list[str]:
+        problems = []
+        for name, spec in self.queues.items():
+            if spec.overflow is None:
+                continue
+            if spec.overflow.to not in self.queues:
+                problems.append(f"queue {name!r} overflows to queue {spec.overflow.to!r}, which is not defined")
+                continue
+            # A lead must move on a bounded number of times: a cycle would pass it round for ever.
+            path, at = [name], spec.overflow.to
+            while at not in path and at in self.queues and self.queues[at].overflow is not None:
+                path.append(at)
+                at = self.queues[at].overflow.to
+            if at in path and path[0] == min(path[path.index(at):]):
+                cycle = path[path.index(at):] + [at]
+                problems.append(f"queues overflow in a circle ({' -> '.join(cycle)}); a lead would never settle")
+        return problems
 
 
 def _same(expected: Scalar, actual: Any) -> bool:
@@ -161,7 +204,10 @@ class Queue:
     strategy: str
     members: MemberFilter
     heartbeat_window_ms: int
-    order: str
+    sticky: Sticky | None
+    overflow: Overflow | None
+    # The strategy's options, every one filled in (its declared defaults where the file is silent).
+    options: Mapping[str, float]
 
     def admits(self, profile: Mapping[str, Any]) -> bool:
         wanted = self.members
@@ -175,6 +221,27 @@ class Queue:
             key in attributes and _matches(expected, attributes[key]) for key, expected in wanted.attributes.items()
         )
 
+    def sticky_key(self, lead: Mapping[str, Any]) -> str:
+        """Who the lead's customer is, as the queue's sticky option names it ("customer_id=c-42"),
+        or "" when the queue is not sticky or the lead does not say."""
+        if self.sticky is None:
+            return ""
+        name = self.sticky.field
+        value = lead.get(name, (lead.get("attributes") or {}).get(name))
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value == "":
+            return ""
+        return f"{name}={value}"
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a lead goes and why: its queue, the rule that chose it ("default" when none matched),
+    and its customer for a sticky queue."""
+
+    queue: str
+    rule: str
+    sticky_key: str = ""
+
 
 class Routing:
     """A checked routing file, ready to match leads and to describe queues to the Lua scripts."""
@@ -186,41 +253,38 @@ class Routing:
         # As written (YAML or JSON, comments kept): what people read back from GET /v1/routing.
         self.text = text
         self.channels: tuple[str, ...] = tuple(spec.channels)
-        self.queues: tuple[Queue, ...] = tuple(
-            Queue(
-                name=name,
-                strategy=queue.strategy,
-                members=queue.members,
-                heartbeat_window_ms=int(
-                    1000
-                    * (
-                        queue.heartbeat_window_s
-                        if queue.heartbeat_window_s is not None
-                        else policy.strategy(queue.strategy).HEARTBEAT_WINDOW_S
-                    )
-                ),
-                order=order_codes(policy.strategy(queue.strategy).ORDER),
-            )
-            for name, queue in spec.queues.items()
-        )
+        self.queues: tuple[Queue, ...] = tuple(self._queue(name, queue) for name, queue in spec.queues.items())
+        self.by_name = {queue.name: queue for queue in self.queues}
         # Files without default_queue have always sent unmatched leads to the last queue (the
         # catch-all is usually written last); refusing or changing that would break them.
         self.default_queue = spec.default_queue or self.queues[-1].name
         self.fingerprint = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
 
-    def queue_for(self, lead: Mapping[str, Any], now: datetime | None = None) -> str:
+    @staticmethod
+    def _queue(name: str, spec: QueueSpec) -> Queue:
+        declared = policy.strategy(spec.strategy)
+        window_s = spec.heartbeat_window_s if spec.heartbeat_window_s is not None else declared.heartbeat_window_s
+        return Queue(name=name, strategy=spec.strategy, members=spec.members, heartbeat_window_ms=int(1000 * window_s),
+                     sticky=spec.sticky, overflow=spec.overflow, options=declared.with_defaults(spec.options))
+
+    def route(self, lead: Mapping[str, Any], now: datetime | None = None) -> Route:
         """First rule that matches, else the default queue. `now` is when the lead is routed (the
         clock by default), for rules on weekdays and hours."""
         moment = None
-        for rule in self.spec.rules:
+        chosen, rule_label = self.default_queue, "default"
+        for number, rule in enumerate(self.spec.rules, start=1):
             if not self._rule_matches(rule.when, lead):
                 continue
             if rule.when.weekdays or rule.when.hours is not None:
                 moment = moment or (now or datetime.now(UTC)).astimezone(self._zone)
                 if not rule.when.in_time(moment):
                     continue
-            return rule.queue
-        return self.default_queue
+            chosen, rule_label = rule.queue, f"rule {number} ({rule.name})" if rule.name else f"rule {number}"
+            break
+        return Route(chosen, rule_label, self.by_name[chosen].sticky_key(lead))
+
+    def queue_for(self, lead: Mapping[str, Any], now: datetime | None = None) -> str:
+        return self.route(lead, now).queue
 
     def queues_for(self, profile: Mapping[str, Any]) -> list[str]:
         return [queue.name for queue in self.queues if queue.admits(profile)]

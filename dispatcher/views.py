@@ -31,7 +31,7 @@ from dispatcher.models import (
     usable_profile,
 )
 from dispatcher.routing import API_SOURCE, RoutingError, parse_routing, yaml_says_nothing
-from dispatcher.state.store import Outcome, RoutingRefused, iso_ms
+from dispatcher.state.results import Outcome, RoutingRefused, iso_ms
 from strategies import policy
 
 PRODUCE_TIMEOUT_S = 10.0
@@ -51,7 +51,7 @@ def lead_view(record: dict[str, Any]) -> dict[str, Any]:
     status, lead = record["status"], record.get("lead") or {}
     rep_id = record.get("rep_id") or None
     if rep_id and record.get("facts"):
-        reason = policy.explain(record["strategy"], record["facts"])
+        reason = policy.reason(record["queue"], record["strategy"], record["facts"])
     elif status == "queued":
         reason = f"waiting in queue {record['queue']}: no eligible rep has room yet"
     elif status == "pending":

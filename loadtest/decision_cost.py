@@ -59,7 +59,9 @@ import redis.asyncio as aioredis
 from dispatcher.embedded import EmbeddedStack
 from dispatcher.routing import load_routing
 from dispatcher.state.keys import Keys
-from dispatcher.state.store import Assignment, Decision, Outcome, Store, connect
+from dispatcher.state.layout import connect
+from dispatcher.state.results import Assignment, Decision, Outcome
+from dispatcher.state.store import Store
 from loadtest.reporting import report
 
 CHANNEL = "web"

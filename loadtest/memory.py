@@ -52,7 +52,8 @@ import redis.asyncio as aioredis
 from dispatcher.embedded import EmbeddedStack
 from dispatcher.models import routable_lead
 from dispatcher.settings import Settings
-from dispatcher.state.store import Store, connect
+from dispatcher.state.layout import connect
+from dispatcher.state.store import Store
 from loadtest.decision_cost import (
     MeasurementError,
     decide,

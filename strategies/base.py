@@ -1,25 +1,37 @@
-"""What every strategy shares: the plain data it sees and the one signature it implements.
+"""What every strategy shares: the plain data it sees, the one signature it implements, and the
+declaration the Lua side is built from.
 
-A strategy is a small pure module with:
-  NAME           how the routing file names it
-  ORDER          the fields its ready index is sorted by, best first (see ORDER_CODES)
-  HEARTBEAT_WINDOW_S   a stricter freshness filter for its queues (0 = the presence TTL only)
-  select(candidates, lead) -> RepState | None    the same rule over plain data
-  explain(facts) -> str                          why the chosen rep was chosen, in words
+A strategy is a small pure module that ends in one `STRATEGY = Strategy(...)` declaration:
+  name      how the routing file names it
+  summary   what it does and when to use it, in two lines a supervisor understands (README, docs)
+  order     the fields its ready index is sorted by, best first (ORDER_CODES)
+  walk      how the atomic step walks that index (WALKS)
+  filters   the eligibility filters it applies before its selector (strategies/filters.py)
+  heartbeat_window_s  a stricter freshness filter for its queues (0 = the presence TTL only)
+  options   the options a queue may give it in the routing file: name -> Option
+  select    (candidates, lead, queue) -> RepState | None: the same rule over plain data
+  explain   (facts) -> str: why the chosen rep was chosen, in words
 
-Redis keeps each queue's ready reps sorted by ORDER, so the atomic step takes the first rep that
-passes the filters; `select` states that rule for tests, docs and the property test that checks
-both paths agree.
+Redis keeps each queue's ready reps sorted by `order`; the one Lua step per decision walks that
+index as `walk` says and takes the first rep that passes `filters`. dispatcher/state/layout.py
+turns every declaration into the Lua table the scripts read, so the scripts hold no strategy of
+their own; `select` is the model a property test holds the Lua step to (tests/dispatcher/state).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# How an ORDER field is encoded in the ready index by lib.lua's member_for.
+# How an `order` field is encoded in the ready index by lib.lua's member_for.
 ORDER_CODES = {"utilization": "u", "last_assigned": "l", "rank": "r"}
+# How the Lua step walks a queue's ready index: from its best entry ("first").
+WALKS = ("first",)
+# presence and room are the contract's invariants (only online reps with room get leads): every
+# strategy applies them; recent and skills are each strategy's to declare.
+FILTERS = ("present", "room", "recent", "skills")
+REQUIRED_FILTERS = ("present", "room")
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,67 @@ class LeadView:
     skills: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class QueueView:
+    """What a selector may know of the queue beyond its candidates: its name and the options the
+    routing file gives its strategy."""
+
+    name: str = "default"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Option:
+    default: float
+    low: float
+    high: float
+    meaning: str
+
+
+Selector = Callable[[Sequence[RepState], LeadView, QueueView], "RepState | None"]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    summary: str
+    order: tuple[str, ...]
+    select: Selector
+    explain: Callable[[Mapping[str, Any]], str]
+    walk: str = "first"
+    filters: tuple[str, ...] = FILTERS
+    heartbeat_window_s: float = 0.0
+    options: Mapping[str, Option] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A declaration the scripts cannot honour must fail at import, not at the first lead.
+        unknown = [name for name in self.order if name not in ORDER_CODES]
+        if unknown or self.walk not in WALKS or not set(self.filters) <= set(FILTERS):
+            raise ValueError(f"strategy {self.name}: order {self.order}, walk {self.walk!r} or filters "
+                             f"{self.filters} name something the scripts do not know")
+        if not set(REQUIRED_FILTERS) <= set(self.filters):
+            raise ValueError(f"strategy {self.name} must apply {REQUIRED_FILTERS}: they are the contract's invariants")
+
+    @property
+    def order_codes(self) -> str:
+        return "".join(ORDER_CODES[name] for name in self.order)
+
+    def check_options(self, given: Mapping[str, float]) -> list[str]:
+        """What is wrong with a queue's options for this strategy, in words (empty: nothing)."""
+        problems = []
+        for name, value in given.items():
+            option = self.options.get(name)
+            if option is None:
+                known = ", ".join(sorted(self.options)) or "none"
+                problems.append(f"strategy {self.name} has no option {name!r} (its options: {known})")
+            elif not option.low <= value <= option.high:
+                problems.append(f"option {name} is {value:g}; it must be {option.low:g}..{option.high:g} ({option.meaning})")
+        return problems
+
+    def with_defaults(self, given: Mapping[str, float]) -> dict[str, float]:
+        return {name: given.get(name, option.default) for name, option in self.options.items()}
+
+
 def utilization_key(rep: RepState) -> int:
     """Load over capacity in billionths, as the ready index stores it, so ties compare exactly."""
     return rep.load * 1_000_000_000 // rep.capacity
@@ -50,10 +123,6 @@ def utilization_key(rep: RepState) -> int:
 def rank_key(rep: RepState) -> int:
     """Higher rank sorts first; ranks are kept to a thousandth, as in the ready index."""
     return 1_000_000 - int(rep.rank * 1000)
-
-
-def order_codes(order: tuple[str, ...]) -> str:
-    return "".join(ORDER_CODES[name] for name in order)
 
 
 def _seconds(ms: float) -> str:

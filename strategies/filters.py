@@ -1,13 +1,14 @@
-"""Eligibility filters, applied in this order before a strategy's selector. Static eligibility
-(teams, skill levels, attributes) is resolved into queue membership ahead of time by the routing
-file; these are the filters that depend on the moment or on the lead."""
+"""Eligibility filters, applied before a strategy's selector in FILTERS order, each strategy the
+ones its declaration names. Static eligibility (teams, skill levels, attributes) is resolved into
+queue membership ahead of time by the routing file; these are the filters that depend on the
+moment or on the lead."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from strategies.base import LeadView, RepState
+from strategies.base import FILTERS, LeadView, RepState
 
 
 @dataclass(frozen=True)
@@ -40,4 +41,11 @@ def with_skills(candidates: Sequence[RepState], lead: LeadView, moment: Moment) 
     return [rep for rep in candidates if all(skill in rep.skills for skill in lead.skills)]
 
 
-PIPELINE = (present, with_room, recent, with_skills)
+Filter = Callable[[Sequence[RepState], LeadView, Moment], list[RepState]]
+BY_NAME: dict[str, Filter] = {"present": present, "room": with_room, "recent": recent, "skills": with_skills}
+assert tuple(BY_NAME) == FILTERS, "every filter a declaration may name has its function, in order"
+
+
+def pipeline(names: Sequence[str]) -> tuple[Filter, ...]:
+    """The filters a declaration names, in FILTERS order whatever order it names them in."""
+    return tuple(BY_NAME[name] for name in FILTERS if name in names)

@@ -6,16 +6,30 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from strategies.base import LeadView, RepState, describe_load, join_reason, utilization_key
+from strategies.base import (
+    LeadView,
+    QueueView,
+    RepState,
+    Strategy,
+    describe_load,
+    join_reason,
+    utilization_key,
+)
 
-NAME = "load_aware"
-ORDER = ("utilization", "last_assigned")
-HEARTBEAT_WINDOW_S = 0.0
 
-
-def select(candidates: Sequence[RepState], lead: LeadView) -> RepState | None:
+def select(candidates: Sequence[RepState], lead: LeadView, queue: QueueView = QueueView()) -> RepState | None:
     return min(candidates, key=lambda rep: (utilization_key(rep), rep.last_assigned_ms, rep.id), default=None)
 
 
 def explain(facts: Mapping[str, Any]) -> str:
     return join_reason(f"load-aware: least loaded eligible rep, {describe_load(facts)}", facts)
+
+
+STRATEGY = Strategy(
+    name="load_aware",
+    summary="The rep with the most spare room relative to capacity; ties go to whoever waited longest. "
+            "The safe default: nobody drowns while others idle.",
+    order=("utilization", "last_assigned"),
+    select=select,
+    explain=explain,
+)

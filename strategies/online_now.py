@@ -6,16 +6,30 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from strategies.base import LeadView, RepState, describe_load, join_reason
+from strategies.base import (
+    LeadView,
+    QueueView,
+    RepState,
+    Strategy,
+    describe_load,
+    join_reason,
+)
 
-NAME = "online_now"
-ORDER = ("last_assigned",)
-HEARTBEAT_WINDOW_S = 15.0
 
-
-def select(candidates: Sequence[RepState], lead: LeadView) -> RepState | None:
+def select(candidates: Sequence[RepState], lead: LeadView, queue: QueueView = QueueView()) -> RepState | None:
     return min(candidates, key=lambda rep: (rep.last_assigned_ms, rep.id), default=None)
 
 
 def explain(facts: Mapping[str, Any]) -> str:
     return join_reason(f"online-now: idle longest among reps with a fresh heartbeat, {describe_load(facts)}", facts)
+
+
+STRATEGY = Strategy(
+    name="online_now",
+    summary="Only reps heard from in the last few seconds, whoever has waited longest first. "
+            "For promotions and chat bursts, when a rep who left a minute ago must not get leads.",
+    order=("last_assigned",),
+    select=select,
+    explain=explain,
+    heartbeat_window_s=15.0,
+)

@@ -3,18 +3,18 @@ The routing file names strategies; this registry is the only place those names a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from types import ModuleType
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from strategies import load_aware, online_now, priority
-from strategies.base import LeadView, RepState
-from strategies.filters import PIPELINE, Moment
+from strategies.base import LeadView, QueueView, RepState, Strategy
+from strategies.filters import Moment, pipeline
 
-STRATEGIES: dict[str, ModuleType] = {module.NAME: module for module in (load_aware, online_now, priority)}
-DEFAULT_STRATEGY = load_aware.NAME
+STRATEGIES: dict[str, Strategy] = {module.STRATEGY.name: module.STRATEGY for module in (load_aware, online_now, priority)}
+DEFAULT_STRATEGY = load_aware.STRATEGY.name
 
 
-def strategy(name: str) -> ModuleType:
+def strategy(name: str) -> Strategy:
     try:
         return STRATEGIES[name]
     except KeyError:
@@ -22,12 +22,22 @@ def strategy(name: str) -> ModuleType:
         raise ValueError(f"unknown strategy {name!r}; known strategies: {known}") from None
 
 
-def choose(strategy_name: str, candidates: Sequence[RepState], lead: LeadView, moment: Moment) -> RepState | None:
+def choose(strategy_name: str, candidates: Sequence[RepState], lead: LeadView, moment: Moment,
+           queue: QueueView = QueueView()) -> RepState | None:
+    declared = strategy(strategy_name)
     eligible: Sequence[RepState] = candidates
-    for step in PIPELINE:
+    for step in pipeline(declared.filters):
         eligible = step(eligible, lead, moment)
-    return strategy(strategy_name).select(eligible, lead)
+    return declared.select(eligible, lead, queue)
 
 
-def explain(strategy_name: str, facts: dict) -> str:
+def explain(strategy_name: str, facts: Mapping[str, Any]) -> str:
     return strategy(strategy_name).explain(facts)
+
+
+def reason(queue: str, strategy_name: str, facts: Mapping[str, Any]) -> str:
+    """A decision's reason in full: the rule that chose the queue, the queue, and the strategy's
+    own words with its deciding figures."""
+    rule = facts.get("rule")
+    routed = f"{rule} sent it to queue {queue}" if rule else f"queue {queue}"
+    return f"{routed}; {explain(strategy_name, facts)}"

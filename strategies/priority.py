@@ -7,14 +7,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from strategies.base import LeadView, RepState, describe_load, join_reason, rank_key, utilization_key
+from strategies.base import (
+    LeadView,
+    QueueView,
+    RepState,
+    Strategy,
+    describe_load,
+    join_reason,
+    rank_key,
+    utilization_key,
+)
 
-NAME = "priority"
-ORDER = ("rank", "utilization", "last_assigned")
-HEARTBEAT_WINDOW_S = 0.0
 
-
-def select(candidates: Sequence[RepState], lead: LeadView) -> RepState | None:
+def select(candidates: Sequence[RepState], lead: LeadView, queue: QueueView = QueueView()) -> RepState | None:
     return min(
         candidates,
         key=lambda rep: (rank_key(rep), utilization_key(rep), rep.last_assigned_ms, rep.id),
@@ -27,3 +32,13 @@ def explain(facts: Mapping[str, Any]) -> str:
     ranked = f"rank {rank:g}, " if isinstance(rank, (int, float)) else ""
     urgency = f"priority {facts['priority']} lead to " if "priority" in facts else ""
     return join_reason(f"priority: {urgency}the best-ranked rep with room, {ranked}{describe_load(facts)}", facts)
+
+
+STRATEGY = Strategy(
+    name="priority",
+    summary="The best-ranked rep with room (the rep's `rank` attribute), then the least loaded. "
+            "For high-value queues where your seniors should see the lead first.",
+    order=("rank", "utilization", "last_assigned"),
+    select=select,
+    explain=explain,
+)

@@ -112,6 +112,40 @@ class Keys:
         return self._key("roster:version")
 
     @property
+    def rep_weight(self) -> str:
+        """HASH rep id -> weight (> 0), from the rep's `weight` attribute: its share in weighted queues."""
+        return self._key("rep:weight")
+
+    @property
+    def owners(self) -> str:
+        """HASH customer ("field=value", as a sticky queue names it) -> the rep its last lead went to."""
+        return self._key("owners")
+
+    @property
+    def held_leads(self) -> str:
+        """ZSET (scores 0) of "rep|lead" for leads a sticky queue holds for their customer's last rep
+        until it is free or the wait runs out: a rep's held leads are one BYLEX range."""
+        return self._key("held")
+
+    @property
+    def due(self) -> str:
+        """ZSET lead id scored by when it must be looked at again (ms): a sticky hold running out, an
+        overflow falling due. The move_due step takes what is due."""
+        return self._key("due")
+
+    @property
+    def outcomes(self) -> str:
+        """HASH "rep|day|closed" and "rep|day|won" -> leads the rep closed that day (day = days since
+        1970, Redis clock): conversion over a window, for performance queues."""
+        return self._key("outcomes")
+
+    @property
+    def assignment_log(self) -> str:
+        """ZSET "queue|rep|lead" scored by when it was assigned (ms), kept for the fairness window:
+        assignments per rep per queue over any span up to it."""
+        return self._key("log:assignments")
+
+    @property
     def queue_prefix(self) -> str:
         """What every per-queue key below starts with (`dispatcher check` scans for leftovers by it)."""
         return self._key("q:")
@@ -119,6 +153,11 @@ class Keys:
     def queue_members(self, queue: str) -> str:
         """SET of rep ids eligible for the queue by its static filters (teams, skills, attributes)."""
         return self._key(f"q:{queue}:members")
+
+    def queue_state(self, queue: str) -> str:
+        """HASH of what the queue's strategy remembers between decisions (a rotation's place,
+        weighted turns), so it survives restarts and roster changes."""
+        return self._key(f"q:{queue}:state")
 
     def queue_ready(self, queue: str, bucket: str) -> str:
         """ZSET (all scores 0, ordered by member bytes) of "sortkey|rep" for members that are
@@ -140,5 +179,6 @@ class Keys:
             self.leads, self.rep_profiles, self.rep_capacity, self.rep_load, self.rep_skills,
             self.rep_rank, self.rep_status, self.rep_seen, self.rep_last_assigned,
             self.recent_assignments, self.assigned_count, self.open_leads, self.outbox, self.routing,
-            self.closed_leads, self.roster_version,
+            self.closed_leads, self.roster_version, self.rep_weight, self.owners, self.held_leads, self.due,
+            self.outcomes, self.assignment_log,
         ]

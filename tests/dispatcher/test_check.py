@@ -19,7 +19,9 @@ from dispatcher.cli import main
 from dispatcher.embedded import free_port
 from dispatcher.routing import parse_routing
 from dispatcher.state.keys import Keys
-from dispatcher.state.store import RoutingRefused, Store, connect
+from dispatcher.state.layout import connect
+from dispatcher.state.results import RoutingRefused
+from dispatcher.state.store import Store
 from tests.dispatcher.state.conftest import lead, rep_factory, store_factory  # noqa: F401 - fixtures shared with the Redis tests
 
 FLOOR_ROUTING = """

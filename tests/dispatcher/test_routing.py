@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from dispatcher import routing as routing_module
-from dispatcher.routing import DEFAULT_CHANNELS, RoutingError, load_routing, parse_routing, read_routing_file
+from dispatcher.routing import (
+    DEFAULT_CHANNELS,
+    Overflow,
+    RoutingError,
+    Sticky,
+    load_routing,
+    parse_routing,
+    read_routing_file,
+)
 
 # The example the module documents, exactly as written in its docstring.
 DOC_EXAMPLE = re.search(r"```yaml\n(.*?)```", routing_module.__doc__, re.S).group(1)
@@ -26,8 +34,8 @@ def example():
 
 def test_the_built_in_default_is_one_load_aware_queue_over_everyone():
     routing = load_routing(None)
-    assert [(q.name, q.strategy, q.heartbeat_window_ms, q.order) for q in routing.queues] == [
-        ("default", "load_aware", 0, "ul")
+    assert [(q.name, q.strategy, q.heartbeat_window_ms, q.sticky, q.overflow) for q in routing.queues] == [
+        ("default", "load_aware", 0, None, None)
     ]
     assert routing.channels == DEFAULT_CHANNELS == ("web", "chat", "call", "email", "form", "sms")
     assert routing.default_queue == "default"
@@ -48,12 +56,14 @@ def test_an_empty_or_comments_only_file_is_the_built_in_default(text):
 # --- the documented example ------------------------------------------------------------------
 
 def test_the_documented_example_defines_its_queues(example):
-    assert [(q.name, q.strategy, q.heartbeat_window_ms, q.order) for q in example.queues] == [
-        ("enterprise", "priority", 0, "rul"),
-        ("spanish", "load_aware", 0, "ul"),
-        ("promo", "online_now", 10_000, "l"),
-        ("general", "load_aware", 0, "ul"),
+    assert [(q.name, q.strategy, q.heartbeat_window_ms) for q in example.queues] == [
+        ("enterprise", "priority", 0),
+        ("spanish", "load_aware", 0),
+        ("promo", "online_now", 10_000),
+        ("general", "load_aware", 0),
     ]
+    assert example.by_name["promo"].overflow == Overflow(after_s=30, to="general")
+    assert example.by_name["general"].sticky == Sticky(field="customer_id", wait_s=20)
     assert example.default_queue == "general"
     assert example.channels == ("web", "chat", "call", "email", "form", "sms")
 

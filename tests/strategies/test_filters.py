@@ -22,8 +22,10 @@ def ids(reps) -> list[str]:
     return [r.id for r in reps]
 
 
-def test_the_pipeline_runs_every_filter():
-    assert filters.PIPELINE == (filters.present, filters.with_room, filters.recent, filters.with_skills)
+def test_a_pipeline_runs_the_named_filters_in_one_order_whatever_order_they_are_named_in():
+    assert filters.pipeline(("skills", "recent", "room", "present")) == (
+        filters.present, filters.with_room, filters.recent, filters.with_skills)
+    assert filters.pipeline(("room", "present")) == (filters.present, filters.with_room)
 
 
 @pytest.mark.parametrize("status", ["away", "offline", "busy", ""])

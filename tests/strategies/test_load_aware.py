@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from strategies import load_aware
-from strategies.base import ORDER_CODES, LeadView, RepState, order_codes
+from strategies.base import ORDER_CODES, LeadView, RepState
 
 LEAD = LeadView("lead-1")
 
@@ -15,11 +15,11 @@ def rep(rep_id: str, load: int = 0, capacity: int = 4, **fields) -> RepState:
 
 
 def test_declares_its_name_index_order_and_no_extra_heartbeat_window():
-    assert load_aware.NAME == "load_aware"
-    assert load_aware.ORDER == ("utilization", "last_assigned")
-    assert set(load_aware.ORDER) <= set(ORDER_CODES)
-    assert order_codes(load_aware.ORDER) == "ul"
-    assert load_aware.HEARTBEAT_WINDOW_S == 0
+    assert load_aware.STRATEGY.name == "load_aware"
+    assert load_aware.STRATEGY.order == ("utilization", "last_assigned")
+    assert set(load_aware.STRATEGY.order) <= set(ORDER_CODES)
+    assert load_aware.STRATEGY.order_codes == "ul"
+    assert load_aware.STRATEGY.heartbeat_window_s == 0
 
 
 def test_no_candidates_means_no_rep():

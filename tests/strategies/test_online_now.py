@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from strategies import online_now
-from strategies.base import ORDER_CODES, LeadView, RepState, order_codes
+from strategies.base import ORDER_CODES, LeadView, RepState
 
 LEAD = LeadView("lead-1")
 
@@ -15,11 +15,11 @@ def rep(rep_id: str, load: int = 0, capacity: int = 4, **fields) -> RepState:
 
 
 def test_declares_its_name_index_order_and_a_15_second_heartbeat_window():
-    assert online_now.NAME == "online_now"
-    assert online_now.ORDER == ("last_assigned",)
-    assert set(online_now.ORDER) <= set(ORDER_CODES)
-    assert order_codes(online_now.ORDER) == "l"
-    assert online_now.HEARTBEAT_WINDOW_S == 15.0
+    assert online_now.STRATEGY.name == "online_now"
+    assert online_now.STRATEGY.order == ("last_assigned",)
+    assert set(online_now.STRATEGY.order) <= set(ORDER_CODES)
+    assert online_now.STRATEGY.order_codes == "l"
+    assert online_now.STRATEGY.heartbeat_window_s == 15.0
 
 
 def test_no_candidates_means_no_rep():

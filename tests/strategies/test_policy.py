@@ -20,10 +20,10 @@ def rep(rep_id: str, **fields) -> RepState:
 
 
 def test_the_registry_holds_every_strategy_and_load_aware_is_the_default():
-    assert policy.STRATEGIES == {"load_aware": load_aware, "online_now": online_now, "priority": priority}
+    assert policy.STRATEGIES == {m.STRATEGY.name: m.STRATEGY for m in (load_aware, online_now, priority)}
     assert policy.DEFAULT_STRATEGY == "load_aware"
-    for name, module in policy.STRATEGIES.items():
-        assert policy.strategy(name) is module
+    for name, declared in policy.STRATEGIES.items():
+        assert policy.strategy(name) is declared
 
 
 @pytest.mark.parametrize("name", ["nope", "", "Load_Aware", "round_robin"])
@@ -123,5 +123,5 @@ def test_select_agrees_with_the_declared_index_order(module):
     for size in (1, 2, 5, len(ROSTER)):
         for start in range(0, len(ROSTER), 7):
             candidates = (ROSTER[start:] + ROSTER[:start])[:size]
-            by_index = min(candidates, key=lambda r: _index_member(module.ORDER, r))
+            by_index = min(candidates, key=lambda r: _index_member(module.STRATEGY.order, r))
             assert module.select(candidates, LEAD) is by_index

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from strategies import priority
-from strategies.base import ORDER_CODES, LeadView, RepState, order_codes
+from strategies.base import ORDER_CODES, LeadView, RepState
 
 LEAD = LeadView("lead-1", priority=7)
 
@@ -15,11 +15,11 @@ def rep(rep_id: str, load: int = 0, capacity: int = 4, **fields) -> RepState:
 
 
 def test_declares_its_name_index_order_and_no_extra_heartbeat_window():
-    assert priority.NAME == "priority"
-    assert priority.ORDER == ("rank", "utilization", "last_assigned")
-    assert set(priority.ORDER) <= set(ORDER_CODES)
-    assert order_codes(priority.ORDER) == "rul"
-    assert priority.HEARTBEAT_WINDOW_S == 0
+    assert priority.STRATEGY.name == "priority"
+    assert priority.STRATEGY.order == ("rank", "utilization", "last_assigned")
+    assert set(priority.STRATEGY.order) <= set(ORDER_CODES)
+    assert priority.STRATEGY.order_codes == "rul"
+    assert priority.STRATEGY.heartbeat_window_s == 0
 
 
 def test_no_candidates_means_no_rep():

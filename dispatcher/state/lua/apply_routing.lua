@@ -4,7 +4,7 @@
 -- removes (recording why), deletes what the old routing left behind, and drains waiting leads
 -- to reps with room. Refused, changing nothing, when it cannot be applied safely.
 -- KEYS: the shared layout (lib.lua) for the NEW routing, then: routing history;
---       for each removed queue: members, ready(*), then ready, wait, wait index per OLD channel;
+--       for each removed queue: members, state, ready(*), then ready, wait, wait index per OLD channel;
 --       for each queue kept but losing channels: ready, wait, wait index per dropped channel.
 -- ARGV: the shared layout for the new routing, with ARGV[4] the version expected in force; then
 --       new routing JSON, its text as written, fingerprint, source, actor, roster version the members
@@ -29,8 +29,9 @@ end
 
 local removed = {}
 for i = 1, removed_count do
-    local q = {name = ARGV[a + i - 1], members = KEYS[k], ready = {['*'] = KEYS[k + 1]}, wait = {}, waitidx = {}}
-    k = k + 2
+    local q = {name = ARGV[a + i - 1], members = KEYS[k], state = KEYS[k + 1], ready = {['*'] = KEYS[k + 2]},
+               wait = {}, waitidx = {}}
+    k = k + 3
     for _, channel in ipairs(old_channels) do
         q.ready[channel], q.wait[channel], q.waitidx[channel] = KEYS[k], KEYS[k + 1], KEYS[k + 2]
         k = k + 3
@@ -140,7 +141,7 @@ for _, lead in ipairs(stranded) do
     end
 end
 for _, q in ipairs(removed) do
-    redis.call('DEL', q.members, q.ready['*'])
+    redis.call('DEL', q.members, q.state, q.ready['*'])
     for _, channel in ipairs(old_channels) do redis.call('DEL', q.ready[channel], q.wait[channel], q.waitidx[channel]) end
 end
 for _, triple in ipairs(dropped) do redis.call('DEL', triple.ready, triple.wait, triple.waitidx) end

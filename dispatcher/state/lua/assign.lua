@@ -3,13 +3,15 @@
 -- rep can take it, the lead waits in the queue's wait set for its channel.
 -- KEYS: the shared layout (lib.lua), built for the lead's channel only.
 -- ARGV: the shared layout, then lead id, lead JSON (validated), source (where this delivery came
---       from, e.g. "leads/2@1041"), queue name.
+--       from, e.g. "leads/2@1041"), queue name, the rule that chose it ("rule 2 (big accounts)",
+--       "default"), its customer for a sticky queue ("customer_id=c-42", "" for none).
 -- Returns {kind, status, assignment?}: kind is 'new', 'replay' (same source seen again: a
 -- redelivery after a crash, whose event the caller announces again) or 'duplicate' (the id was
 -- already decided from another source: nothing changes). The caller announces the assignment
 -- (reserve writes no outbox event for it; lib.lua says why).
 local ctx = parse_context()
 local lead_id, lead_json, source, queue_name = ARGV[ctx.argi], ARGV[ctx.argi + 1], ARGV[ctx.argi + 2], ARGV[ctx.argi + 3]
+local rule, sticky_key = ARGV[ctx.argi + 4], ARGV[ctx.argi + 5]
 
 local record = load_record(lead_id)
 if record and record.status ~= 'pending' then
@@ -26,6 +28,7 @@ if not record then
 end
 with_body(record, lead_json)
 record.source = source
+record.rule = rule
 
 local q = ctx.by_name[queue_name]
 ctx.announced_by_caller = true

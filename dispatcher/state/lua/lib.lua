@@ -1,17 +1,22 @@
--- Shared helpers, prepended to every script at registration (store.py), so each script stays one
--- operation and no helper is written twice. Every key a script touches arrives in KEYS; this file
--- only picks among them.
+-- Shared helpers, prepended to every script at registration (layout.py), after the STRATEGIES
+-- table that layout.py builds from the strategy declarations (strategies/*.py): what each strategy
+-- orders its ready index by, how a decision walks it, which filters it applies. So each script
+-- stays one operation, no helper is written twice, and no strategy is written here. Every key a
+-- script touches arrives in KEYS; this file only picks among them.
 --
 -- Key layout shared by all scripts (see dispatcher/state/keys.py):
---   KEYS[1..16] leads, rep profiles, rep:cap, rep:load, rep:skills, rep:rank, rep:status, rep:seen,
+--   KEYS[1..22] leads, rep profiles, rep:cap, rep:load, rep:skills, rep:rank, rep:status, rep:seen,
 --               rep:last_assigned, recent assignments, assignment counter, open leads, outbox,
---               routing, closed leads, roster version
---   then one block per queue: members, ready(queue, "*"), ready(queue, c) for c in CHANNELS,
+--               routing, closed leads, roster version, rep:weight, owners, held leads, due,
+--               outcomes, assignment log
+--   then one block per queue: members, state, ready(queue, "*"), ready(queue, c) for c in CHANNELS,
 --               wait(queue, c) for c in CHANNELS, wait index(queue, c) for c in CHANNELS
 -- ARGV layout shared by all scripts:
 --   ARGV[1] number of queues, ARGV[2] CHANNELS (comma-separated), ARGV[3] presence TTL in ms,
 --   ARGV[4] the routing version this layout was built from,
---   then per queue: name, strategy, order codes, heartbeat window in ms (0 = presence TTL only);
+--   then per queue (QUEUE_ARGS): name, strategy, heartbeat window in ms (0 = presence TTL only),
+--   overflow after ms (0 = none), overflow target, sticky wait in ms (-1 = not sticky), the
+--   strategy's options (JSON, every option filled in);
 --   then the script's own arguments, from ctx.argi on (and its own keys, if any, from ctx.keyi on).
 --
 -- A layout built from a routing other than the one in force is refused before anything is
@@ -20,7 +25,9 @@
 
 local K_LEADS, K_PROFILES, K_CAP, K_LOAD, K_SKILLS, K_RANK, K_STATUS, K_SEEN, K_LAST = 1, 2, 3, 4, 5, 6, 7, 8, 9
 local K_RECENT, K_ASSIGNED, K_OPEN, K_OUTBOX, K_ROUTING, K_CLOSED, K_ROSTER = 10, 11, 12, 13, 14, 15, 16
-local FIXED_KEYS = 16
+local K_WEIGHT, K_OWNERS, K_HELD, K_DUE, K_OUTCOMES, K_LOG = 17, 18, 19, 20, 21, 22
+local FIXED_KEYS = 22
+local QUEUE_ARGS = 7
 -- How many of the latest assignments the supervisor page can show.
 local RECENT_KEPT = 50
 -- Score of a waiting lead: higher priority first, then older first. 1e13 ms is ~317 years.
@@ -52,18 +59,21 @@ local function parse_context()
     local channel_count = #ctx.channels
     local k, a = FIXED_KEYS, 5
     for i = 1, tonumber(ARGV[1]) do
-        local q = {name = ARGV[a], strategy = ARGV[a + 1], order = ARGV[a + 2],
-                   window = tonumber(ARGV[a + 3]), members = KEYS[k + 1],
-                   ready = {['*'] = KEYS[k + 2]}, wait = {}, waitidx = {}}
+        local strategy = STRATEGIES[ARGV[a + 1]]
+        local q = {name = ARGV[a], strategy = ARGV[a + 1], s = strategy, order = strategy.order,
+                   window = tonumber(ARGV[a + 2]), overflow_ms = tonumber(ARGV[a + 3]), overflow_to = ARGV[a + 4],
+                   sticky_ms = tonumber(ARGV[a + 5]), options_json = ARGV[a + 6],
+                   members = KEYS[k + 1], state = KEYS[k + 2],
+                   ready = {['*'] = KEYS[k + 3]}, wait = {}, waitidx = {}}
         for j, channel in ipairs(ctx.channels) do
-            q.ready[channel] = KEYS[k + 2 + j]
-            q.wait[channel] = KEYS[k + 2 + channel_count + j]
-            q.waitidx[channel] = KEYS[k + 2 + 2 * channel_count + j]
+            q.ready[channel] = KEYS[k + 3 + j]
+            q.wait[channel] = KEYS[k + 3 + channel_count + j]
+            q.waitidx[channel] = KEYS[k + 3 + 2 * channel_count + j]
         end
         ctx.queues[i] = q
         ctx.by_name[q.name] = q
-        k = k + 2 + 3 * channel_count
-        a = a + 4
+        k = k + 3 + 3 * channel_count
+        a = a + QUEUE_ARGS
     end
     ctx.argi, ctx.keyi = a, k + 1
     return ctx
@@ -228,6 +238,7 @@ local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     redis.call('ZADD', KEYS[K_OPEN], 0, rep .. '|' .. record.id)
     redis.call('HSET', KEYS[K_LAST], rep, ctx.now)
     index_rep(ctx, rep, bucket, {load = before.load + 1, cap = before.cap, last = ctx.now, rank = before.rank}, true)
+    facts.rule = record.rule
     facts.load = before.load
     facts.capacity = before.cap
     facts.rank = before.rank
@@ -246,6 +257,7 @@ local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     redis.call('LPUSH', KEYS[K_RECENT], row)
     redis.call('LTRIM', KEYS[K_RECENT], 0, RECENT_KEPT - 1)
     redis.call('INCR', KEYS[K_ASSIGNED])
+    redis.call('ZADD', KEYS[K_LOG], ctx.now, q.name .. '|' .. rep .. '|' .. record.id)
     -- A lead's own decision is announced by the worker that reads it from Kafka, and acknowledged
     -- only once announced, so a crash replays it and the replay announces it again: its offset
     -- keeps it safe, and the outbox would only add a hop. Every other assignment (drains, moves,
@@ -318,7 +330,8 @@ local function pick_rep(ctx, q, channel, skills, exclude)
                 redis.call('ZADD', sources[i].key, 0, fresh_member)
                 revisit(i, fresh_member)
             end
-        elseif rep ~= exclude and is_recent_enough(ctx, q, rep) and has_skills(rep, skills) then
+        elseif rep ~= exclude and (not q.s.recent or is_recent_enough(ctx, q, rep))
+                and (not q.s.skills or has_skills(rep, skills)) then
             return {rep = rep, bucket = bucket, facts = facts}, skipped
         else
             skipped = skipped + 1
@@ -397,6 +410,8 @@ end
 
 -- After a rep gains room (a close, coming online, a capacity raised): hands it the best waiting
 -- leads of its queues that it may take, highest priority first, oldest first, until it is full.
+local function anything() return true end
+
 local function drain_rep(ctx, rep, assignments)
     if not is_present(ctx, rep) then return end
     local covered = {}
@@ -411,9 +426,9 @@ local function drain_rep(ctx, rep, assignments)
             if load >= cap then break end
             local best, best_rank, best_id, best_queue, best_channel
             for _, q in ipairs(ctx.queues) do
-                if redis.call('SISMEMBER', q.members, rep) == 1 and is_recent_enough(ctx, q, rep) then
+                if redis.call('SISMEMBER', q.members, rep) == 1 and (not q.s.recent or is_recent_enough(ctx, q, rep)) then
                     for _, channel in ipairs(channels) do
-                        local entry, rank, lead_id = best_waiting(q.waitidx[channel], covers)
+                        local entry, rank, lead_id = best_waiting(q.waitidx[channel], q.s.skills and covers or anything)
                         if entry and (best_rank == nil or rank < best_rank) then
                             best, best_rank, best_id, best_queue, best_channel = entry, rank, lead_id, q, channel
                         end

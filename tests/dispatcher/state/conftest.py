@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 
 from dispatcher.routing import load_routing, parse_routing
 from dispatcher.state.keys import Keys
-from dispatcher.state.store import Store, connect
+from dispatcher.state.layout import connect
+from dispatcher.state.store import Store
 
 StoreFactory = Callable[..., Awaitable[Store]]
 

@@ -10,7 +10,9 @@ import pytest
 
 from dispatcher.routing import parse_routing
 from dispatcher.state.keys import Keys
-from dispatcher.state.store import RoutingRefused, Store, connect
+from dispatcher.state.layout import connect
+from dispatcher.state.results import RoutingRefused
+from dispatcher.state.store import Store
 from tests.dispatcher.state.conftest import lead
 
 TWO_QUEUES = """

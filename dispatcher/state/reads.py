@@ -1,0 +1,142 @@
+"""What the API and the live page read: reps, leads, queues, routing, recent assignments. Reads
+change nothing, so they are plain commands, pipelined where one answer needs several."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from dispatcher.state.layout import Layout
+from dispatcher.state.results import Assignment, iso_ms
+
+# Width of one priority band in a wait set's score (lib.lua's PRIORITY_SPAN).
+WAIT_BAND = 10**13
+
+
+def capacity_buckets(capacity: int | Mapping[str, int]) -> list[str]:
+    """The load buckets a capacity names: '*' for one number for all channels, else its channels
+    (as bucket_for in lua/lib.lua spends them)."""
+    return ["*"] if isinstance(capacity, int) else list(capacity)
+
+
+class Reads(Layout):
+    async def open_leads_of(self, rep_id: str) -> list[str] | None:
+        """The rep's open leads, or None for an unknown rep; one round trip (reps poll this)."""
+        pipe = self.client.pipeline(transaction=False)
+        # "|" never occurs in an id and "}" is the byte after it: the range holds exactly this rep.
+        pipe.hexists(self.keys.rep_profiles, rep_id)
+        pipe.zrange(self.keys.open_leads, f"[{rep_id}|", f"({rep_id}}}", bylex=True)
+        known, members = await pipe.execute()
+        return [member.split("|", 1)[1] for member in members] if known else None
+
+    async def lead(self, lead_id: str) -> dict[str, Any] | None:
+        raw = await self.client.hget(self.keys.leads, lead_id)
+        return None if raw is None else orjson.loads(raw)
+
+    async def routing_in_force(self) -> dict[str, Any] | None:
+        """The routing every step is built for, as applied: version, text as written, where it came
+        from, when and by whom; None before the first is applied."""
+        fields = await self.client.hgetall(self.keys.routing)
+        if not fields:
+            return None
+        return {"version": fields["version"], "source": fields["source"], "fingerprint": fields["fingerprint"],
+                "applied_at": iso_ms(int(fields["at"])), "by": fields["by"] or None, "text": fields.get("text", ""),
+                "spec": orjson.loads(fields["spec"])}
+
+    async def routing_history(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The routings applied, newest first: version, fingerprint, source, when, by whom."""
+        entries = [orjson.loads(raw) for raw in await self.client.lrange(self.keys.routing_history, 0, limit - 1)]
+        return [{"version": entry["version"], "fingerprint": entry["fingerprint"], "source": entry["source"],
+                 "applied_at": iso_ms(entry["at"]), "by": entry.get("by")} for entry in entries]
+
+    async def reps(self, rep_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Rep objects as the API shows them: profile, effective status, load shaped like capacity."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        if rep_ids is None:
+            pipe.hgetall(k.rep_profiles).hgetall(k.rep_status).zrange(k.rep_seen, 0, -1, withscores=True)
+            pipe.hgetall(k.rep_load).hgetall(k.rep_last_assigned).time()
+            profiles_raw, status, seen, load, last, now = await pipe.execute()
+            profiles = {rep_id: orjson.loads(raw) for rep_id, raw in profiles_raw.items()}
+        else:
+            pipe.hmget(k.rep_profiles, rep_ids).hmget(k.rep_status, rep_ids)
+            pipe.zmscore(k.rep_seen, rep_ids).hmget(k.rep_last_assigned, rep_ids).time()
+            raw_list, status_list, seen_list, last_list, now = await pipe.execute()
+            profiles = {r: orjson.loads(p) for r, p in zip(rep_ids, raw_list, strict=True) if p is not None}
+            # Only these reps' load fields, named by their capacity: the whole load hash holds
+            # every rep's, and a rep's own requests (presence, its leads) must not cost O(roster).
+            fields = [f"{rep_id}|{bucket}" for rep_id, profile in profiles.items()
+                      for bucket in capacity_buckets(profile["capacity"])]
+            load = dict(zip(fields, await self.client.hmget(k.rep_load, fields), strict=True)) if fields else {}
+            status = dict(zip(rep_ids, status_list, strict=True))
+            seen = [(r, s) for r, s in zip(rep_ids, seen_list, strict=True) if s is not None]
+            last = dict(zip(rep_ids, last_list, strict=True))
+        now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+        seen_at = dict(seen)
+        reps = []
+        for rep_id, profile in profiles.items():
+            capacity = profile["capacity"]
+            heard = seen_at.get(rep_id)
+            effective = status.get(rep_id) or "offline"
+            if effective == "online" and (heard is None or heard < now_ms - self.presence_ttl_ms):
+                effective = "offline"
+            if isinstance(capacity, int):
+                rep_load: int | dict[str, int] = int(load.get(f"{rep_id}|*") or 0)
+            else:
+                rep_load = {channel: int(load.get(f"{rep_id}|{channel}") or 0) for channel in capacity}
+            last_assigned = int(last.get(rep_id) or 0)
+            reps.append({
+                "id": rep_id,
+                **profile,
+                "status": effective,
+                "load": rep_load,
+                "capacity": capacity,
+                "queues": self.routing.queues_for(profile),
+                "last_seen_at": iso_ms(heard) if heard else None,
+                "last_assigned_at": iso_ms(last_assigned) if last_assigned else None,
+            })
+        return sorted(reps, key=lambda rep: rep["id"])
+
+    async def queue_figures(self) -> list[dict[str, Any]]:
+        """Per queue: leads waiting, how long the oldest has waited, members."""
+        k, now_ms = self.keys, await self.now_ms()
+        pipe = self.client.pipeline(transaction=False)
+        for queue in self.routing.queues:
+            pipe.scard(k.queue_members(queue.name))
+            for channel in self.routing.channels:
+                wait = k.queue_wait(queue.name, channel)
+                pipe.zcard(wait)
+                # The score is (9 - priority) * 1e13 + accepted ms: the oldest lead is the head of
+                # one of the ten priority bands.
+                for band in range(10):
+                    pipe.zrangebyscore(wait, band * WAIT_BAND, (band + 1) * WAIT_BAND - 1, start=0, num=1,
+                                       withscores=True)
+        replies = iter(await pipe.execute())
+        figures = []
+        for queue in self.routing.queues:
+            members = next(replies)
+            waiting, oldest_accepted = 0, None
+            for _ in self.routing.channels:
+                waiting += next(replies)
+                for _ in range(10):
+                    for _, score in next(replies):
+                        accepted = int(score) % WAIT_BAND
+                        oldest_accepted = accepted if oldest_accepted is None else min(oldest_accepted, accepted)
+            figures.append({
+                "name": queue.name,
+                "strategy": queue.strategy,
+                "members": members,
+                "waiting": waiting,
+                "oldest_wait_s": (now_ms - oldest_accepted) / 1000 if oldest_accepted is not None else 0.0,
+            })
+        return figures
+
+    async def recent_assignments(self) -> list[Assignment]:
+        rows = await self.client.lrange(self.keys.recent_assignments, 0, -1)
+        return [Assignment.from_script(orjson.loads(row)) for row in rows]
+
+    async def assigned_count(self) -> int:
+        return int(await self.client.get(self.keys.assigned_count) or 0)
+

@@ -1,0 +1,195 @@
+"""Every change of live state: each one registered Lua script (dispatcher/state/lua), run
+atomically; this module lays out the script's own arguments and reads its answer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from redis.exceptions import NoScriptError, ResponseError
+
+from dispatcher.routing import Route, Routing
+from dispatcher.state.layout import Layout, is_stale, is_unavailable
+from dispatcher.state.results import (
+    Assignment,
+    Decision,
+    Outcome,
+    RoutingChange,
+    RoutingRefused,
+)
+
+# Preparing a routing change reads state that may move meanwhile; the step is prepared again.
+APPLY_ATTEMPTS = 20
+
+
+class Writes(Layout):
+    async def accept(self, lead: Mapping[str, Any]) -> str:
+        """Records a lead as pending: 'new', or the status of the lead already known by its id."""
+        return await self._scripts["accept"](keys=self.keys.fixed(), args=[lead["id"], orjson.dumps(lead)])
+
+    async def assign(self, lead: Mapping[str, Any], source: str) -> Decision:
+        (decision,) = await self.assign_many([(lead, source)])
+        return decision
+
+    async def assign_many(self, deliveries: Sequence[tuple[Mapping[str, Any], str]]) -> list[Decision]:
+        """Route each validated lead (the routing in hand picks its queue and rule), then decide it:
+        several decisions in one round trip, each still its own atomic script, in order.
+
+        One lead's failure is that lead's alone: it comes back as a 'failed' decision and the rest
+        are decided. Leads whose step met a routing change are decided again under the new one.
+        Errors that say Redis cannot take writes now (connection, READONLY, OOM) are raised, for
+        the caller to retry the batch: every step is idempotent by lead id."""
+        decisions: dict[int, Decision] = {}
+        todo = list(range(len(deliveries)))
+        while todo:
+            routes = {i: self.routing.route(deliveries[i][0]) for i in todo}
+            rows = await self._evalsha_batch([(deliveries[i], routes[i]) for i in todo])
+            stale = []
+            for i, row in zip(todo, rows, strict=True):
+                lead, _ = deliveries[i]
+                if is_stale(row):
+                    stale.append(i)
+                elif isinstance(row, ResponseError):
+                    if is_unavailable(row):
+                        raise row
+                    decisions[i] = Decision(lead["id"], "failed", "", routes[i].queue, error=str(row))
+                else:
+                    assignment = Assignment.from_script(row[2]) if len(row) > 2 else None
+                    decisions[i] = Decision(lead["id"], row[0], row[1], routes[i].queue, assignment)
+            if stale:
+                await self.adopt_routing()
+            todo = stale
+        return [decisions[i] for i in range(len(deliveries))]
+
+    async def _evalsha_batch(self, steps: Sequence[tuple[tuple[Mapping[str, Any], str], Route]]) -> list[Any]:
+        script = self._scripts["assign"]
+        for attempt in (1, 2):
+            # EVALSHA straight into the pipeline: redis-py's script-in-pipeline path asks SCRIPT
+            # EXISTS first, a second round trip for every batch.
+            pipe = self.client.pipeline(transaction=False)
+            for (lead, source), route in steps:
+                keys, args = self._layout((lead["channel"],))
+                pipe.evalsha(script.sha, len(keys), *keys, *args, lead["id"], orjson.dumps(lead), source, route.queue,
+                             route.rule, route.sticky_key)
+            rows = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(row, NoScriptError) for row in rows):
+                return rows
+            if attempt == 2:
+                raise next(row for row in rows if isinstance(row, NoScriptError))
+            # Redis lost its script cache (restart, SCRIPT FLUSH): no step of the batch ran.
+            await self.client.script_load(script.script)
+        raise AssertionError("unreachable")
+
+    async def close(self, lead_id: str, outcome: str, *, actor: str = "", only_rep: str | None = None) -> Outcome:
+        """`actor` names who closed it (the caller's role and identity), kept in the lead's history;
+        with `only_rep`, the lead is closed only if it is assigned to that rep at that moment."""
+        row = await self._step("close", lambda: (lead_id, outcome, actor, only_rep or ""))
+        if row[0] == "unknown":
+            return Outcome("not_found", f"unknown lead {lead_id}")
+        if row[0] == "not_theirs":
+            return Outcome("forbidden", f"lead {lead_id} is not assigned to rep {only_rep}")
+        if row[0] == "already_closed":
+            return Outcome("ok", "already closed")
+        return Outcome("ok", f"closed (was {row[1]})", tuple(Assignment.from_script(r) for r in row[3]))
+
+    async def reassign(self, lead_id: str, rep_id: str | None, *, actor: str = "") -> Outcome:
+        row = await self._step("reassign", lambda: (lead_id, rep_id or "", self.routing.default_queue, actor))
+        if row[0] == "refused":
+            return Outcome(row[1], row[2])
+        moved = (Assignment.from_script(row[2], reassigned=True),) if row[2] else ()
+        return Outcome("ok", row[1], moved + tuple(Assignment.from_script(r) for r in row[3]))
+
+    async def expire_closed(self, retention_s: float, limit: int = 1000) -> int:
+        """Forgets up to `limit` leads closed more than `retention_s` ago; returns how many."""
+        return await self._scripts["expire_closed"](keys=self.keys.fixed(), args=[int(retention_s * 1000), limit])
+
+
+
+    async def set_presence(self, rep_id: str, status: str, *, actor: str = "") -> Outcome:
+        row = await self._step("presence", lambda: (rep_id, status, actor))
+        if row[0] == "unknown":
+            return Outcome("not_found", f"unknown rep {rep_id}; create it with PUT /v1/reps/{rep_id} first")
+        return Outcome("ok", row[1], tuple(Assignment.from_script(r) for r in row[2]))
+
+    async def upsert_rep(self, rep_id: str, profile: Mapping[str, Any], *, actor: str = "") -> Outcome:
+        capacity = profile["capacity"]
+        capacity_spec = f"*={capacity}" if isinstance(capacity, int) else ",".join(f"{c}={n}" for c, n in capacity.items())
+        skills_spec = ",".join(f"{skill}={level}" for skill, level in profile.get("skills", {}).items())
+        rank = (profile.get("attributes") or {}).get("rank", 0)
+        row = await self._step("upsert_rep", lambda: (rep_id, orjson.dumps(profile), capacity_spec, skills_spec, rank,
+                                                      ",".join(self.routing.queues_for(profile)), actor))
+        if row[0] == "conflict":
+            return Outcome("conflict", row[1])
+        return Outcome("ok", row[1], tuple(Assignment.from_script(r) for r in row[2]))
+
+    # --- routing ---------------------------------------------------------------------------
+    async def apply_routing(self, routing: Routing, *, by: str = "") -> RoutingChange:
+        """Makes `routing` the routing in force for every worker, in one atomic step, unless it
+        already is. Raises RoutingRefused, changing nothing, when it cannot be applied safely."""
+        for _ in range(APPLY_ATTEMPTS):
+            await self.adopt_routing()
+            if self.routing_version != "0" and self.routing.fingerprint == routing.fingerprint:
+                return RoutingChange(self.routing_version, applied=False)
+            try:
+                return await self._apply_routing_once(self.routing, routing, by)
+            except ResponseError as exc:
+                if not is_stale(exc):
+                    raise
+        raise RuntimeError(f"the routing kept changing under {APPLY_ATTEMPTS} attempts to apply {routing.source}")
+
+    async def _apply_routing_once(self, old: Routing, new: Routing, by: str) -> RoutingChange:
+        """`old` is the routing in force, or before the first is applied the routing in hand, which
+        the steps so far were built from."""
+        k = self.keys
+        snapshot = self.client.pipeline(transaction=True)
+        snapshot.hgetall(k.rep_profiles).get(k.roster_version)
+        raw_profiles, roster = await snapshot.execute()
+        profiles = {rep: orjson.loads(raw) for rep, raw in raw_profiles.items()}
+        reasons = [
+            f"rep {rep}'s capacity names channel {channel}, which this routing drops; change the rep's capacity first"
+            for rep, profile in sorted(profiles.items()) if isinstance(profile["capacity"], dict)
+            for channel in profile["capacity"] if channel not in new.channels
+        ]
+        if reasons:
+            raise RoutingRefused(reasons)
+        kept = {q.name for q in new.queues}
+        removed = [q.name for q in old.queues if q.name not in kept]
+        dropped_channels = [c for c in old.channels if c not in new.channels]
+        waiting_ids = []
+        if removed:
+            pipe = self.client.pipeline(transaction=False)
+            for queue in removed:
+                for channel in old.channels:
+                    pipe.zrange(k.queue_wait(queue, channel), 0, -1)
+            waiting_ids = [lead_id for ids in await pipe.execute() for lead_id in ids]
+        records = await self.client.hmget(k.leads, waiting_ids) if waiting_ids else []
+        stranded = []
+        for lead_id, raw in zip(waiting_ids, records, strict=True):
+            lead = orjson.loads(orjson.loads(raw)["body"]) if raw else {}
+            stranded.extend((lead_id, new.queue_for(lead) if lead.get("channel") in new.channels else ""))
+        base_keys, base_args = self._layout_for(new, self.routing_version)
+        keys = [*base_keys, k.routing_history]
+        for queue in removed:
+            keys.extend(self._queue_keys(queue, old.channels)[:3])
+            for channel in old.channels:
+                keys.extend((k.queue_ready(queue, channel), k.queue_wait(queue, channel), k.queue_wait_index(queue, channel)))
+        dropped_labels = []
+        for queue in kept & {q.name for q in old.queues}:
+            for channel in dropped_channels:
+                keys.extend((k.queue_ready(queue, channel), k.queue_wait(queue, channel), k.queue_wait_index(queue, channel)))
+                dropped_labels.append(f"{queue}|{channel}")
+        members_args: list[Any] = []
+        for queue in new.queues:
+            members = [rep for rep, profile in profiles.items() if queue.admits(profile)]
+            members_args.extend((len(members), *members))
+        args = [*base_args, new.spec.model_dump_json(), new.text, new.fingerprint, new.source, by, roster or "0",
+                ",".join(old.channels), len(removed), *removed, len(dropped_labels), *dropped_labels,
+                *members_args, len(stranded) // 2, *stranded]
+        row = await self._scripts["apply_routing"](keys=keys, args=args)
+        if row[0] == "refused":
+            raise RoutingRefused(row[1:])
+        self.use_routing(new, row[1])
+        return RoutingChange(row[1], applied=True, assignments=tuple(Assignment.from_script(r) for r in row[2]),
+                             rerouted=int(row[3]))
+
