@@ -60,9 +60,22 @@ async def assign_leads(stream):  # type: ignore[no-untyped-def]
 
 
 async def decide(events: Sequence[EventT]) -> list[Delivery]:
-    """One batch: refusals to the DLQ, one pipelined round trip of decision scripts, an event for
-    each assignment made (or replayed). Returns the delivery of every record it wrote."""
+    """One batch, in four steps: validate each record (refusals go to the DLQ), route and decide
+    the valid leads (the routing in force picks each lead's queue and rule, then one pipelined round
+    trip of decision scripts), publish an event for each assignment made or replayed. Returns the
+    delivery of every record it wrote."""
     received_from_kafka.inc(len(events))
+    routable, deliveries = await _validate(events)
+    if not routable:
+        return deliveries
+    started = time.perf_counter()
+    decisions = await _decide_until_redis_answers([(lead, _source(event)) for lead, event in routable])
+    per_decision_ms = (time.perf_counter() - started) * 1000 / len(decisions)
+    return deliveries + await _publish(routable, decisions, per_decision_ms)
+
+
+async def _validate(events: Sequence[EventT]) -> tuple[list[tuple[dict[str, Any], EventT]], list[Delivery]]:
+    """The leads that can be routed, each with its record, and the dead letters of the rest."""
     deliveries, routable, unrouted = [], [], []
     for event in events:
         try:
@@ -81,12 +94,15 @@ async def decide(events: Sequence[EventT]) -> list[Delivery]:
                 routable.append((_usable(event), event))
             except BadInput as error:
                 deliveries.append(await _dead_letter(event, error))
-    if not routable:
-        return deliveries
-    started = time.perf_counter()
-    decisions = await _decide_until_redis_answers([(lead, _source(event)) for lead, event in routable])
-    per_decision_ms = (time.perf_counter() - started) * 1000 / len(decisions)
+    return routable, deliveries
+
+
+async def _publish(routable: Sequence[tuple[dict[str, Any], EventT]], decisions: Sequence[Decision],
+                   per_decision_ms: float) -> list[Delivery]:
+    """Dead letters for the leads a step refused, an event for every assignment made or replayed,
+    and the decision metrics."""
     decided_at_s = time.time()
+    deliveries = []
     outcomes: Counter[tuple[str, str, str]] = Counter()
     announced = []
     for (_, event), decision in zip(routable, decisions, strict=True):

@@ -71,6 +71,9 @@ class Option:
     meaning: str
 
 
+# What a selector sees of a queue when nothing about the queue matters to it (pure unit tests).
+ANY_QUEUE = QueueView()
+
 Selector = Callable[[Sequence[RepState], LeadView, QueueView], "RepState | None"]
 
 

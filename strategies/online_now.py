@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from strategies.base import (
+    ANY_QUEUE,
     LeadView,
     QueueView,
     RepState,
@@ -16,7 +17,7 @@ from strategies.base import (
 )
 
 
-def select(candidates: Sequence[RepState], lead: LeadView, queue: QueueView = QueueView()) -> RepState | None:
+def select(candidates: Sequence[RepState], lead: LeadView, queue: QueueView = ANY_QUEUE) -> RepState | None:
     return min(candidates, key=lambda rep: (rep.last_assigned_ms, rep.id), default=None)
 
 

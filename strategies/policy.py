@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from strategies import load_aware, online_now, priority
-from strategies.base import LeadView, QueueView, RepState, Strategy
+from strategies.base import ANY_QUEUE, LeadView, QueueView, RepState, Strategy
 from strategies.filters import Moment, pipeline
 
 STRATEGIES: dict[str, Strategy] = {module.STRATEGY.name: module.STRATEGY for module in (load_aware, online_now, priority)}
@@ -23,7 +23,7 @@ def strategy(name: str) -> Strategy:
 
 
 def choose(strategy_name: str, candidates: Sequence[RepState], lead: LeadView, moment: Moment,
-           queue: QueueView = QueueView()) -> RepState | None:
+           queue: QueueView = ANY_QUEUE) -> RepState | None:
     declared = strategy(strategy_name)
     eligible: Sequence[RepState] = candidates
     for step in pipeline(declared.filters):
@@ -39,5 +39,9 @@ def reason(queue: str, strategy_name: str, facts: Mapping[str, Any]) -> str:
     """A decision's reason in full: the rule that chose the queue, the queue, and the strategy's
     own words with its deciding figures."""
     rule = facts.get("rule")
-    routed = f"{rule} sent it to queue {queue}" if rule else f"queue {queue}"
+    if rule == "default":
+        routed = f"no rule matched, so the default queue {queue}"
+    else:
+        # Leads decided before rules were recorded carry none.
+        routed = f"{rule} sent it to queue {queue}" if rule else f"queue {queue}"
     return f"{routed}; {explain(strategy_name, facts)}"

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from strategies.base import (
+    ANY_QUEUE,
     LeadView,
     QueueView,
     RepState,
@@ -19,7 +20,7 @@ from strategies.base import (
 )
 
 
-def select(candidates: Sequence[RepState], lead: LeadView, queue: QueueView = QueueView()) -> RepState | None:
+def select(candidates: Sequence[RepState], lead: LeadView, queue: QueueView = ANY_QUEUE) -> RepState | None:
     return min(
         candidates,
         key=lambda rep: (rank_key(rep), utilization_key(rep), rep.last_assigned_ms, rep.id),

@@ -150,6 +150,31 @@ async def test_a_routing_change_reaches_every_worker_and_strands_no_lead(worker_
     assert "is empty or holds only comments" in first.log_tail(200) + second.log_tail(200)
 
 
+async def test_a_routing_put_on_one_worker_decides_the_next_lead_on_every_worker(worker_factory, api_factory):
+    # Neither worker polls during the test: only the version check inside every decision step can
+    # make a worker that did not take the change decide by it.
+    env = {"DISPATCHER_ROUTING_POLL_S": "3600"}
+    first, second = worker_factory(**env), worker_factory(**env)
+    apis = [await api_factory(first), await api_factory(second)]
+    await apis[0].rep("ana", capacity=50)
+    assert (await apis[1].call("POST", "/v1/leads", {"id": "before"}))[0] == 202
+    assert (await eventually(lambda: assigned(apis[1], "before")))["queue"] == "default"
+
+    code, body = await apis[0].call("PUT", "/v1/routing", raw=b"queues: {after: {strategy: online_now}}\n")
+    assert code == 200, body
+    lead_ids = [f"after-{n}" for n in range(12)]
+    for n, lead_id in enumerate(lead_ids):
+        assert (await apis[n % 2].call("POST", "/v1/leads", {"id": lead_id}))[0] == 202
+    for lead_id in lead_ids:
+        decided = await eventually(lambda lead_id=lead_id: assigned(apis[0], lead_id))
+        assert (decided["queue"], decided["strategy"]) == ("after", "online_now"), decided
+    # The leads' partitions are shared out between the two workers: each decided some of them.
+    for api in apis:
+        async with api.session.get(api.base + "/metrics") as response:
+            text = (await response.read()).decode()
+        assert re.search(r'^dispatcher_leads_decided_total\{[^}]*queue="after"[^}]*\} [1-9]', text, re.M), api.base
+
+
 async def _routing_version(api, version: int) -> bool:
     code, health = await api.call("GET", "/v1/health")
     return code == 200 and health["routing_version"] == str(version)

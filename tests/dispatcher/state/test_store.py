@@ -424,3 +424,28 @@ async def test_a_lead_is_kept_exactly_as_it_was_sent(store_factory, rep_factory)
     archived = next(orjson.loads(fields["value"]) for _, fields in await store.client.xrange(store.keys.outbox)
                     if fields.get("topic") == "lead-events")
     assert archived["body"] == sent and archived["lead"]["outcome"] == "won"
+
+
+async def test_a_reason_names_the_rule_the_queue_the_strategy_and_its_figures(store_factory, rep_factory):
+    store = await store_factory("""
+queues:
+  enterprise: {strategy: priority, members: {teams: [enterprise]}}
+  general: {}
+rules:
+  - {name: big grade A, when: {attributes: {grade: A}, value_gte: 10000}, queue: enterprise}
+  - {when: {channel: chat}, queue: general}
+default_queue: general
+""")
+    await rep_factory(store, "senior", capacity=4, teams=["enterprise"], attributes={"rank": 9})
+    named = await store.assign(lead("big", value=20000, attributes={"grade": "A"}, priority=7), "r@1")
+    assert named.assignment.reason.startswith(
+        "rule 1 (big grade A) sent it to queue enterprise; priority: priority 7 lead to the best-ranked rep with room, "
+        "rank 9, 0 of 4 open before this lead (0%), never assigned before"), named.assignment.reason
+    numbered = await store.assign(lead("chat", channel="chat"), "r@2")
+    assert numbered.assignment.reason.startswith("rule 2 sent it to queue general; load-aware: least loaded eligible "
+                                                 "rep, 1 of 4 open before this lead (25%), idle "), numbered.assignment.reason
+    unmatched = await store.assign(lead("plain", attributes={"grade": "B"}), "r@3")
+    assert unmatched.assignment.reason.startswith("no rule matched, so the default queue general; load-aware: "
+                                                  "least loaded eligible rep, 2 of 4 open"), unmatched.assignment.reason
+    recorded = await store.lead("big")
+    assert recorded["rule"] == "rule 1 (big grade A)" and recorded["facts"]["rule"] == recorded["rule"]
