@@ -16,7 +16,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from strategies import weighted
-from strategies.base import OUTCOME_DAYS, LeadView, Option, QueueView, RepState, Strategy, join_reason
+from strategies.base import (
+    OUTCOME_DAYS,
+    LeadView,
+    Option,
+    QueueView,
+    RepState,
+    Strategy,
+    join_reason,
+)
 
 OPTIONS = {
     "window_days": Option(30, 1, OUTCOME_DAYS, "days of close outcomes the conversion counts"),

@@ -6,7 +6,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from strategies import load_aware, online_now, performance, priority, random_pick, round_robin, weighted
+from strategies import (
+    load_aware,
+    online_now,
+    performance,
+    priority,
+    random_pick,
+    round_robin,
+    weighted,
+)
 from strategies.base import LeadView, QueueView, RepState, Strategy
 from strategies.filters import Moment, pipeline
 

@@ -18,7 +18,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from strategies.base import PASS_SCALE, LeadView, QueueView, RepState, Strategy, join_reason, pass_of
+from strategies.base import (
+    PASS_SCALE,
+    LeadView,
+    QueueView,
+    RepState,
+    Strategy,
+    join_reason,
+    pass_of,
+)
 
 
 def select(candidates: Sequence[RepState], lead: LeadView, queue: QueueView = QueueView()) -> RepState | None:
