@@ -389,7 +389,8 @@ WORKLOAD_ROUTINGS = [
     ("channels: [web, chat, call]\nqueues:\n  vip: {strategy: priority, members: {teams: [vip]}}\n  general: {}\n"
     "rules:\n  - {when: {priority_gte: 5}, queue: vip}\ndefault_queue: general\n"),
     ("channels: [web, chat]\nqueues:\n  spanish: {strategy: round_robin, members: {skills: {spanish: 3}}}\n"
-    "  fast: {strategy: random}\n  vip: {strategy: performance, members: {teams: [vip]}}\n  general: {strategy: weighted}\n"
+    "  fast: {strategy: random}\n  vip: {strategy: performance, members: {teams: [vip]}}\n"
+    "  general: {strategy: weighted}\n"
     "rules:\n  - {when: {skills: [spanish]}, queue: spanish}\n  - {when: {priority_gte: 7}, queue: fast}\n"
     "  - {when: {priority_gte: 5}, queue: vip}\ndefault_queue: general\n"),
 ]

@@ -217,7 +217,8 @@ WEIGHT = ("attributes.weight must be a number from 0.01 to 1000 (the rep's share
 
 @pytest.mark.parametrize("weight", [b"0.01", b"1", b"2.5", b"1000"])
 def test_weights_from_a_hundredth_to_1000_are_accepted(weight):
-    assert profile(b'{"capacity": 1, "attributes": {"weight": ' + weight + b"}}")["attributes"]["weight"] == float(weight)
+    got = profile(b'{"capacity": 1, "attributes": {"weight": ' + weight + b"}}")
+    assert got["attributes"]["weight"] == float(weight)
 
 
 @pytest.mark.parametrize(("raw", "message"), [

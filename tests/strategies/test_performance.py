@@ -30,7 +30,8 @@ def test_conversion_blends_the_reps_record_with_the_prior(won, closed, weight):
 
 
 def test_a_better_converter_weighs_more_and_a_new_rep_is_never_zero():
-    assert performance.conversion(6, 10, DEFAULTS) > performance.conversion(0, 0, DEFAULTS) > performance.conversion(1, 10, DEFAULTS)
+    good, new, poor = (performance.conversion(won, closed, DEFAULTS) for won, closed in ((6, 10), (0, 0), (1, 10)))
+    assert good > new > poor
     assert performance.conversion(0, 1000, {"window_days": 30, "prior_rate": 0.01, "prior_leads": 1}) > 0
 
 

@@ -85,4 +85,5 @@ def test_strides_are_integers_bounded_by_the_smallest_weight():
 
 def test_reason_names_the_weight_and_the_turns_served():
     assert weighted.explain({"weight": 2, "pass": 1_500_000}) == (
-        "weighted: weight 2, furthest behind its share among reps with room (1.50 weighted leads served before this one)")
+        "weighted: weight 2, furthest behind its share among reps with room "
+        "(1.50 weighted leads served before this one)")

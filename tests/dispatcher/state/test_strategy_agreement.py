@@ -21,7 +21,8 @@ ROUTING = "queues:\n" + "".join(
     f"  q_{name}: {{strategy: {name}{', heartbeat_window_s: 0.25' if name == 'online_now' else ''}}}\n"
     for name in sorted(STRATEGIES)
 ) + "rules:\n" + "".join(
-    f"  - {{when: {{attributes: {{q: {name}}}}}, queue: q_{name}}}\n" for name in sorted(STRATEGIES) if name != "load_aware"
+    f"  - {{when: {{attributes: {{q: {name}}}}}, queue: q_{name}}}\n"
+    for name in sorted(STRATEGIES) if name != "load_aware"
 ) + "default_queue: q_load_aware\n"
 OUTCOMES = ("won", "lost", "no_answer")
 SKILLS = ("english", "spanish", "billing")
