@@ -23,12 +23,16 @@ import redis
 from dispatcher.routing import Queue, Routing, RoutingError, parse_routing
 from dispatcher.state.keys import Keys
 from dispatcher.state.reads import WAIT_BAND
+from strategies import policy
+from strategies.base import OUTCOME_DAYS
 
 STATUSES = ("pending", "queued", "assigned", "closed")
 # A routing change between listing the keys and reading them is rare; one that keeps coming
 # back means something rewrites the routing in a loop.
 SNAPSHOT_ATTEMPTS = 10
-QUEUE_KEY_KINDS = ("members", "ready", "wait", "waitidx")
+QUEUE_KEY_KINDS = ("members", "state", "ready", "wait", "waitidx")
+# Keys of one queue that are not per channel or bucket; the rest are.
+WHOLE_QUEUE_KINDS = QUEUE_KEY_KINDS[:2]
 
 
 class CheckError(RuntimeError):
@@ -111,6 +115,8 @@ class Snapshot:
     open: list[str]
     closed: set[str]
     members: dict[str, set[str]] = field(default_factory=dict)
+    state: dict[str, dict[str, str]] = field(default_factory=dict)
+    outcomes: dict[str, str] = field(default_factory=dict)
     ready: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     wait: dict[tuple[str, str], list[tuple[str, float]]] = field(default_factory=dict)
     waitidx: dict[tuple[str, str], list[str]] = field(default_factory=dict)
@@ -121,9 +127,9 @@ class Snapshot:
 
 def _parse_queue_key(prefix: str, name: str) -> QueueKey | None:
     parts = name.removeprefix(prefix).split(":")
-    if len(parts) == 2 and parts[1] == "members":
-        return QueueKey(name, parts[0], "members")
-    if len(parts) == 3 and parts[1] in QUEUE_KEY_KINDS[1:]:
+    if len(parts) == 2 and parts[1] in WHOLE_QUEUE_KINDS:
+        return QueueKey(name, parts[0], parts[1])
+    if len(parts) == 3 and parts[1] in QUEUE_KEY_KINDS[2:]:
         return QueueKey(name, parts[0], parts[1], parts[2])
     return None
 
@@ -133,6 +139,7 @@ def expected_queue_keys(keys: Keys, routing: Routing) -> list[QueueKey]:
     for queue in routing.queues:
         name = queue.name
         found.append(QueueKey(keys.queue_members(name), name, "members"))
+        found.append(QueueKey(keys.queue_state(name), name, "state"))
         found.extend(QueueKey(keys.queue_ready(name, b), name, "ready", b) for b in ("*", *routing.channels))
         found.extend(QueueKey(keys.queue_wait(name, c), name, "wait", c) for c in routing.channels)
         found.extend(QueueKey(keys.queue_wait_index(name, c), name, "waitidx", c) for c in routing.channels)
@@ -181,17 +188,19 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
     pipe.hget(keys.routing, "version").time()
     pipe.hgetall(keys.leads).hgetall(keys.rep_profiles).hgetall(keys.rep_capacity).hgetall(keys.rep_load)
     pipe.hkeys(keys.rep_skills).hgetall(keys.rep_status).zrange(keys.rep_seen, 0, -1, withscores=True)
-    pipe.zrange(keys.open_leads, 0, -1).zrange(keys.closed_leads, 0, -1)
+    pipe.zrange(keys.open_leads, 0, -1).zrange(keys.closed_leads, 0, -1).hgetall(keys.outcomes)
     stray = [(name, _parse_queue_key(prefix, name)) for name in listed]
     queue_keys = expected + [qk for _, qk in stray if qk is not None]
     for qk in queue_keys:
         if qk.kind == "members":
             pipe.smembers(qk.name)
+        elif qk.kind == "state":
+            pipe.hgetall(qk.name)
         else:
             pipe.zrange(qk.name, 0, -1, withscores=qk.kind == "wait")
-    (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed,
+    (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes,
      *queue_replies) = pipe.execute(raise_on_error=False)
-    for reply in (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed):
+    for reply in (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes):
         if isinstance(reply, Exception):
             raise CheckError(f"a workspace key cannot be read: {reply}")
     snapshot = Snapshot(
@@ -200,7 +209,7 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
         leads={lead_id: _json_object(raw) for lead_id, raw in leads.items()},
         profiles={rep: _json_object(raw) for rep, raw in profiles.items()},
         capacity=_pairs(capacity), load=_pairs(load), skills={tuple(name.rsplit("|", 1)) for name in skills},  # type: ignore[misc]
-        status=status, seen=dict(seen), open=open_members, closed=set(closed),
+        status=status, seen=dict(seen), open=open_members, closed=set(closed), outcomes=outcomes,
     )
     stray_names = {qk.name for _, qk in stray if qk is not None}
     for qk, reply in zip(queue_keys, queue_replies, strict=True):
@@ -212,6 +221,8 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
         where = (qk.queue, qk.where)
         if qk.kind == "members":
             snapshot.members.setdefault(qk.queue, set()).update(reply)
+        elif qk.kind == "state":
+            snapshot.state[qk.queue] = reply
         elif qk.kind == "ready":
             snapshot.ready[where] = reply
         elif qk.kind == "wait":
@@ -299,6 +310,8 @@ class _Analysis:
         self.check_closed_set()
         self.check_members()
         self.check_ready()
+        self.check_turns()
+        self.check_outcomes()
         self.check_stuck()
         self.check_stray_keys()
         return self.drift
@@ -506,6 +519,41 @@ class _Analysis:
         if not self.room(rep, bucket):
             return "is full"
         return ""
+
+    def check_turns(self) -> None:
+        """A weighted queue's ready entry is sorted by the rep's pass as stored, and a rep that can
+        take the queue's work is never behind the queue's virtual time: one behind it would take a
+        burst of leads to catch up (lib.lua's catch_up brings reps entering the index level)."""
+        for queue in self.routing.queues:
+            if not policy.strategy(queue.strategy).turn:
+                continue
+            state = self.s.state.get(queue.name, {})
+            vt = int(state.get("vt", 0))
+            members = self.s.members.get(queue.name, set())
+            for bucket in ("*", *self.routing.channels):
+                for entry in self.s.ready.get((queue.name, bucket), []):
+                    pass_text, rep = entry.split("|", 1)
+                    if self._stale_because(rep, bucket, members) or int(pass_text) != int(state.get(f"pass|{rep}", 0)):
+                        continue
+                    if int(pass_text) < vt:
+                        self.error("turn_behind", f"rep {rep} waits in the ready index {queue.name}/{bucket} at pass "
+                                                  f"{pass_text}, behind the queue's virtual time {vt}: it would take "
+                                                  "every lead until it caught up")
+
+    def check_outcomes(self) -> None:
+        """close.lua keeps a rep's close outcomes for OUTCOME_DAYS days from `since` on: memory bounded."""
+        since = {name.removesuffix("|since"): int(value) for name, value in self.s.outcomes.items()
+                 if name.endswith("|since")}
+        for name in sorted(self.s.outcomes):
+            parts = name.rsplit("|", 2)
+            if len(parts) != 3 or parts[2] not in ("closed", "won"):
+                if not name.endswith("|since"):
+                    self.error("unknown_outcome", f"outcomes field {name!r} is not one close.lua writes")
+                continue
+            rep, day = parts[0], int(parts[1])
+            if rep not in since or not since[rep] <= day < since[rep] + OUTCOME_DAYS:
+                self.error("outcomes_unpruned", f"outcomes of rep {rep} for day {day} lie outside its kept days "
+                                                f"(from {since.get(rep, 'none')}, {OUTCOME_DAYS} days)")
 
     def check_stuck(self) -> None:
         """Contract 3: a lead waits only while no eligible rep has room. Leads wait when nobody can

@@ -15,6 +15,7 @@ from msgspec import Meta
 from msgspec import inspect as shapes
 
 from dispatcher.routing import NAME_PATTERN, Routing
+from strategies.base import MAX_WEIGHT, MIN_WEIGHT
 
 # \Z, not $: `$` also matches before a trailing newline, which would let "id\n" through.
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}\Z"
@@ -130,6 +131,10 @@ def usable_profile(raw: bytes, routing: Routing, *, max_bytes: int) -> dict[str,
     rank = profile.attributes.get("rank", 0)
     if isinstance(rank, bool) or not isinstance(rank, (int, float)) or not 0 <= rank < 1000:
         raise BadInput("attributes.rank must be a number from 0 to 999 (higher ranks are preferred)")
+    weight = profile.attributes.get("weight", 1)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+        raise BadInput(f"attributes.weight must be a number from {MIN_WEIGHT:g} to {MAX_WEIGHT:g} "
+                       "(the rep's share in weighted queues; 2 takes twice the leads of 1)")
     return msgspec.to_builtins(profile)
 
 

@@ -6,6 +6,7 @@ A strategy is a small pure module that ends in one `STRATEGY = Strategy(...)` de
   summary   what it does and when to use it, in two lines a supervisor understands (README, docs)
   order     the fields its ready index is sorted by, best first (ORDER_CODES)
   walk      how the atomic step walks that index (WALKS)
+  turn      what a lead given in the queue costs the rep (TURNS; with order "pass" only)
   filters   the eligibility filters it applies before its selector (strategies/filters.py)
   heartbeat_window_s  a stricter freshness filter for its queues (0 = the presence TTL only)
   options   the options a queue may give it in the routing file: name -> Option
@@ -20,14 +21,31 @@ their own; `select` is the model a property test holds the Lua step to (tests/di
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# How an `order` field is encoded in the ready index by lib.lua's member_for.
-ORDER_CODES = {"utilization": "u", "last_assigned": "l", "rank": "r"}
-# How the Lua step walks a queue's ready index: from its best entry ("first").
-WALKS = ("first",)
+# How an `order` field is encoded in the ready index by lib.lua's member_for. "pass" is the rep's
+# weighted turns served in the queue (its pass in the queue's state HASH; see TURNS).
+ORDER_CODES = {"utilization": "u", "last_assigned": "l", "rank": "r", "pass": "p"}
+# How the Lua step walks a queue's ready index: from its best entry ("first"); from the entry after
+# the rep served last, wrapping once ("cycle": the queue's state remembers that rep as `cursor`, so
+# the entry must be the rep id alone, order ()); or by uniform draws ("random").
+WALKS = ("first", "cycle", "random")
+# Stride scheduling: every lead a rep takes in the queue adds PASS_SCALE / weight to its pass, and
+# the ready index is ordered by pass, so reps take turns in proportion to their weights. The weight
+# is the rep's `weight` attribute ("attribute") or its conversion over a window with a prior
+# ("conversion", from the options CONVERSION_OPTIONS). Passes stay integers (exact in Lua's doubles):
+# a pass grows by at most PASS_SCALE / MIN_WEIGHT = 1e8 per lead, so 2^53 is some 9e7 leads to one
+# rep at the smallest weight, and 9e9 at weight 1.
+TURNS = ("attribute", "conversion")
+CONVERSION_OPTIONS = ("window_days", "prior_rate", "prior_leads")
+PASS_SCALE = 1_000_000
+MIN_WEIGHT = 0.01
+MAX_WEIGHT = 1000.0
+# How many days of close outcomes close.lua keeps per rep: the longest conversion window allowed.
+OUTCOME_DAYS = 90
 # presence and room are the contract's invariants (only online reps with room get leads): every
 # strategy applies them; recent and skills are each strategy's to declare.
 FILTERS = ("present", "room", "recent", "skills")
@@ -44,6 +62,7 @@ class RepState:
     last_assigned_ms: int = 0
     rank: float = 0.0
     skills: Mapping[str, int] = field(default_factory=dict)
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -56,11 +75,13 @@ class LeadView:
 
 @dataclass(frozen=True)
 class QueueView:
-    """What a selector may know of the queue beyond its candidates: its name and the options the
-    routing file gives its strategy."""
+    """What a selector may know of the queue beyond its candidates: its name, the options the
+    routing file gives its strategy, and what the strategy remembers (the queue's state HASH as
+    stored: `cursor`, `vt`, `pass|<rep>`)."""
 
     name: str = "default"
     options: Mapping[str, Any] = field(default_factory=dict)
+    state: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -85,6 +106,7 @@ class Strategy:
     select: Selector
     explain: Callable[[Mapping[str, Any]], str]
     walk: str = "first"
+    turn: str = ""
     filters: tuple[str, ...] = FILTERS
     heartbeat_window_s: float = 0.0
     options: Mapping[str, Option] = field(default_factory=dict)
@@ -97,6 +119,14 @@ class Strategy:
                              f"{self.filters} name something the scripts do not know")
         if not set(REQUIRED_FILTERS) <= set(self.filters):
             raise ValueError(f"strategy {self.name} must apply {REQUIRED_FILTERS}: they are the contract's invariants")
+        if ("pass" in self.order) != bool(self.turn) or (self.turn and self.turn not in TURNS):
+            raise ValueError(f"strategy {self.name}: a pass order needs a turn of {TURNS} and a turn needs a pass "
+                             f"order (order {self.order}, turn {self.turn!r})")
+        if self.walk == "cycle" and self.order:
+            raise ValueError(f"strategy {self.name}: a cycle walk resumes after a rep id, so its order must be ()")
+        missing = [name for name in CONVERSION_OPTIONS if name not in self.options]
+        if self.turn == "conversion" and missing:
+            raise ValueError(f"strategy {self.name}: a conversion turn reads the options {missing}, not declared")
 
     @property
     def order_codes(self) -> str:
@@ -121,6 +151,17 @@ class Strategy:
 def utilization_key(rep: RepState) -> int:
     """Load over capacity in billionths, as the ready index stores it, so ties compare exactly."""
     return rep.load * 1_000_000_000 // rep.capacity
+
+
+def stride(weight: float) -> int:
+    """What one lead adds to a rep's pass, as lib.lua's take_turn computes it (same doubles)."""
+    return math.floor(PASS_SCALE / max(weight, MIN_WEIGHT) + 0.5)
+
+
+def pass_of(queue: QueueView, rep_id: str) -> int:
+    """The rep's place in the queue's weighted turns: its pass, never behind the queue's virtual
+    time (a rep entering the ready index starts there, so time away earns no burst of leads)."""
+    return max(int(queue.state.get(f"pass|{rep_id}", 0)), int(queue.state.get("vt", 0)))
 
 
 def rank_key(rep: RepState) -> int:

@@ -135,8 +135,10 @@ class Keys:
 
     @property
     def outcomes(self) -> str:
-        """HASH "rep|day|closed" and "rep|day|won" -> leads the rep closed that day (day = days since
-        1970, Redis clock): conversion over a window, for performance queues."""
+        """HASH "rep|day|closed" and "rep|day|won" -> assigned leads the rep closed that day, and
+        closed won (day = days since 1970, Redis clock); "rep|since" -> the oldest day kept. Closes
+        prune days older than strategies.base.OUTCOME_DAYS: conversion over a window, for
+        performance queues."""
         return self._key("outcomes")
 
     @property
@@ -155,8 +157,10 @@ class Keys:
         return self._key(f"q:{queue}:members")
 
     def queue_state(self, queue: str) -> str:
-        """HASH of what the queue's strategy remembers between decisions (a rotation's place,
-        weighted turns), so it survives restarts and roster changes."""
+        """HASH of what the queue's strategy remembers between decisions, so it survives restarts
+        and roster changes: "cursor" (the rep a rotation served last), "pass|rep" (a rep's weighted
+        turns, strategies/base.py TURNS), "vt" (the pass the last weighted turn was taken at),
+        "draws" (random draws so far, one input of each draw)."""
         return self._key(f"q:{queue}:state")
 
     def queue_ready(self, queue: str, bucket: str) -> str:

@@ -26,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from dispatcher.routing import Queue, Routing, parse_routing
 from dispatcher.state.keys import Keys
 from strategies import policy
-from strategies.base import Strategy
+from strategies.base import MIN_WEIGHT, OUTCOME_DAYS, PASS_SCALE, Strategy
 
 LUA_DIR = Path(__file__).parent / "lua"
 SCRIPT_NAMES = ("accept", "assign", "close", "presence", "upsert_rep", "reassign", "apply_routing", "expire_closed")
@@ -82,13 +82,17 @@ def is_unavailable(error: BaseException) -> bool:
 
 def strategies_lua(strategies: Mapping[str, Strategy]) -> str:
     """The strategy declarations as the Lua table the scripts read (lib.lua): the only place the
-    scripts learn what a strategy orders by, how it walks, and which filters it applies."""
+    scripts learn what a strategy orders by, how it walks, what a turn costs, and which filters it
+    applies; with the constants of weighted turns, so Lua and the pure models compute alike."""
     entries = []
     for name, declared in sorted(strategies.items()):
         fields = [f"order = {orjson.dumps(declared.order_codes).decode()}", f"walk = {orjson.dumps(declared.walk).decode()}"]
+        if declared.turn:
+            fields.append(f"turn = {orjson.dumps(declared.turn).decode()}")
         fields += [f"{filter_name} = true" for filter_name in declared.filters]
         entries.append(f"    [{orjson.dumps(name).decode()}] = {{{', '.join(fields)}}},")
-    return "local STRATEGIES = {\n" + "\n".join(entries) + "\n}\n"
+    constants = f"local PASS_SCALE, MIN_WEIGHT, OUTCOME_DAYS = {PASS_SCALE}, {MIN_WEIGHT!r}, {OUTCOME_DAYS}\n"
+    return constants + "local STRATEGIES = {\n" + "\n".join(entries) + "\n}\n"
 
 
 def queue_args(queue: Queue) -> tuple[Any, ...]:

@@ -116,9 +116,10 @@ class Writes(Layout):
         capacity = profile["capacity"]
         capacity_spec = f"*={capacity}" if isinstance(capacity, int) else ",".join(f"{c}={n}" for c, n in capacity.items())
         skills_spec = ",".join(f"{skill}={level}" for skill, level in profile.get("skills", {}).items())
-        rank = (profile.get("attributes") or {}).get("rank", 0)
+        attributes = profile.get("attributes") or {}
+        rank, weight = attributes.get("rank", 0), attributes.get("weight", 1)
         row = await self._step("upsert_rep", lambda: (rep_id, orjson.dumps(profile), capacity_spec, skills_spec, rank,
-                                                      ",".join(self.routing.queues_for(profile)), actor))
+                                                      ",".join(self.routing.queues_for(profile)), actor, weight))
         if row[0] == "conflict":
             return Outcome("conflict", row[1])
         return Outcome("ok", row[1], tuple(Assignment.from_script(r) for r in row[2]))

@@ -388,6 +388,11 @@ WORKLOAD_ROUTINGS = [
     "  - {when: {priority_gte: 7}, queue: fast}\ndefault_queue: general\n"),
     ("channels: [web, chat, call]\nqueues:\n  vip: {strategy: priority, members: {teams: [vip]}}\n  general: {}\n"
     "rules:\n  - {when: {priority_gte: 5}, queue: vip}\ndefault_queue: general\n"),
+    ("channels: [web, chat]\nqueues:\n  spanish: {strategy: round_robin, members: {skills: {spanish: 3}}}\n"
+    "  fast: {strategy: random}\n  vip: {strategy: performance, members: {teams: [vip]}}\n"
+    "  general: {strategy: weighted}\n"
+    "rules:\n  - {when: {skills: [spanish]}, queue: spanish}\n  - {when: {priority_gte: 7}, queue: fast}\n"
+    "  - {when: {priority_gte: 5}, queue: vip}\ndefault_queue: general\n"),
 ]
 REPS = [f"rep{n}" for n in range(6)]
 SKILLS = ["spanish", "billing", "german"]
@@ -397,7 +402,8 @@ def random_profile(rng: random.Random) -> dict:
     capacity = rng.randint(0, 3) if rng.random() < 0.5 else {c: rng.randint(0, 2) for c in rng.sample(["web", "chat"], 2)}
     skills = {skill: rng.randint(1, 10) for skill in rng.sample(SKILLS, rng.randint(0, 2))}
     teams = ["vip"] if rng.random() < 0.4 else []
-    return {"capacity": capacity, "skills": skills, "teams": teams, "attributes": {"rank": rng.randint(0, 9)}}
+    attributes = {"rank": rng.randint(0, 9), "weight": rng.choice([0.5, 1, 2, 3])}
+    return {"capacity": capacity, "skills": skills, "teams": teams, "attributes": attributes}
 
 
 def random_lead(rng: random.Random, n: int, channels: tuple[str, ...]) -> dict:
@@ -417,7 +423,7 @@ async def random_step(store: Store, rng: random.Random, n: int, *, routing_chang
         batch = [(random_lead(rng, n * 10 + i, store.routing.channels), f"p@{n}.{i}") for i in range(rng.randint(1, 4))]
         await store.assign_many(batch)
     elif kind == "close":
-        await store.close(rng.choice(leads), "won")
+        await store.close(rng.choice(leads), rng.choice(["won", "lost"]))
     elif kind == "presence":
         await store.set_presence(rng.choice(REPS), rng.choice(["online", "online", "away", "offline"]))
     elif kind == "profile":
@@ -439,7 +445,7 @@ async def test_random_workloads_leave_no_drift(stack, store_factory, seed: int):
     every step with the routing in hand, as workers do before any routing is in force. Routing
     changes never overlap other steps here: see the two tests below for why."""
     rng = random.Random(seed)
-    store = await store_factory(WORKLOAD_ROUTINGS[0])
+    store = await store_factory(WORKLOAD_ROUTINGS[seed % len(WORKLOAD_ROUTINGS)])
     changes = bool(seed % 2)
     if changes:
         await store.apply_routing(store.routing)
@@ -507,3 +513,47 @@ async def test_a_rep_whose_entry_is_healed_mid_walk_still_gets_the_lead(stack, s
     assert decision.status == "assigned", "a has room on chat and the skill"
     report = check_workspace(stack.redis_url, store.keys.workspace, store.routing, 60.0)
     assert report.ok, "\n".join(report.lines())
+
+
+# --- what the rotation strategies remember (queue state, close outcomes) ----------------------
+
+TURNS_ROUTING = "queues:\n  turns: {strategy: weighted}\n  rota: {strategy: round_robin}\n" \
+                "rules:\n  - {when: {attributes: {q: rota}}, queue: rota}\ndefault_queue: turns\n"
+
+
+async def turns_floor(store_factory, rep_factory) -> Store:  # noqa: F811
+    store = await store_factory(TURNS_ROUTING)
+    await store.apply_routing(store.routing)
+    for rep_id in ("a", "b"):
+        await rep_factory(store, rep_id, capacity=5)
+    for n in range(4):
+        assert (await store.assign(lead(f"t{n}"), f"t@{n}")).status == "assigned"
+        assert (await store.assign(lead(f"r{n}", attributes={"q": "rota"}), f"r@{n}")).status == "assigned"
+    assert (await store.close("t0", "won")).ok
+    return store
+
+
+@pytest.mark.drift_expected
+async def test_rotation_state_and_outcomes_are_checked(stack, store_factory, rep_factory):  # noqa: F811
+    store = await turns_floor(store_factory, rep_factory)
+    k, workspace = store.keys, store.keys.workspace
+    clean = run_check(stack.redis_url, workspace)
+    assert clean.exit_code == 0 and clean.output.splitlines() == ["ok: 8 leads, 2 reps, 2 queues checked"], clean.output
+    # a's entry and pass moved back behind the queue's virtual time: it would take a burst of leads.
+    (entry,) = [e for e in await store.client.zrange(k.queue_ready("turns", "*"), 0, -1) if e.endswith("|a")]
+    await store.client.zrem(k.queue_ready("turns", "*"), entry)
+    await store.client.zadd(k.queue_ready("turns", "*"), {"0000000000000000|a": 0})
+    await store.client.hset(k.queue_state("turns"), "pass|a", 0)
+    vt = await store.client.hget(k.queue_state("turns"), "vt")
+    # An outcome kept from before the rep's kept days, and the state of a queue no longer routed.
+    since = int(await store.client.hget(k.outcomes, "a|since"))
+    await store.client.hset(k.outcomes, f"a|{since - 1}|closed", 3)
+    await store.client.hset(k.queue_state("retired"), "cursor", "a")
+    result = run_check(stack.redis_url, workspace)
+    assert lines_of(result, "error") == {
+        (f"error: rep a waits in the ready index turns/* at pass 0000000000000000, behind the queue's virtual time "
+         f"{vt}: it would take every lead until it caught up"),
+        f"error: outcomes of rep a for day {since - 1} lie outside its kept days (from {since}, 90 days)",
+        f"error: key {k.queue_state('retired')} holds 1 entries, but the routing in force has no queue retired",
+    }
+    assert result.exit_code == 1

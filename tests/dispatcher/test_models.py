@@ -211,6 +211,14 @@ def test_ranks_from_0_to_999_are_accepted(rank):
 
 COUNTS = "an object of 1 to 32 entries, each value an integer from 0 to 10000"
 RANK = "attributes.rank must be a number from 0 to 999 (higher ranks are preferred)"
+WEIGHT = ("attributes.weight must be a number from 0.01 to 1000 (the rep's share in weighted queues; "
+          "2 takes twice the leads of 1)")
+
+
+@pytest.mark.parametrize("weight", [b"0.01", b"1", b"2.5", b"1000"])
+def test_weights_from_a_hundredth_to_1000_are_accepted(weight):
+    got = profile(b'{"capacity": 1, "attributes": {"weight": ' + weight + b"}}")
+    assert got["attributes"]["weight"] == float(weight)
 
 
 @pytest.mark.parametrize(("raw", "message"), [
@@ -238,6 +246,13 @@ RANK = "attributes.rank must be a number from 0 to 999 (higher ranks are preferr
     (b'{"capacity": 1, "attributes": {"rank": -1}}', RANK),
     (b'{"capacity": 1, "attributes": {"rank": true}}', RANK),
     (b'{"capacity": 1, "attributes": {"rank": [5]}}', RANK),
+    (b'{"capacity": 1, "attributes": {"weight": 0}}', WEIGHT),
+    (b'{"capacity": 1, "attributes": {"weight": -2}}', WEIGHT),
+    (b'{"capacity": 1, "attributes": {"weight": 0.001}}', WEIGHT),
+    (b'{"capacity": 1, "attributes": {"weight": 1001}}', WEIGHT),
+    (b'{"capacity": 1, "attributes": {"weight": "heavy"}}', WEIGHT),
+    (b'{"capacity": 1, "attributes": {"weight": false}}', WEIGHT),
+    (b'{"capacity": 1, "attributes": {"weight": [2]}}', WEIGHT),
     (b'{"skills": {}}', "invalid rep profile: capacity is required"),
     (b'{"capcity": 1}', 'invalid rep profile: unknown field "capcity"; the fields are capacity, name, skills, attributes, teams'),
     (b"[1]", "invalid rep profile: the body must be a JSON object; got [1]"),

@@ -122,6 +122,7 @@ async def test_bad_rep_and_presence_input_is_refused(worker, api):
         ("PUT", "/v1/reps/r1", {"skills": {"x": 1}}, 400, "capacity"),
         ("PUT", "/v1/reps/r1", {"capacity": 1, "skills": {"x": 11}}, 400, "skills"),
         ("PUT", "/v1/reps/r1", {"capacity": 1, "attributes": {"rank": "top"}}, 400, "rank"),
+        ("PUT", "/v1/reps/r1", {"capacity": 1, "attributes": {"weight": 0}}, 400, "attributes.weight must be a number"),
         ("PUT", "/v1/reps/bad%20id", {"capacity": 1}, 400, "rep id"),
         ("POST", "/v1/reps/nobody/presence", {"status": "online"}, 404, "unknown rep"),
         ("POST", "/v1/reps/r1/presence", {"status": "busy"}, 400, "status"),

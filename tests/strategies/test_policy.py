@@ -6,8 +6,18 @@ import itertools
 
 import pytest
 
-from strategies import filters, load_aware, online_now, policy, priority
-from strategies.base import ORDER_CODES, LeadView, RepState
+from strategies import (
+    filters,
+    load_aware,
+    online_now,
+    performance,
+    policy,
+    priority,
+    random_pick,
+    round_robin,
+    weighted,
+)
+from strategies.base import ORDER_CODES, LeadView, QueueView, RepState, pass_of
 
 NOW = 1_000_000
 MOMENT = filters.Moment(now_ms=NOW, presence_ttl_ms=60_000)
@@ -20,19 +30,21 @@ def rep(rep_id: str, **fields) -> RepState:
 
 
 def test_the_registry_holds_every_strategy_and_load_aware_is_the_default():
-    assert policy.STRATEGIES == {m.STRATEGY.name: m.STRATEGY for m in (load_aware, online_now, priority)}
+    modules = (load_aware, online_now, priority, round_robin, weighted, random_pick, performance)
+    assert policy.STRATEGIES == {m.STRATEGY.name: m.STRATEGY for m in modules}
     assert policy.DEFAULT_STRATEGY == "load_aware"
     for name, declared in policy.STRATEGIES.items():
         assert policy.strategy(name) is declared
 
 
-@pytest.mark.parametrize("name", ["nope", "", "Load_Aware", "round_robin"])
+@pytest.mark.parametrize("name", ["nope", "", "Load_Aware", "round-robin"])
 def test_an_unknown_strategy_names_itself_and_the_known_ones(name):
     with pytest.raises(ValueError) as refused:
         policy.strategy(name)
     message = str(refused.value)
     assert f"unknown strategy {name!r}" in message
-    assert "known strategies: load_aware, online_now, priority" in message
+    assert ("known strategies: load_aware, online_now, performance, priority, random, round_robin, weighted"
+            in message)
 
 
 def test_choose_refuses_an_unknown_strategy():
@@ -96,12 +108,14 @@ def test_explain_delegates_to_the_named_strategy():
     assert policy.explain("load_aware", facts) != policy.explain("priority", facts)
 
 
-def _index_member(order: tuple[str, ...], r: RepState) -> str:
+def _index_member(order: tuple[str, ...], r: RepState, queue: QueueView) -> str:
     """The ready-index member exactly as lib.lua's member_for writes it (sorted lexically)."""
     parts = []
     for name in order:
         code = ORDER_CODES[name]
-        if code == "u":
+        if code == "p":
+            parts.append(f"{pass_of(queue, r.id):016d}")
+        elif code == "u":
             parts.append(f"{r.load * 1_000_000_000 // r.capacity:010d}")
         elif code == "l":
             parts.append(f"{r.last_assigned_ms:014d}")
@@ -118,10 +132,16 @@ ROSTER = [
 ]
 
 
-@pytest.mark.parametrize("module", [load_aware, online_now, priority])
-def test_select_agrees_with_the_declared_index_order(module):
+# Passes as a weighted queue stores them: some reps behind the virtual time, some tied, some unset.
+TURNS = QueueView("q", state={"vt": "2000000", **{f"pass|r{i}": str((i * 7 % 5) * 900_000) for i in range(0, 40, 3)}})
+
+
+@pytest.mark.parametrize("module", [load_aware, online_now, priority, round_robin, weighted, performance])
+@pytest.mark.parametrize("queue", [QueueView(), TURNS])
+def test_select_agrees_with_the_declared_index_order(module, queue):
+    """For a first walk, the index order; for round robin's cycle walk, too, until a cursor is set."""
     for size in (1, 2, 5, len(ROSTER)):
         for start in range(0, len(ROSTER), 7):
             candidates = (ROSTER[start:] + ROSTER[:start])[:size]
-            by_index = min(candidates, key=lambda r: _index_member(module.STRATEGY.order, r))
-            assert module.select(candidates, LEAD) is by_index
+            by_index = min(candidates, key=lambda r: _index_member(module.STRATEGY.order, r, queue))
+            assert module.select(candidates, LEAD, queue) is by_index

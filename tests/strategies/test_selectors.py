@@ -15,7 +15,7 @@ def rep(rep_id: str, load: int = 0, capacity: int = 4, **fields) -> RepState:
 
 
 @pytest.mark.parametrize("module", [load_aware, online_now, priority])
-def test_every_strategy_declares_its_index_order(module):
+def test_every_first_walk_strategy_declares_its_index_order(module):
     assert module.STRATEGY.name and module.STRATEGY.order and set(module.STRATEGY.order) <= set(ORDER_CODES)
     assert module.STRATEGY.heartbeat_window_s >= 0
     assert module.select([], LEAD) is None

@@ -1,7 +1,8 @@
 -- close: end a lead. Frees the rep's unit at once and hands it the best waiting lead it may take.
 -- Closing twice changes nothing, so a retried close can never leak capacity. The closed lead's
 -- whole record goes to the lead-events topic (through the outbox) and is dated in the closed set,
--- from which expire_closed removes it after the retention.
+-- from which expire_closed removes it after the retention. A close of an assigned lead counts
+-- toward its rep's conversion (outcomes; lib.lua's record_outcome).
 -- KEYS: the shared layout (lib.lua), all channels.
 -- ARGV: the shared layout, then lead id, outcome, actor (who closed it; '' when unnamed), the rep the
 --       lead must be assigned to ('' for anyone: a rep's own token closes only its own leads).
@@ -23,6 +24,7 @@ local previous = record.status
 local rep = previous == 'assigned' and record.rep_id or nil
 if rep then
     release(ctx, rep, record.bucket, lead_id)
+    record_outcome(ctx, rep, outcome)
 elseif previous == 'queued' then
     unwait(ctx, record)
 end

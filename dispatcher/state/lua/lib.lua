@@ -124,10 +124,12 @@ end
 -- The index member: fixed-width sort fields, then the rep id, joined by '|' (never in an id). All
 -- scores are 0, so the index is ordered by these bytes (ZRANGE BYLEX): ties stay exact without
 -- packing several fields into one float.
-local function member_for(order, rep, load, cap, last, rank)
+local function member_for(order, rep, load, cap, last, rank, pass)
     local parts = {}
     for code in string.gmatch(order, '%a') do
-        if code == 'u' then
+        if code == 'p' then
+            parts[#parts + 1] = string.format('%016d', pass)
+        elseif code == 'u' then
             parts[#parts + 1] = string.format('%010d', math.floor(load * 1e9 / cap))
         elseif code == 'l' then
             parts[#parts + 1] = string.format('%014d', last)
@@ -149,9 +151,24 @@ local function rep_facts(rep, bucket)
             rank = tonumber(redis.call('HGET', KEYS[K_RANK], rep) or '0')}
 end
 
+-- A rep's pass in a queue with weighted turns (strategies/base.py, TURNS): the weighted leads it
+-- has taken there, kept in the queue's state as "pass|rep".
+local function turn_pass(q, rep)
+    return tonumber(redis.call('HGET', q.state, 'pass|' .. rep) or '0')
+end
+
 local function member_of(q, rep, facts)
     if facts.cap <= 0 then return nil end
-    return member_for(q.order, rep, facts.load, facts.cap, facts.last, facts.rank)
+    local pass = q.s.turn and turn_pass(q, rep) or 0
+    return member_for(q.order, rep, facts.load, facts.cap, facts.last, facts.rank, pass)
+end
+
+-- A rep entering a weighted queue's ready index starts no further back than the queue's virtual
+-- time ("vt", the pass the last turn was taken at): time away, full or outside the queue earns no
+-- burst of leads. Reps already in the index are never behind it, so indexing them again is a no-op.
+local function catch_up(q, rep)
+    local vt = tonumber(redis.call('HGET', q.state, 'vt') or '0')
+    if turn_pass(q, rep) < vt then redis.call('HSET', q.state, 'pass|' .. rep, vt) end
 end
 
 -- Removes the rep from every ready index of this bucket, by its facts before a change.
@@ -171,6 +188,7 @@ local function index_rep(ctx, rep, bucket, facts, present)
     if facts.load >= facts.cap then return end
     for _, q in ipairs(ctx.queues) do
         if redis.call('SISMEMBER', q.members, rep) == 1 then
+            if q.s.turn then catch_up(q, rep) end
             local member = member_of(q, rep, facts)
             if member then redis.call('ZADD', q.ready[bucket], 0, member) end
         end
@@ -226,6 +244,77 @@ local function add_history(record, at, event, extra)
     record.history[#record.history + 1] = entry
 end
 
+local DAY_MS = 86400000
+
+-- The rep's conversion over the queue's window, with the prior (strategies/performance.py).
+local function conversion(ctx, q, rep, facts)
+    local options = cjson.decode(q.options_json)
+    local today, days = math.floor(ctx.now / DAY_MS), math.floor(options.window_days)
+    local fields = {}
+    for day = today - days + 1, today do
+        fields[#fields + 1] = rep .. '|' .. day .. '|closed'
+        fields[#fields + 1] = rep .. '|' .. day .. '|won'
+    end
+    local counts = redis.call('HMGET', KEYS[K_OUTCOMES], unpack(fields))
+    local closed, won = 0, 0
+    for i = 1, #counts, 2 do
+        closed = closed + tonumber(counts[i] or '0')
+        won = won + tonumber(counts[i + 1] or '0')
+    end
+    facts.won, facts.closed, facts.window_days = won, closed, days
+    return (won + options.prior_rate * options.prior_leads) / (closed + options.prior_leads)
+end
+
+-- What the queue's strategy remembers once `rep` takes a lead in it, with its figures added to
+-- `facts`. `walked` is set when the strategy's own walk chose the rep (pick_rep): only then is it
+-- the rotation's turn (a drain or a supervisor's move is not); a weighted pass grows with every
+-- lead the rep takes in the queue, since it measures service received. Called by reserve between
+-- the rep's unindex and index, so its ready entries follow the new pass.
+local function take_turn(ctx, q, rep, walked, facts)
+    if walked and q.s.walk == 'cycle' then
+        facts.after = redis.call('HGET', q.state, 'cursor') or cjson.null
+        redis.call('HSET', q.state, 'cursor', rep)
+    elseif walked and q.s.walk == 'random' then
+        facts.ready = walked.ready
+    end
+    if not q.s.turn then return end
+    local pass = turn_pass(q, rep)
+    local weight
+    if q.s.turn == 'conversion' then
+        weight = conversion(ctx, q, rep, facts)
+    else
+        weight = tonumber(redis.call('HGET', KEYS[K_WEIGHT], rep) or '1')
+    end
+    if walked then
+        -- The first rep the walk met with room has the lowest pass of the index: the virtual time.
+        redis.call('HSET', q.state, 'vt', walked.first == rep and pass or turn_pass(q, walked.first))
+    end
+    redis.call('HSET', q.state, 'pass|' .. rep, pass + math.floor(PASS_SCALE / math.max(weight, MIN_WEIGHT) + 0.5))
+    facts.weight, facts.pass = weight, pass
+end
+
+-- Counts a close of an assigned lead for the rep's conversion: "rep|day|closed" and, when won,
+-- "rep|day|won". "rep|since" is the oldest day still kept; days before the last OUTCOME_DAYS go as
+-- closes come in, so a rep's outcomes stay within 2 * OUTCOME_DAYS + 1 fields. Kept fields always
+-- lie within OUTCOME_DAYS of `since`, so one HDEL of at most that many days prunes them.
+local function record_outcome(ctx, rep, outcome)
+    local day = math.floor(ctx.now / DAY_MS)
+    redis.call('HINCRBY', KEYS[K_OUTCOMES], rep .. '|' .. day .. '|closed', 1)
+    if outcome == 'won' then redis.call('HINCRBY', KEYS[K_OUTCOMES], rep .. '|' .. day .. '|won', 1) end
+    local since = math.min(tonumber(redis.call('HGET', KEYS[K_OUTCOMES], rep .. '|since') or day), day)
+    local keep_from = day - OUTCOME_DAYS + 1
+    if since < keep_from then
+        local gone = {}
+        for old = since, math.min(keep_from - 1, since + OUTCOME_DAYS - 1) do
+            gone[#gone + 1] = rep .. '|' .. old .. '|closed'
+            gone[#gone + 1] = rep .. '|' .. old .. '|won'
+        end
+        redis.call('HDEL', KEYS[K_OUTCOMES], unpack(gone))
+        since = keep_from
+    end
+    redis.call('HSET', KEYS[K_OUTCOMES], rep .. '|since', since)
+end
+
 -- Reserves one unit of the rep's bucket and records the assignment. The caller has checked that
 -- the rep is present and has room, and may pass the rep_facts it read doing so; facts explain the
 -- choice (the strategy turns them into words); `by` names the person behind a manual move.
@@ -237,6 +326,7 @@ local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     redis.call('HINCRBY', KEYS[K_LOAD], rep .. '|' .. bucket, 1)
     redis.call('ZADD', KEYS[K_OPEN], 0, rep .. '|' .. record.id)
     redis.call('HSET', KEYS[K_LAST], rep, ctx.now)
+    take_turn(ctx, q, rep, before.walked, facts)
     index_rep(ctx, rep, bucket, {load = before.load + 1, cap = before.cap, last = ctx.now, rank = before.rank}, true)
     facts.rule = record.rule
     facts.load = before.load
@@ -278,16 +368,40 @@ local function release(ctx, rep, bucket, lead_id)
     index_rep(ctx, rep, bucket, {load = before.load - 1, cap = before.cap, last = before.last, rank = before.rank})
 end
 
+-- Whether a ready entry still says what its rep is now: a member of the queue, present, with room
+-- in this bucket, sorted by its current facts. Returns the entry as a candidate, or nil after
+-- removing it, with the member it was put back as when the rep still belongs (its sort key had
+-- moved), so the index heals itself without a sweep.
+local function live_entry(ctx, q, channel, key, bucket, member)
+    local rep = string.match(member, '([^|]+)$')
+    local facts = rep_facts(rep, bucket)
+    local fresh_member, has_room = member_of(q, rep, facts), facts.load < facts.cap
+    local present = is_present(ctx, rep)
+    local member_now = redis.call('SISMEMBER', q.members, rep) == 1
+    if fresh_member == member and has_room and present and member_now and bucket_for(rep, channel) == bucket then
+        return {rep = rep, bucket = bucket, facts = facts}
+    end
+    redis.call('ZREM', key, member)
+    -- Healing re-indexes only a rep that still belongs to the queue: a rep the routing or its
+    -- profile took out must never get this queue's leads again.
+    if fresh_member and fresh_member ~= member and has_room and present and member_now then
+        redis.call('ZADD', key, 0, fresh_member)
+        return nil, fresh_member
+    end
+    return nil
+end
+
 -- Walks the queue's ready indexes for a channel (the shared '*' one and the channel's own) in
--- order, merged, and returns the first rep every filter lets through. Entries of reps that are
--- gone, full or out of date are removed on the way, so the index heals itself without a sweep.
-local function pick_rep(ctx, q, channel, skills, exclude)
-    local sources = {{key = q.ready['*'], after = '-', bucket = '*'},
-                     {key = q.ready[channel], after = '-', bucket = channel}}
+-- order, merged, over the members after `lo` (nil: from the start) up to `hi` included (nil: to
+-- the end), handing each live entry to `visit` until it returns true; returns that entry.
+local function walk_ready(ctx, q, channel, lo, hi, visit)
+    local sources = {{key = q.ready['*'], after = lo and ('(' .. lo) or '-', bucket = '*'},
+                     {key = q.ready[channel], after = lo and ('(' .. lo) or '-', bucket = channel}}
+    local upper = hi and ('[' .. hi) or '+'
     local buffered = {{}, {}}
     local function refill(i)
         if #buffered[i] == 0 and sources[i].after then
-            local batch = redis.call('ZRANGE', sources[i].key, sources[i].after, '+', 'BYLEX', 'LIMIT', 0, 32)
+            local batch = redis.call('ZRANGE', sources[i].key, sources[i].after, upper, 'BYLEX', 'LIMIT', 0, 32)
             if #batch == 0 then sources[i].after = nil end
             for n = #batch, 1, -1 do buffered[i][#buffered[i] + 1] = batch[n] end
             if #batch > 0 then
@@ -298,8 +412,9 @@ local function pick_rep(ctx, q, channel, skills, exclude)
     end
     -- A healed entry the walk has already read past (at or before the last member read, or after
     -- the end of an index read to its end) joins the buffer in its place, so the walk still meets
-    -- it; one further on is read from the index in turn.
+    -- it; one further on is read from the index in turn; one outside the bounds is not this walk's.
     local function revisit(i, member)
+        if (lo and member <= lo) or (hi and member > hi) then return end
         if sources[i].after and member > sources[i].last then return end
         local stack, at = buffered[i], #buffered[i] + 1
         for n = 1, #stack do
@@ -307,36 +422,88 @@ local function pick_rep(ctx, q, channel, skills, exclude)
         end
         table.insert(stack, at, member)
     end
-    local skipped = 0
     while true do
         refill(1)
         refill(2)
         local a, b = buffered[1][#buffered[1]], buffered[2][#buffered[2]]
-        if not a and not b then return nil, skipped end
+        if not a and not b then return nil end
         local i = (b == nil or (a ~= nil and a <= b)) and 1 or 2
         local member = table.remove(buffered[i])
-        local bucket = sources[i].bucket
-        local rep = string.match(member, '([^|]+)$')
-        local facts = rep_facts(rep, bucket)
-        local fresh_member, has_room = member_of(q, rep, facts), facts.load < facts.cap
-        local present = is_present(ctx, rep)
-        local member_now = redis.call('SISMEMBER', q.members, rep) == 1
-        if fresh_member ~= member or not has_room or not present or not member_now
-                or bucket_for(rep, channel) ~= bucket then
-            redis.call('ZREM', sources[i].key, member)
-            -- Healing re-indexes only a rep that still belongs to the queue: a rep the routing or
-            -- its profile took out must never get this queue's leads again.
-            if fresh_member and fresh_member ~= member and has_room and present and member_now then
-                redis.call('ZADD', sources[i].key, 0, fresh_member)
-                revisit(i, fresh_member)
-            end
-        elseif rep ~= exclude and (not q.s.recent or is_recent_enough(ctx, q, rep))
-                and (not q.s.skills or has_skills(rep, skills)) then
-            return {rep = rep, bucket = bucket, facts = facts}, skipped
-        else
-            skipped = skipped + 1
+        local entry, readded = live_entry(ctx, q, channel, sources[i].key, sources[i].bucket, member)
+        if entry then
+            if visit(entry) then return entry end
+        elseif readded then
+            revisit(i, readded)
         end
     end
+end
+
+-- How many entries a random walk draws before it lists the eligible reps instead.
+local RANDOM_DRAWS = 8
+
+-- A uniform integer in 1..n from 52 bits of SHA1 of `seed` and `k` (strategies/random_pick.py says
+-- why not math.random).
+local function uniform(seed, k, n)
+    local bits = tonumber(string.sub(redis.sha1hex(seed .. '|' .. k), 1, 13), 16)
+    return math.floor(bits / 4503599627370496 * n) + 1
+end
+
+-- Draws ready entries uniformly (by position across both indexes) until one can take the lead;
+-- a miss draws again, so the pick stays uniform among the eligible. After RANDOM_DRAWS misses it
+-- lists every eligible rep and draws among them. Returns the entry and how many were ready.
+local function draw_rep(ctx, q, channel, eligible)
+    local keys, buckets = {q.ready['*'], q.ready[channel]}, {'*', channel}
+    local clock = redis.call('TIME')
+    local seed = clock[1] .. '.' .. clock[2] .. '|' .. redis.call('HINCRBY', q.state, 'draws', 1)
+    local ready = 0
+    for k = 1, RANDOM_DRAWS do
+        local first_size = redis.call('ZCARD', keys[1])
+        ready = first_size + redis.call('ZCARD', keys[2])
+        if ready == 0 then return nil, 0 end
+        local n = uniform(seed, k, ready)
+        local i = n <= first_size and 1 or 2
+        local at = (i == 1 and n or n - first_size) - 1
+        local member = redis.call('ZRANGE', keys[i], at, at)[1]
+        local entry = live_entry(ctx, q, channel, keys[i], buckets[i], member)
+        if entry and eligible(entry) then return entry, ready end
+    end
+    local found = {}
+    walk_ready(ctx, q, channel, nil, nil, function(entry)
+        if eligible(entry) then found[#found + 1] = entry end
+        return false
+    end)
+    if #found == 0 then return nil, ready end
+    return found[uniform(seed, 0, #found)], ready
+end
+
+-- The rep the queue's strategy gives the lead: the first rep every filter lets through, on the
+-- walk its declaration names (first from the best entry; cycle from just after the queue's
+-- cursor, wrapping once; random by uniform draws). Returns the choice, its rep_facts marked
+-- `walked` (reserve hands them to take_turn), and how many reps ahead of it were passed over.
+local function pick_rep(ctx, q, channel, skills, exclude)
+    local skipped, first = 0, nil
+    local function eligible(entry)
+        return entry.rep ~= exclude and (not q.s.recent or is_recent_enough(ctx, q, entry.rep))
+            and (not q.s.skills or has_skills(entry.rep, skills))
+    end
+    local function visit(entry)
+        first = first or entry.rep
+        if eligible(entry) then return true end
+        skipped = skipped + 1
+        return false
+    end
+    local choice, ready
+    if q.s.walk == 'random' then
+        choice, ready = draw_rep(ctx, q, channel, eligible)
+    elseif q.s.walk == 'cycle' then
+        local cursor = redis.call('HGET', q.state, 'cursor') or nil
+        choice = walk_ready(ctx, q, channel, cursor, nil, visit)
+        if not choice and cursor then choice = walk_ready(ctx, q, channel, nil, cursor, visit) end
+    else
+        choice = walk_ready(ctx, q, channel, nil, nil, visit)
+    end
+    if choice then choice.facts.walked = {first = first, ready = ready} end
+    return choice, skipped
 end
 
 local function lead_skills(record)

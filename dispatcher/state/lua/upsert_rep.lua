@@ -1,10 +1,10 @@
--- upsert_rep: create or replace a rep's profile, capacity, skills, rank and queue membership in
+-- upsert_rep: create or replace a rep's profile, capacity, skills, rank, weight and queue membership in
 -- one step, then re-index it and drain waiting leads to any room the change made. A change that
 -- would leave open leads above capacity is refused, so the capacity invariant holds at all times.
 -- KEYS: the shared layout (lib.lua), all channels.
 -- ARGV: the shared layout, then rep id, profile JSON, capacity ("*=3" or "web=2,chat=4"),
 --       skills ("spanish=7,billing=3"), rank, names of the queues the rep belongs to (comma-separated),
---       actor ('' when unnamed).
+--       actor ('' when unnamed), weight (its share in weighted queues).
 -- Every accepted change moves the roster version on (apply_routing builds memberships from a
 -- roster it read earlier and must know it is still that roster) and goes to rep-events.
 -- Returns {'conflict', message} | {'ok', 'created' | 'updated', drained assignments}
@@ -12,6 +12,7 @@ local ctx = parse_context()
 local rep, profile_json = ARGV[ctx.argi], ARGV[ctx.argi + 1]
 local capacity_spec, skills_spec = ARGV[ctx.argi + 2], ARGV[ctx.argi + 3]
 local rank, queue_names, actor = ARGV[ctx.argi + 4], ARGV[ctx.argi + 5], ARGV[ctx.argi + 6]
+local weight = ARGV[ctx.argi + 7]
 
 local function parse_pairs(spec)
     local pairs_found = {}
@@ -54,6 +55,7 @@ else
 end
 for _, pair in ipairs(parse_pairs(skills_spec)) do redis.call('HSET', KEYS[K_SKILLS], rep .. '|' .. pair[1], pair[2]) end
 redis.call('HSET', KEYS[K_RANK], rep, rank)
+redis.call('HSET', KEYS[K_WEIGHT], rep, weight)
 redis.call('HSET', KEYS[K_PROFILES], rep, profile_json)
 
 local member_of = {}
