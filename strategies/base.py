@@ -26,8 +26,9 @@ from typing import Any
 
 # How an `order` field is encoded in the ready index by lib.lua's member_for.
 ORDER_CODES = {"utilization": "u", "last_assigned": "l", "rank": "r"}
-# How the Lua step walks a queue's ready index: from its best entry ("first").
-WALKS = ("first",)
+# How the Lua step walks a queue's ready index (lib.lua's pick_rep): "first" takes its first entry
+# every filter lets through; "best_score" reads on, in order, for the best skill score (strategies/skills.py).
+WALKS = ("first", "best_score")
 # presence and room are the contract's invariants (only online reps with room get leads): every
 # strategy applies them; recent and skills are each strategy's to declare.
 FILTERS = ("present", "room", "recent", "skills")
@@ -69,6 +70,8 @@ class Option:
     low: float
     high: float
     meaning: str
+    # A count (of reps, of turns): a fraction is refused rather than rounded one way or the other.
+    whole: bool = False
 
 
 Selector = Callable[[Sequence[RepState], LeadView, QueueView], "RepState | None"]
@@ -109,6 +112,8 @@ class Strategy:
                 problems.append(f"strategy {self.name} has no option {name!r} (its options: {known})")
             elif not option.low <= value <= option.high:
                 problems.append(f"option {name} is {value:g}; it must be {option.low:g}..{option.high:g} ({option.meaning})")
+            elif option.whole and value != int(value):
+                problems.append(f"option {name} is {value:g}; it must be a whole number ({option.meaning})")
         return problems
 
     def with_defaults(self, given: Mapping[str, float]) -> dict[str, float]:

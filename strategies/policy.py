@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from strategies import load_aware, online_now, priority
+from strategies import load_aware, online_now, priority, skills
 from strategies.base import LeadView, QueueView, RepState, Strategy
 from strategies.filters import Moment, pipeline
 
-STRATEGIES: dict[str, Strategy] = {module.STRATEGY.name: module.STRATEGY for module in (load_aware, online_now, priority)}
+STRATEGIES: dict[str, Strategy] = {
+    module.STRATEGY.name: module.STRATEGY for module in (load_aware, online_now, priority, skills)
+}
 DEFAULT_STRATEGY = load_aware.STRATEGY.name
 
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from strategies import filters, load_aware, online_now, policy, priority
+from strategies import filters, load_aware, online_now, policy, priority, skills
 from strategies.base import ORDER_CODES, LeadView, RepState
 
 NOW = 1_000_000
@@ -20,7 +20,7 @@ def rep(rep_id: str, **fields) -> RepState:
 
 
 def test_the_registry_holds_every_strategy_and_load_aware_is_the_default():
-    assert policy.STRATEGIES == {m.STRATEGY.name: m.STRATEGY for m in (load_aware, online_now, priority)}
+    assert policy.STRATEGIES == {m.STRATEGY.name: m.STRATEGY for m in (load_aware, online_now, priority, skills)}
     assert policy.DEFAULT_STRATEGY == "load_aware"
     for name, declared in policy.STRATEGIES.items():
         assert policy.strategy(name) is declared
@@ -32,7 +32,7 @@ def test_an_unknown_strategy_names_itself_and_the_known_ones(name):
         policy.strategy(name)
     message = str(refused.value)
     assert f"unknown strategy {name!r}" in message
-    assert "known strategies: load_aware, online_now, priority" in message
+    assert "known strategies: load_aware, online_now, priority, skills" in message
 
 
 def test_choose_refuses_an_unknown_strategy():
@@ -118,7 +118,7 @@ ROSTER = [
 ]
 
 
-@pytest.mark.parametrize("module", [load_aware, online_now, priority])
+@pytest.mark.parametrize("module", [load_aware, online_now, priority, skills])
 def test_select_agrees_with_the_declared_index_order(module):
     for size in (1, 2, 5, len(ROSTER)):
         for start in range(0, len(ROSTER), 7):

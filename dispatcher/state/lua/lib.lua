@@ -278,9 +278,54 @@ local function release(ctx, rep, bucket, lead_id)
     index_rep(ctx, rep, bucket, {load = before.load - 1, cap = before.cap, last = before.last, rank = before.rank})
 end
 
+-- How a walk (the strategy's `walk`, strategies/base.py WALKS) takes the reps every filter lets
+-- through, in index order: `offer(choice, skipped)` returns true once the walk needs no more,
+-- `taken()` is its choice (nil for none) and the facts that explain it. "first" takes the first
+-- rep. "best_score" keeps the best skill score (the sum of the rep's levels over the skills the
+-- lead asks for, each once), the earliest of equal scores, until a rep has the highest possible
+-- score or it compared the queue's max_compared reps: its cost grows with the eligible reps up to
+-- that bound (strategies/skills.py).
+local function walker(q, skills)
+    local best, why
+    if q.s.walk ~= 'best_score' then
+        return function(choice, skipped)
+            best, why = choice, {skipped = skipped}
+            return true
+        end, function() return best, why end
+    end
+    local asked, named = {}, {}
+    for _, skill in ipairs(skills) do
+        if not named[skill] then named[skill] = true asked[#asked + 1] = skill end
+    end
+    local limit, top, compared = cjson.decode(q.options_json).max_compared, 10 * #asked, 0
+    return function(choice, skipped)
+        compared = compared + 1
+        local score, levels = 0, {}
+        if #asked > 0 then
+            local fields = {}
+            for n, skill in ipairs(asked) do fields[n] = choice.rep .. '|' .. skill end
+            local found = redis.call('HMGET', KEYS[K_SKILLS], unpack(fields))
+            for n, skill in ipairs(asked) do
+                -- A rep lacking a skill scores 0 for it (a queue whose filters do not require it).
+                local level = tonumber(found[n]) or 0
+                levels[n] = {skill, level}
+                score = score + level
+            end
+        end
+        if not best or score > why.score then
+            best, why = choice, {skipped = skipped, score = score, top = top, levels = #asked > 0 and levels or nil}
+        end
+        local done = score >= top or compared >= limit
+        why.compared, why.bounded = compared, score < top and compared >= limit
+        return done
+    end, function() return best, why end
+end
+
 -- Walks the queue's ready indexes for a channel (the shared '*' one and the channel's own) in
--- order, merged, and returns the first rep every filter lets through. Entries of reps that are
--- gone, full or out of date are removed on the way, so the index heals itself without a sweep.
+-- order, merged, and offers every rep every filter lets through to the strategy's walk until it
+-- has its rep. Returns that rep (nil for none) and the facts that explain it (`skipped`: reps
+-- the filters passed over before it). Entries of reps that are gone, full or out of date are
+-- removed on the way, so the index heals itself without a sweep.
 local function pick_rep(ctx, q, channel, skills, exclude)
     local sources = {{key = q.ready['*'], after = '-', bucket = '*'},
                      {key = q.ready[channel], after = '-', bucket = channel}}
@@ -308,11 +353,12 @@ local function pick_rep(ctx, q, channel, skills, exclude)
         table.insert(stack, at, member)
     end
     local skipped = 0
+    local offer, taken = walker(q, skills)
     while true do
         refill(1)
         refill(2)
         local a, b = buffered[1][#buffered[1]], buffered[2][#buffered[2]]
-        if not a and not b then return nil, skipped end
+        if not a and not b then return taken() end
         local i = (b == nil or (a ~= nil and a <= b)) and 1 or 2
         local member = table.remove(buffered[i])
         local bucket = sources[i].bucket
@@ -332,7 +378,7 @@ local function pick_rep(ctx, q, channel, skills, exclude)
             end
         elseif rep ~= exclude and (not q.s.recent or is_recent_enough(ctx, q, rep))
                 and (not q.s.skills or has_skills(rep, skills)) then
-            return {rep = rep, bucket = bucket, facts = facts}, skipped
+            if offer({rep = rep, bucket = bucket, facts = facts}, skipped) then return taken() end
         else
             skipped = skipped + 1
         end
