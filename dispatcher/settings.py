@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     presence_ttl_s: float = Field(60.0, gt=0)
     # Closed leads leave Redis after this; their whole record went to `lead-events` when they closed.
     closed_lead_retention_s: float = Field(7 * 24 * 3600.0, ge=0)
+    # The assignment log (GET /v1/stats/fairness) keeps this long; no window may reach further back.
+    fairness_retention_s: int = Field(24 * 3600, ge=60, le=90 * 24 * 3600)
+    # The window the fairness gauges and the live page's fairness panel count over, and how often.
+    fairness_window_s: int = Field(3600, ge=1, le=90 * 24 * 3600)
+    fairness_sample_s: float = Field(15.0, gt=0)
     # A worker that died with events taken from the outbox and not yet sent gives them up after this.
     outbox_claim_idle_s: float = Field(5.0, gt=0)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
