@@ -31,7 +31,7 @@ def spread(counts: Sequence[int]) -> int:
 def window_s(raw: str | None, retention_s: int, default_s: int) -> int:
     """The window a caller asked for, in whole seconds, or BadInput saying why it cannot be had."""
     if raw is None:
-        return min(default_s, retention_s)
+        return default_s
     text = raw.strip()
     if not text.isdigit() or not text.isascii() or not text.strip("0"):
         raise BadInput(f"window_s must be a whole number of seconds above 0, not {raw[:40]!r}")

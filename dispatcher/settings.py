@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_no_file(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _fairness_window_within_retention(self) -> Settings:
+        if self.fairness_window_s > self.fairness_retention_s:
+            raise ValueError(f"DISPATCHER_FAIRNESS_WINDOW_S ({self.fairness_window_s}) reaches past what the assignment "
+                             f"log keeps (DISPATCHER_FAIRNESS_RETENTION_S, {self.fairness_retention_s})")
+        return self
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

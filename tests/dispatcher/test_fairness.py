@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from dispatcher.fairness import gini, spread, window_s
 from dispatcher.models import BadInput
+from dispatcher.settings import Settings
 
 PROPERTIES = settings(max_examples=300, deadline=None, derandomize=True, database=None)
 counts = st.lists(st.integers(0, 10_000), min_size=1, max_size=60)
@@ -69,10 +70,6 @@ def test_a_whole_positive_window_within_the_retention_is_taken(raw, expected):
     assert window_s(raw, 86_400, 3600) == expected
 
 
-def test_without_a_window_the_default_is_cut_to_the_retention():
-    assert window_s(None, 600, 3600) == 600
-
-
 @pytest.mark.parametrize(("raw", "words"), [
     ("0", "window_s must be a whole number of seconds above 0, not '0'"),
     ("-5", "not '-5'"),
@@ -88,3 +85,10 @@ def test_a_bad_window_is_refused_in_words(raw, words):
     with pytest.raises(BadInput) as refused:
         window_s(raw, 86_400, 3600)
     assert words in str(refused.value)
+
+
+def test_a_default_window_past_the_retention_is_refused_at_start_in_words():
+    with pytest.raises(ValueError, match=r"DISPATCHER_FAIRNESS_WINDOW_S \(3600\) reaches past what the assignment "
+                                         r"log keeps \(DISPATCHER_FAIRNESS_RETENTION_S, 600\)"):
+        Settings(fairness_retention_s=600)
+    assert Settings(fairness_retention_s=600, fairness_window_s=600).fairness_window_s == 600
