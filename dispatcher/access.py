@@ -207,6 +207,7 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/v1/routing"): Rule(_SUPERVISION),
     ("PUT", "/v1/routing"): ADMIN_ONLY,
     ("GET", "/v1/routing/history"): Rule(_SUPERVISION),
+    ("GET", "/v1/stats/fairness"): Rule(_SUPERVISION),
 }
 
 

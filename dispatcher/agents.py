@@ -1,7 +1,7 @@
 """Stream processors and the worker's background work: `assign_leads` turns each lead on the
 `leads` topic into one atomic decision in Redis and one assignment event; `relay_outbox` sends
 the events every other step wrote into the outbox; the timers keep the routing in step with the
-file and with the other workers, and forget closed leads after the retention.
+file and with the other workers, and forget closed leads and logged assignments after their retention.
 
 Delivery is at-least-once: a lead's offset is acknowledged (and so committed) only after its
 decision is made and its event (or its dead letter) delivered. A redelivery after a crash carries
@@ -279,3 +279,11 @@ async def expire_closed_leads() -> None:
         metrics.closed_leads_expired_total.inc(forgotten)
         if forgotten < EXPIRE_BATCH:
             return
+
+
+@app.timer(interval=60.0)
+@survives("forget_assignments")
+async def forget_assignments() -> None:
+    """The assignment log (fairness) keeps DISPATCHER_FAIRNESS_RETENTION_S and no more: one command
+    drops what is older, however much that is."""
+    metrics.assignments_forgotten_total.inc(await store.forget_assignments(settings.fairness_retention_s))

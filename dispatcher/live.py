@@ -8,7 +8,8 @@ import logging
 from typing import Any
 
 from dispatcher import metrics
-from dispatcher.app import app, leads_topic, store
+from dispatcher.app import app, leads_topic, settings, store
+from dispatcher.background import survives
 from dispatcher.state.results import iso_ms
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,9 @@ STATUSES = ("online", "away", "offline")
 NO_TEAM = "(none)"
 
 latest: dict[str, Any] = {}
+# Per queue over the fairness window, from the last fairness sample: the window reads a span of
+# the assignment log, too much to read every second.
+fairness: list[dict[str, Any]] = []
 
 
 def open_leads(value: int | dict[str, int]) -> int:
@@ -87,6 +91,7 @@ async def snapshot(reps: list[dict[str, Any]]) -> dict[str, Any]:
         ],
         "queues": queues,
         "teams": team_figures(reps),
+        "fairness": list(fairness),
         "recent": [
             {**assignment.event(), "latency_ms": assignment.assigned_at_ms - assignment.accepted_at_ms}
             for assignment in recent
@@ -147,3 +152,21 @@ async def sample_live_state() -> None:
         return
     latest.clear()
     latest.update(current)
+
+
+def export_fairness(figures: list[dict[str, Any]]) -> None:
+    # Cleared and refilled in one synchronous step, so a queue the routing dropped stops being reported.
+    for gauge in (metrics.fairness_gini_ratio, metrics.fairness_spread_leads, metrics.fairness_window_leads):
+        gauge.clear()
+    for queue in figures:
+        metrics.fairness_gini_ratio.labels(queue["queue"]).set(queue["gini"])
+        metrics.fairness_spread_leads.labels(queue["queue"]).set(queue["spread"])
+        metrics.fairness_window_leads.labels(queue["queue"]).set(queue["assignments"])
+
+
+@app.timer(interval=settings.fairness_sample_s)
+@survives("sample_fairness")
+async def sample_fairness() -> None:
+    figures = await store.fairness(settings.fairness_window_s)
+    export_fairness(figures)
+    fairness[:] = figures

@@ -79,6 +79,9 @@ background_failures_total = Counter(
 closed_leads_expired_total = Counter(
     "dispatcher_closed_leads_expired_total", "Closed leads forgotten by Redis after the retention"
 )
+assignments_forgotten_total = Counter(
+    "dispatcher_assignments_forgotten_total", "Assignment log entries dropped after DISPATCHER_FAIRNESS_RETENTION_S"
+)
 routing_reloads_total = Counter(
     "dispatcher_routing_reloads_total",
     "Routing changes seen, by result (applied, refused, unsettled: a file still being written)", ["result"]
@@ -119,4 +122,17 @@ assignments_total_workspace = Gauge(
 )
 consumer_lag_messages = Gauge(
     "dispatcher_consumer_lag_messages", "Leads on this worker's partitions not yet read", ["partition"]
+)
+# Sampled every DISPATCHER_FAIRNESS_SAMPLE_S over the last DISPATCHER_FAIRNESS_WINDOW_S (dispatcher/live.py);
+# workspace-wide like the gauges above, so take max().
+fairness_gini_ratio = Gauge(
+    "dispatcher_fairness_gini_ratio",
+    "How unevenly the queue's leads went round its members over the fairness window (0 = even, towards 1 = one rep)",
+    ["queue"],
+)
+fairness_spread_leads = Gauge(
+    "dispatcher_fairness_spread_leads", "The most leads a member got in the fairness window less the fewest", ["queue"]
+)
+fairness_window_leads = Gauge(
+    "dispatcher_fairness_window_leads", "Assignments in the queue over the fairness window", ["queue"]
 )

@@ -134,6 +134,21 @@ def _schemas() -> dict[str, Any]:
                 "version": {"type": "string"}, "fingerprint": {"type": "string"}, "source": {"type": "string"},
                 "applied_at": time, "by": _nullable({"type": "string"}),
             }), "description": "newest first"}}),
+        "Fairness": _object(["queues"], {"queues": {"type": "array", "items": _ref("QueueFairness")}}),
+        "QueueFairness": {
+            **_object(["queue", "strategy", "window_s", "assignments", "reps", "spread", "gini"], {
+                "queue": {"type": "string"},
+                "strategy": {"type": "string"},
+                "window_s": {"type": "integer", "minimum": 1},
+                "assignments": {"type": "integer", "minimum": 0, "description": "assignments in the queue in the window"},
+                "reps": {**counts, "description": "assignments per rep: every member now (0 when it got none) and "
+                                                  "any rep that got the queue's leads in the window"},
+                "spread": {"type": "integer", "minimum": 0, "description": "the most a rep got less the fewest"},
+                "gini": {"type": "number", "minimum": 0, "exclusiveMaximum": 1,
+                         "description": "0 = perfectly even; one rep with every lead among n gives (n - 1) / n"},
+            }),
+            "description": "How evenly one queue's leads went round its reps over the window.",
+        },
         "Live": {
             **_object(["at", "assigned_total", "reps_total", "reps_by_status", "reps", "queues", "teams", "recent"], {
                 "at": time,
@@ -148,6 +163,9 @@ def _schemas() -> dict[str, Any]:
                     "name": {"type": "string"}, "reps": by_status, "load": by_status,
                     "capacity_online": {"type": "integer"}, "utilization": _nullable({"type": "number"}),
                 })},
+                "fairness": {"type": "array", "items": _ref("QueueFairness"),
+                             "description": "per queue over DISPATCHER_FAIRNESS_WINDOW_S, sampled every "
+                                            "DISPATCHER_FAIRNESS_SAMPLE_S; empty until the first sample"},
                 "recent": {"type": "array", "items": _object(["lead_id", "rep_id", "queue", "assigned_at"], {
                     "lead_id": {"type": "string"}, "rep_id": {"type": "string"}, "queue": {"type": "string"},
                     "assigned_at": time, "latency_ms": {"type": "integer"},
@@ -241,6 +259,13 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/routing/history": {"get": _operation(
         "The routings applied, newest first", {"200": _json("RoutingHistory", "versions, with who and when")},
         "401 403 503")},
+    "/v1/stats/fairness": {"get": {**_operation(
+        "How evenly each queue's leads went round its reps: assignments per rep, spread and Gini over a window",
+        {"200": _json("Fairness", "per queue of the routing in force")}, "400 401 403 503"),
+        "parameters": [{"name": "window_s", "in": "query", "required": False,
+                        "description": "the window in whole seconds (default 3600, cut to the retention); above "
+                                       "DISPATCHER_FAIRNESS_RETENTION_S (default 86400) it is refused with 400",
+                        "schema": {"type": "integer", "minimum": 1}}]}},
     "/v1/live": {"get": _operation(
         "The live picture as JSON", {"200": _json("Live", "reps, queues, teams, recent assignments")}, "401 403 503")},
     "/v1/live/stream": {"get": _operation(

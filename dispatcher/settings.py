@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     presence_ttl_s: float = Field(60.0, gt=0)
     # Closed leads leave Redis after this; their whole record went to `lead-events` when they closed.
     closed_lead_retention_s: float = Field(7 * 24 * 3600.0, ge=0)
+    # The assignment log (GET /v1/stats/fairness) keeps this long; no window may reach further back.
+    fairness_retention_s: int = Field(24 * 3600, ge=60, le=90 * 24 * 3600)
+    # The window the fairness gauges and the live page's fairness panel count over, and how often.
+    fairness_window_s: int = Field(3600, ge=1, le=90 * 24 * 3600)
+    fairness_sample_s: float = Field(15.0, gt=0)
     # A worker that died with events taken from the outbox and not yet sent gives them up after this.
     outbox_claim_idle_s: float = Field(5.0, gt=0)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
@@ -67,6 +72,13 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_no_file(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _fairness_window_within_retention(self) -> Settings:
+        if self.fairness_window_s > self.fairness_retention_s:
+            raise ValueError(f"DISPATCHER_FAIRNESS_WINDOW_S ({self.fairness_window_s}) reaches past what the assignment "
+                             f"log keeps (DISPATCHER_FAIRNESS_RETENTION_S, {self.fairness_retention_s})")
+        return self
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -16,7 +16,7 @@ from aiohttp import web
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from dispatcher import live, metrics, openapi
+from dispatcher import fairness, live, metrics, openapi
 from dispatcher.app import app, settings, store
 from dispatcher.events import count_assignments, publish_lead
 from dispatcher.http import rejected
@@ -267,6 +267,19 @@ def refused_with_reasons(status: int, reasons: list[str]) -> Response:
 class RoutingHistory(View):
     async def get(self, request: Request) -> Response:
         return json_response({"versions": await store.routing_history()})
+
+
+@app.page("/v1/stats/fairness")
+class Fairness(View):
+    """How evenly each queue's leads went round its reps over `window_s` (the assignment log)."""
+
+    async def get(self, request: Request) -> Response:
+        try:
+            window_s = fairness.window_s(request.query.get("window_s"), settings.fairness_retention_s,
+                                         settings.fairness_window_s)
+        except BadInput as exc:
+            return refusal(exc, "fairness")
+        return json_response({"queues": await store.fairness(window_s)})
 
 
 async def current_picture() -> dict[str, Any]:

@@ -31,8 +31,9 @@ from typing import Any
 ORDER_CODES = {"utilization": "u", "last_assigned": "l", "rank": "r", "pass": "p"}
 # How the Lua step walks a queue's ready index: from its best entry ("first"); from the entry after
 # the rep served last, wrapping once ("cycle": the queue's state remembers that rep as `cursor`, so
-# the entry must be the rep id alone, order ()); or by uniform draws ("random").
-WALKS = ("first", "cycle", "random")
+# the entry must be the rep id alone, order ()); by uniform draws ("random"); or reading on, in
+# order, for the best skill score ("best_score", strategies/skills.py).
+WALKS = ("first", "cycle", "random", "best_score")
 # Stride scheduling: every lead a rep takes in the queue adds PASS_SCALE / weight to its pass, and
 # the ready index is ordered by pass, so reps take turns in proportion to their weights. The weight
 # is the rep's `weight` attribute ("attribute") or its conversion over a window with a prior
@@ -90,6 +91,8 @@ class Option:
     low: float
     high: float
     meaning: str
+    # A count (of reps, of turns): a fraction is refused rather than rounded one way or the other.
+    whole: bool = False
 
 
 # What a selector sees of a queue when nothing about the queue matters to it (pure unit tests).
@@ -142,6 +145,8 @@ class Strategy:
                 problems.append(f"strategy {self.name} has no option {name!r} (its options: {known})")
             elif not option.low <= value <= option.high:
                 problems.append(f"option {name} is {value:g}; it must be {option.low:g}..{option.high:g} ({option.meaning})")
+            elif option.whole and value != int(value):
+                problems.append(f"option {name} is {value:g}; it must be a whole number ({option.meaning})")
         return problems
 
     def with_defaults(self, given: Mapping[str, float]) -> dict[str, float]:

@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from strategies import load_aware, online_now, performance, priority, random_pick, round_robin, weighted
+from strategies import load_aware, online_now, performance, priority, random_pick, round_robin, skills, weighted
 from strategies.base import ANY_QUEUE, LeadView, QueueView, RepState, Strategy
 from strategies.filters import Moment, pipeline
 
 STRATEGIES: dict[str, Strategy] = {
     module.STRATEGY.name: module.STRATEGY
-    for module in (load_aware, online_now, priority, round_robin, weighted, random_pick, performance)
+    for module in (load_aware, online_now, priority, round_robin, weighted, random_pick, performance, skills)
 }
 DEFAULT_STRATEGY = load_aware.STRATEGY.name
 

@@ -143,8 +143,9 @@ class Keys:
 
     @property
     def assignment_log(self) -> str:
-        """ZSET "queue|rep|lead" scored by when it was assigned (ms), kept for the fairness window:
-        assignments per rep per queue over any span up to it."""
+        """ZSET "queue|rep|lead" scored by when it was assigned (ms), written by every assignment and
+        kept for DISPATCHER_FAIRNESS_RETENTION_S (a timer drops older entries): assignments per rep
+        per queue over any window up to it (GET /v1/stats/fairness)."""
         return self._key("log:assignments")
 
     @property

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from dispatcher import fairness
 from dispatcher.state.layout import Layout
 from dispatcher.state.results import Assignment, iso_ms
 
@@ -131,6 +132,34 @@ class Reads(Layout):
                 "waiting": waiting,
                 "oldest_wait_s": (now_ms - oldest_accepted) / 1000 if oldest_accepted is not None else 0.0,
             })
+        return figures
+
+    async def fairness(self, window_s: int) -> list[dict[str, Any]]:
+        """Per queue of the routing in hand, over the last `window_s`: assignments per rep (every
+        member now, with 0 when it got none, and any rep that got leads there in the window),
+        spread and Gini. Reads the window of the assignment log, so its cost grows with the
+        assignments in the window (and the queues' members), not with the log's retention."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.time()
+        for queue in self.routing.queues:
+            pipe.smembers(k.queue_members(queue.name))
+        now, *members = await pipe.execute()
+        now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+        counts: dict[str, dict[str, int]] = {queue.name: dict.fromkeys(sorted(found), 0)
+                                             for queue, found in zip(self.routing.queues, members, strict=True)}
+        # Exclusive start: an assignment exactly window_s old is outside the window.
+        for entry in await self.client.zrangebyscore(k.assignment_log, f"({now_ms - window_s * 1000}", "+inf"):
+            queue, rep, _ = entry.split("|", 2)
+            if queue in counts:
+                counts[queue][rep] = counts[queue].get(rep, 0) + 1
+        figures = []
+        for queue in self.routing.queues:
+            per_rep = dict(sorted(counts[queue.name].items()))
+            values = list(per_rep.values())
+            figures.append({"queue": queue.name, "strategy": queue.strategy, "window_s": window_s,
+                            "assignments": sum(values), "reps": per_rep, "spread": fairness.spread(values),
+                            "gini": round(fairness.gini(values), 4)})
         return figures
 
     async def recent_assignments(self) -> list[Assignment]:

@@ -104,6 +104,12 @@ class Writes(Layout):
         """Forgets up to `limit` leads closed more than `retention_s` ago; returns how many."""
         return await self._scripts["expire_closed"](keys=self.keys.fixed(), args=[int(retention_s * 1000), limit])
 
+    async def forget_assignments(self, retention_s: int) -> int:
+        """Drops the assignment log's entries older than `retention_s` (Redis clock); returns how
+        many. One command, so no script: the log is only ever appended to by the scripts."""
+        cutoff_ms = await self.now_ms() - retention_s * 1000
+        return await self.client.zremrangebyscore(self.keys.assignment_log, "-inf", f"({cutoff_ms}")
+
 
 
     async def set_presence(self, rep_id: str, status: str, *, actor: str = "") -> Outcome:

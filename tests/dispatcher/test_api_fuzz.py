@@ -35,10 +35,10 @@ BOUNDED = settings(max_examples=30, deadline=None, derandomize=True, database=No
 ENDLESS = "/v1/live/stream"
 OPERATIONS = [(method.upper(), path) for path, item in PATHS.items() for method in item
               if method != "parameters" and path != ENDLESS]
-# Negative data needs something to break: a path parameter or a body.
+# Negative data needs something to break: a path or query parameter, or a body.
 CASES = [(method, path, GenerationMode.POSITIVE) for method, path in OPERATIONS] + [
     (method, path, GenerationMode.NEGATIVE) for method, path in OPERATIONS
-    if "{" in path or "requestBody" in PATHS[path][method.lower()]
+    if "{" in path or {"requestBody", "parameters"} & set(PATHS[path][method.lower()])
 ]
 
 

@@ -21,6 +21,7 @@ import redis
 
 from dispatcher.embedded import free_port
 from dispatcher.state.keys import Keys
+from strategies.policy import STRATEGIES
 
 DISPATCHER = [sys.executable, "-m", "dispatcher"]
 
@@ -103,7 +104,7 @@ def test_routing_check_accepts_a_good_file_and_names_what_is_wrong_in_a_bad_one(
     assert refused.returncode != 0
     assert refused.stderr.splitlines()[-3:] == [
         f"Error: {bad}: 2 problems:",
-        "  - queue 'vip': unknown strategy 'fastest'; known strategies: load_aware, online_now, priority",
+        f"  - queue 'vip': unknown strategy 'fastest'; known strategies: {', '.join(sorted(STRATEGIES))}",
         "  - rule 1 sends leads to queue 'nowhere', which is not defined",
     ], "every problem, one a line"
 

@@ -229,9 +229,20 @@ TEAMS = [
     {"name": "support", "reps": {"online": 4, "away": 1, "offline": 1}, "load": {"online": 15, "away": 1, "offline": 0},
      "capacity_online": 15, "utilization": 1.0},
 ]
+# The server's fairness figures per queue over its window: general even, spanish one-sided, promo
+# with more members than the panel names.
+FAIRNESS = [
+    {"queue": "general", "strategy": "load_aware", "window_s": 3600, "assignments": 90,
+     "reps": {"fay-full": 30, "olga-over": 30, "will-warn": 30}, "spread": 0, "gini": 0.0},
+    {"queue": "spanish", "strategy": "skills", "window_s": 3600, "assignments": 12,
+     "reps": {"chen-channel": 12, "ada-away": 0}, "spread": 12, "gini": 0.5},
+    {"queue": "promo", "strategy": "online_now", "window_s": 3600, "assignments": 40,
+     "reps": {f"r{n:02d}": n % 5 for n in range(15)}, "spread": 4, "gini": 0.3167},
+]
 FIRST = {
     "at": "2026-03-01T10:00:00.000Z", "assigned_total": 100, "reps_total": 7,
     "reps_by_status": {"online": 4, "away": 2, "offline": 1}, "reps": REPS, "queues": QUEUES, "teams": TEAMS,
+    "fairness": FAIRNESS,
     "recent": [assignment("lead-2", "will-warn", "2026-03-01T09:59:59.900Z", 4),
                assignment("lead-1", "fay-full", "2026-03-01T09:59:58.000Z", 10)],
 }
@@ -366,6 +377,29 @@ async def _team_figures(page):
         assert "Infinity" not in page_text and "NaN" not in page_text
     finally:
         await page.close()
+
+
+async def test_the_fairness_panel_shows_each_queue_and_marks_uneven_ones():
+    async with chromium() as browser:
+        page, errors, _, _ = await crafted_page(browser)
+        try:
+            await page.wait_for_selector('#fairness tr[data-queue="promo"]')
+            rows = await page.eval_on_selector_all("#fairness tbody tr", """trs => trs.map(tr => [tr.dataset.queue,
+                ...['assignments', 'spread', 'gini'].map(c => tr.querySelector('td.' + c).textContent),
+                tr.querySelector('td.gini').dataset.level,
+                [...tr.querySelectorAll('.fair-rep')].map(s => s.textContent)])""")
+            assert rows[0] == ["general", "90", "0", "0.00", "ok", ["fay-full 30", "olga-over 30", "will-warn 30"]]
+            assert rows[1] == ["spanish", "12", "12", "0.50", "breach", ["chen-channel 12", "ada-away 0"]]
+            queue, assignments, spread, gini, level, reps = rows[2]
+            assert (queue, assignments, spread, gini, level) == ("promo", "40", "4", "0.32", "warn")
+            assert reps[:3] == ["r04 4", "r09 4", "r14 4"] and reps[-1] == "+3 more" and len(reps) == 13
+            row = '#fairness tr[data-queue="{}"] td.gini'
+            assert await computed(page, row.format("spanish"), "color") == RED
+            assert await computed(page, row.format("promo"), "color") == AMBER
+            assert await page.text_content("#fairness-meta") == "last 1 h · Gini amber from 0.25, red from 0.5"
+        finally:
+            await page.close()
+    assert not errors, errors
 
 
 async def test_the_access_token_in_the_page_url_goes_to_the_stream():

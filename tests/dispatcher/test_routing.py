@@ -19,6 +19,7 @@ from dispatcher.routing import (
     parse_routing,
     read_routing_file,
 )
+from strategies.policy import STRATEGIES
 
 # The example the module documents, exactly as written in its docstring.
 DOC_EXAMPLE = re.search(r"```yaml\n(.*?)```", routing_module.__doc__, re.S).group(1)
@@ -294,7 +295,7 @@ def test_the_fingerprint_changes_with_the_content(change):
     ("queues: {a: {}\nrules: [", ["not valid YAML"]),
     ("- just\n- a list\n", ["must be a mapping"]),
     ("just a string", ["must be a mapping"]),
-    ("queues: {a: {strategy: fastest}}", ["queue 'a'", "unknown strategy 'fastest'", "known strategies: load_aware, online_now, priority"]),
+    ("queues: {a: {strategy: fastest}}", ["queue 'a'", "unknown strategy 'fastest'", f"known strategies: {', '.join(sorted(STRATEGIES))}"]),
     ("queues: {a: {}}\nrules: [{queue: b}]", ["rule 1 sends leads to queue 'b', which is not defined"]),
     ("queues: {a: {}}\nrules: [{queue: a}, {queue: c}]", ["rule 2 sends leads to queue 'c', which is not defined"]),
     ("queues: {a: {}}\ndefault_queue: b", ["default_queue 'b' is not defined"]),

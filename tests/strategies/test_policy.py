@@ -15,6 +15,7 @@ from strategies import (
     priority,
     random_pick,
     round_robin,
+    skills,
     weighted,
 )
 from strategies.base import ORDER_CODES, LeadView, QueueView, RepState, pass_of
@@ -30,7 +31,7 @@ def rep(rep_id: str, **fields) -> RepState:
 
 
 def test_the_registry_holds_every_strategy_and_load_aware_is_the_default():
-    modules = (load_aware, online_now, priority, round_robin, weighted, random_pick, performance)
+    modules = (load_aware, online_now, priority, round_robin, weighted, random_pick, performance, skills)
     assert policy.STRATEGIES == {m.STRATEGY.name: m.STRATEGY for m in modules}
     assert policy.DEFAULT_STRATEGY == "load_aware"
     for name, declared in policy.STRATEGIES.items():
@@ -43,7 +44,7 @@ def test_an_unknown_strategy_names_itself_and_the_known_ones(name):
         policy.strategy(name)
     message = str(refused.value)
     assert f"unknown strategy {name!r}" in message
-    assert ("known strategies: load_aware, online_now, performance, priority, random, round_robin, weighted"
+    assert ("known strategies: load_aware, online_now, performance, priority, random, round_robin, skills, weighted"
             in message)
 
 
@@ -136,7 +137,7 @@ ROSTER = [
 TURNS = QueueView("q", state={"vt": "2000000", **{f"pass|r{i}": str((i * 7 % 5) * 900_000) for i in range(0, 40, 3)}})
 
 
-@pytest.mark.parametrize("module", [load_aware, online_now, priority, round_robin, weighted, performance])
+@pytest.mark.parametrize("module", [load_aware, online_now, priority, round_robin, weighted, performance, skills])
 @pytest.mark.parametrize("queue", [QueueView(), TURNS])
 def test_select_agrees_with_the_declared_index_order(module, queue):
     """For a first walk, the index order; for round robin's cycle walk, too, until a cursor is set."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from strategies import load_aware, online_now, priority
+from strategies import load_aware, online_now, priority, skills
 from strategies.base import ORDER_CODES, LeadView, RepState
 
 LEAD = LeadView("lead-1")
@@ -14,8 +14,8 @@ def rep(rep_id: str, load: int = 0, capacity: int = 4, **fields) -> RepState:
     return RepState(id=rep_id, load=load, capacity=capacity, **fields)
 
 
-@pytest.mark.parametrize("module", [load_aware, online_now, priority])
-def test_every_first_walk_strategy_declares_its_index_order(module):
+@pytest.mark.parametrize("module", [load_aware, online_now, priority, skills])
+def test_every_strategy_walking_an_ordered_index_declares_its_order(module):
     assert module.STRATEGY.name and module.STRATEGY.order and set(module.STRATEGY.order) <= set(ORDER_CODES)
     assert module.STRATEGY.heartbeat_window_s >= 0
     assert module.select([], LEAD) is None

@@ -131,10 +131,10 @@ for _, lead in ipairs(stranded) do
         local q = ctx.by_name[lead.queue]
         add_history(record, ctx.now, 'rerouted', {from_queue = from, queue = q.name,
             reason = string.format('routing version %s removed queue %s', new_version, from), by = actor ~= '' and actor or nil})
-        local choice, skipped = pick_rep(ctx, q, record.lead.channel, lead_skills(record), nil)
+        local choice, why = pick_rep(ctx, q, record.lead.channel, lead_skills(record), nil)
         if choice then
-            drained[#drained + 1] = reserve(ctx, record, q, choice.rep, choice.bucket, 'assigned',
-                {skipped = skipped, priority = record.lead.priority, rerouted_from = from}, choice.facts)
+            why.priority, why.rerouted_from = record.lead.priority, from
+            drained[#drained + 1] = reserve(ctx, record, q, choice.rep, choice.bucket, 'assigned', why, choice.facts)
         else
             enqueue(ctx, record, q)
         end

@@ -32,10 +32,10 @@ record.rule = rule
 
 local q = ctx.by_name[queue_name]
 ctx.announced_by_caller = true
-local choice, skipped = pick_rep(ctx, q, record.lead.channel, lead_skills(record), nil)
+local choice, why = pick_rep(ctx, q, record.lead.channel, lead_skills(record), nil)
 if choice then
-    return {'new', 'assigned', reserve(ctx, record, q, choice.rep, choice.bucket, 'assigned',
-                                       {skipped = skipped, priority = record.lead.priority}, choice.facts)}
+    why.priority = record.lead.priority
+    return {'new', 'assigned', reserve(ctx, record, q, choice.rep, choice.bucket, 'assigned', why, choice.facts)}
 end
 enqueue(ctx, record, q)
 return {'new', 'queued'}

@@ -368,6 +368,42 @@ local function release(ctx, rep, bucket, lead_id)
     index_rep(ctx, rep, bucket, {load = before.load - 1, cap = before.cap, last = before.last, rank = before.rank})
 end
 
+-- The "best_score" walk (strategies/skills.py) over the reps every filter lets through, in index
+-- order: `offer(choice, skipped)` keeps the best skill score (the sum of the rep's levels over the
+-- skills the lead asks for, each once), the earliest of equal scores, and returns true once a rep
+-- has the highest possible score or the queue's max_compared reps were compared: its cost grows
+-- with the eligible reps up to that bound. `taken()` is its choice (nil for none) and the facts
+-- that explain it.
+local function score_keeper(q, skills)
+    local best, why
+    local asked, named = {}, {}
+    for _, skill in ipairs(skills) do
+        if not named[skill] then named[skill] = true asked[#asked + 1] = skill end
+    end
+    local limit, top, compared = cjson.decode(q.options_json).max_compared, 10 * #asked, 0
+    return function(choice, skipped)
+        compared = compared + 1
+        local score, levels = 0, {}
+        if #asked > 0 then
+            local fields = {}
+            for n, skill in ipairs(asked) do fields[n] = choice.rep .. '|' .. skill end
+            local found = redis.call('HMGET', KEYS[K_SKILLS], unpack(fields))
+            for n, skill in ipairs(asked) do
+                -- A rep lacking a skill scores 0 for it (a queue whose filters do not require it).
+                local level = tonumber(found[n]) or 0
+                levels[n] = {skill, level}
+                score = score + level
+            end
+        end
+        if not best or score > why.score then
+            best, why = choice, {skipped = skipped, score = score, top = top, levels = #asked > 0 and levels or nil}
+        end
+        local done = score >= top or compared >= limit
+        why.compared, why.bounded = compared, score < top and compared >= limit
+        return done
+    end, function() return best, why end
+end
+
 -- Whether a ready entry still says what its rep is now: a member of the queue, present, with room
 -- in this bucket, sorted by its current facts. Returns the entry as a candidate, or nil after
 -- removing it, with the member it was put back as when the rep still belongs (its sort key had
@@ -476,10 +512,11 @@ local function draw_rep(ctx, q, channel, eligible)
     return found[uniform(seed, 0, #found)], ready
 end
 
--- The rep the queue's strategy gives the lead: the first rep every filter lets through, on the
--- walk its declaration names (first from the best entry; cycle from just after the queue's
--- cursor, wrapping once; random by uniform draws). Returns the choice, its rep_facts marked
--- `walked` (reserve hands them to take_turn), and how many reps ahead of it were passed over.
+-- The rep the queue's strategy gives the lead, on the walk its declaration names: the first rep
+-- every filter lets through from the best entry ("first"), or from just after the queue's cursor,
+-- wrapping once ("cycle"); uniform draws ("random"); the best skill score ("best_score"). Returns
+-- the choice, with its rep_facts marked `walked` (reserve hands them to take_turn), and the facts
+-- that explain it (`skipped`: reps ahead of it the filters passed over); nil when nobody can take it.
 local function pick_rep(ctx, q, channel, skills, exclude)
     local skipped, first = 0, nil
     local function eligible(entry)
@@ -492,18 +529,25 @@ local function pick_rep(ctx, q, channel, skills, exclude)
         skipped = skipped + 1
         return false
     end
-    local choice, ready
+    local choice, ready, why
     if q.s.walk == 'random' then
         choice, ready = draw_rep(ctx, q, channel, eligible)
     elseif q.s.walk == 'cycle' then
         local cursor = redis.call('HGET', q.state, 'cursor') or nil
         choice = walk_ready(ctx, q, channel, cursor, nil, visit)
         if not choice and cursor then choice = walk_ready(ctx, q, channel, nil, cursor, visit) end
+    elseif q.s.walk == 'best_score' then
+        local offer, taken = score_keeper(q, skills)
+        walk_ready(ctx, q, channel, nil, nil, function(entry)
+            return visit(entry) and offer(entry, skipped)
+        end)
+        choice, why = taken()
     else
         choice = walk_ready(ctx, q, channel, nil, nil, visit)
     end
-    if choice then choice.facts.walked = {first = first, ready = ready} end
-    return choice, skipped
+    if not choice then return nil end
+    choice.facts.walked = {first = first, ready = ready}
+    return choice, why or {skipped = skipped}
 end
 
 local function lead_skills(record)

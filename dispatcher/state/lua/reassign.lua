@@ -46,10 +46,10 @@ local drained = {}
 if target ~= '' then
     assignment = reserve(ctx, record, q, target, target_bucket, 'reassigned', {manual = true, from_rep = old_rep or cjson.null}, nil, by)
 else
-    local choice, skipped = pick_rep(ctx, q, channel, lead_skills(record), old_rep)
+    local choice, why = pick_rep(ctx, q, channel, lead_skills(record), old_rep)
     if choice then
-        assignment = reserve(ctx, record, q, choice.rep, choice.bucket, 'reassigned',
-            {skipped = skipped, priority = record.lead.priority, from_rep = old_rep or cjson.null}, choice.facts, by)
+        why.priority, why.from_rep = record.lead.priority, old_rep or cjson.null
+        assignment = reserve(ctx, record, q, choice.rep, choice.bucket, 'reassigned', why, choice.facts, by)
     else
         -- The rep it leaves drains first, so the lead cannot fall straight back to it.
         if old_rep then drain_rep(ctx, old_rep, drained) end

@@ -15,14 +15,14 @@ from strategies.filters import Moment, pipeline
 from strategies.policy import STRATEGIES, choose
 from tests.dispatcher.state.conftest import lead
 
-# One queue per strategy, chosen by the lead's attribute q; online_now's window is short enough
-# for some reps to fall out of it during the test.
+# One queue per strategy, chosen by the lead's attribute q, and a skills queue whose bound is met;
+# online_now's window is short enough for some reps to fall out of it during the test.
+QUEUES = {**{f"q_{name}": name for name in sorted(STRATEGIES)}, "q_skills_bounded": "skills"}
+QUEUE_OPTIONS = {"q_online_now": ", heartbeat_window_s: 0.25", "q_skills_bounded": ", options: {max_compared: 2}"}
 ROUTING = "queues:\n" + "".join(
-    f"  q_{name}: {{strategy: {name}{', heartbeat_window_s: 0.25' if name == 'online_now' else ''}}}\n"
-    for name in sorted(STRATEGIES)
+    f"  {queue}: {{strategy: {strategy}{QUEUE_OPTIONS.get(queue, '')}}}\n" for queue, strategy in QUEUES.items()
 ) + "rules:\n" + "".join(
-    f"  - {{when: {{attributes: {{q: {name}}}}}, queue: q_{name}}}\n"
-    for name in sorted(STRATEGIES) if name != "load_aware"
+    f"  - {{when: {{attributes: {{q: {queue}}}}}, queue: {queue}}}\n" for queue in QUEUES
 ) + "default_queue: q_load_aware\n"
 OUTCOMES = ("won", "lost", "no_answer")
 SKILLS = ("english", "spanish", "billing")
@@ -50,11 +50,12 @@ async def snapshot(store) -> list[RepState]:
     return states
 
 
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("queue_name", sorted(QUEUES))
 @pytest.mark.parametrize("seed", range(6))
-async def test_redis_pick_matches_the_pure_rule(store_factory, rep_factory, strategy, seed):
-    rng = random.Random(f"{strategy}-{seed}")
+async def test_redis_pick_matches_the_pure_rule(store_factory, rep_factory, queue_name, seed):
+    rng = random.Random(f"{queue_name}-{seed}")
     store = await store_factory(ROUTING)
+    queue, strategy = store.routing.by_name[queue_name], QUEUES[queue_name]
     rep_ids = [f"rep{n:02d}" for n in range(rng.randint(3, 12))]
     for rep_id in rep_ids:
         await rep_factory(
@@ -69,7 +70,7 @@ async def test_redis_pick_matches_the_pure_rule(store_factory, rep_factory, stra
     await asyncio.sleep(0.3)
     for rep_id in rng.sample(rep_ids, k=len(rep_ids) // 2):
         await store.set_presence(rep_id, "online")
-    attributes = {} if strategy == "load_aware" else {"q": strategy}
+    attributes = {"q": queue_name}
     warmup = []
     for n in range(rng.randint(0, 15)):
         warmup.append(await store.assign(lead(attributes=attributes), f"warmup@{n}"))
@@ -80,7 +81,6 @@ async def test_redis_pick_matches_the_pure_rule(store_factory, rep_factory, stra
 
     for n in range(8):
         required = tuple(skill for skill in SKILLS if rng.random() < 0.25)
-        queue = store.routing.queues[[q.strategy for q in store.routing.queues].index(strategy)]
         before = await snapshot(store)
         now_s, now_us = await store.client.time()
         moment = Moment(now_s * 1000 + now_us // 1000, store.presence_ttl_ms, queue.heartbeat_window_ms)
