@@ -50,6 +50,8 @@ RETRY_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 received_from_kafka = metrics.leads_received_total.labels("kafka")
 # How many closed leads one call forgets: bounds how long it holds Redis.
 EXPIRE_BATCH = 1000
+# How many due leads one step moves: bounds how long it holds Redis.
+DUE_BATCH = 200
 
 
 @app.agent(leads_topic)
@@ -269,6 +271,21 @@ async def reload_routing() -> None:
     except (RoutingError, RoutingRefused) as exc:
         metrics.routing_reloads_total.labels("refused").inc()
         log.error("routing file refused, keeping the routing in force: %s", exc)
+
+
+@app.timer(interval=settings.due_poll_s)
+@survives("move_due_leads")
+async def move_due_leads() -> None:
+    """Sticky holds that ran out and overflows that fell due, moved on every worker: each step is
+    atomic and takes what it moves out of `due`, so workers running it at once move each lead once."""
+    while True:
+        moved = await store.move_due(DUE_BATCH)
+        count_assignments(moved.assignments)
+        if moved.holds_ended or moved.overflowed:
+            log.info("%d sticky holds ran out, %d leads overflowed, %d assigned", moved.holds_ended, moved.overflowed,
+                     len(moved.assignments))
+        if not moved.left:
+            return
 
 
 @app.timer(interval=60.0)

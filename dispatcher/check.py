@@ -114,6 +114,9 @@ class Snapshot:
     seen: dict[str, float]
     open: list[str]
     closed: set[str]
+    held: list[str] = field(default_factory=list)
+    due: dict[str, float] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
     members: dict[str, set[str]] = field(default_factory=dict)
     state: dict[str, dict[str, str]] = field(default_factory=dict)
     outcomes: dict[str, str] = field(default_factory=dict)
@@ -189,6 +192,7 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
     pipe.hgetall(keys.leads).hgetall(keys.rep_profiles).hgetall(keys.rep_capacity).hgetall(keys.rep_load)
     pipe.hkeys(keys.rep_skills).hgetall(keys.rep_status).zrange(keys.rep_seen, 0, -1, withscores=True)
     pipe.zrange(keys.open_leads, 0, -1).zrange(keys.closed_leads, 0, -1).hgetall(keys.outcomes)
+    pipe.zrange(keys.held_leads, 0, -1).zrange(keys.due, 0, -1, withscores=True).hgetall(keys.owners)
     stray = [(name, _parse_queue_key(prefix, name)) for name in listed]
     queue_keys = expected + [qk for _, qk in stray if qk is not None]
     for qk in queue_keys:
@@ -198,9 +202,10 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
             pipe.hgetall(qk.name)
         else:
             pipe.zrange(qk.name, 0, -1, withscores=qk.kind == "wait")
-    (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes,
-     *queue_replies) = pipe.execute(raise_on_error=False)
-    for reply in (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes):
+    (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes, held, due,
+     owners, *queue_replies) = pipe.execute(raise_on_error=False)
+    for reply in (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes,
+                  held, due, owners):
         if isinstance(reply, Exception):
             raise CheckError(f"a workspace key cannot be read: {reply}")
     snapshot = Snapshot(
@@ -209,7 +214,8 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
         leads={lead_id: _json_object(raw) for lead_id, raw in leads.items()},
         profiles={rep: _json_object(raw) for rep, raw in profiles.items()},
         capacity=_pairs(capacity), load=_pairs(load), skills={tuple(name.rsplit("|", 1)) for name in skills},  # type: ignore[misc]
-        status=status, seen=dict(seen), open=open_members, closed=set(closed), outcomes=outcomes,
+        status=status, seen=dict(seen), open=open_members, closed=set(closed), outcomes=outcomes, held=held,
+        due=dict(due), owners=owners,
     )
     stray_names = {qk.name for _, qk in stray if qk is not None}
     for qk, reply in zip(queue_keys, queue_replies, strict=True):
@@ -241,6 +247,11 @@ def wait_entry(record: Mapping[str, Any]) -> str:
     skills = lead.get("skills")
     signature = "+".join(sorted(set(skills))) if isinstance(skills, list) else ""
     return f"{signature}|{9 - lead['priority']}{record['accepted_at']:014d}|{record['id']}"
+
+
+def held_entry(record: Mapping[str, Any]) -> str:
+    """The lead's entry in `held`, as lib.lua's held_entry writes it."""
+    return f"{record['held_for']}|{9 - record['lead']['priority']}{record['accepted_at']:014d}|{record['id']}"
 
 
 def wait_score(record: Mapping[str, Any]) -> int:
@@ -307,6 +318,9 @@ class _Analysis:
         self.check_open_set()
         self.check_loads()
         self.check_waiting()
+        self.check_held()
+        self.check_due()
+        self.check_owners()
         self.check_closed_set()
         self.check_members()
         self.check_ready()
@@ -412,13 +426,19 @@ class _Analysis:
             if record["status"] != "queued":
                 continue
             queue, channel = record.get("queue"), record["lead"].get("channel")
+            if record.get("held_for"):
+                for place in sorted({f"{q}/{c}" for q, c, _ in [*waits.pop(lead_id, []), *indexed.pop(lead_id, [])]}):
+                    self.error("held_and_waiting", f"lead {lead_id} is held for rep {record['held_for']} but also "
+                                                   f"waits in {place}, where another rep could take it")
             if queue not in self.queues:
                 self.error("queued_unknown_queue", f"lead {lead_id} is queued in {queue}, a queue the routing in force "
                                                    f"(version {self.s.routing_version}) does not have")
             if channel not in self.routing.channels:
                 self.error("queued_unrouted_channel", f"lead {lead_id} is queued on channel {channel}, which the "
                                                       "routing in force does not route")
-            self._check_wait_place(lead_id, record, queue, channel, waits.pop(lead_id, []), indexed.pop(lead_id, []))
+            if not record.get("held_for"):
+                self._check_wait_place(lead_id, record, queue, channel, waits.pop(lead_id, []),
+                                       indexed.pop(lead_id, []))
         for what, leftovers in (("wait set", waits), ("wait index", indexed)):
             for lead_id, places in sorted(leftovers.items()):
                 record = self.records.get(lead_id)
@@ -453,6 +473,58 @@ class _Analysis:
         elsewhere = sorted({f"{q}/{c}" for q, c, _ in [*waits, *indexed] if (q, c) != (queue, channel)})
         for place in elsewhere:
             self.error("waiting_twice", f"lead {lead_id} is queued in {home} but also waits in {place}")
+
+    def check_held(self) -> None:
+        """A lead held for its customer's last rep is queued, in `held` under its entry, and due when
+        its hold runs out; nothing else is in `held`."""
+        entries = set(self.s.held)
+        for entry in sorted(entries):
+            rep, _, rest = entry.partition("|")
+            lead_id = rest.rsplit("|", 1)[-1]
+            record = self.records.get(lead_id)
+            if record is None or record["status"] != "queued" or not record.get("held_for"):
+                status = "unknown" if record is None else f"{record['status']} and held for nobody"
+                self.error("held_not_held", f"`held` holds lead {lead_id} for rep {rep}, but the lead is {status}")
+            elif held_entry(record) != entry:
+                self.error("wrong_held_entry", f"`held` has {entry!r} for lead {lead_id}, expected {held_entry(record)!r}")
+        for lead_id, record in sorted(self.records.items()):
+            if record["status"] != "queued" or not record.get("held_for"):
+                continue
+            if held_entry(record) not in entries:
+                self.error("held_missing", f"lead {lead_id} is held for rep {record['held_for']} but not in `held`, "
+                                           "so that rep never takes it when it frees up")
+            if self.s.due.get(lead_id) != record.get("held_until"):
+                self.error("hold_not_due", f"lead {lead_id} is held until {record.get('held_until')}, but is due at "
+                                           f"{self.s.due.get(lead_id)}, so the hold does not end when it should")
+
+    def check_due(self) -> None:
+        """Only queued leads are due; a lead waiting in a queue with an overflow is due when it has
+        waited the overflow time the routing in force gives, and one without is not due."""
+        for lead_id, at in sorted(self.s.due.items()):
+            record = self.records.get(lead_id)
+            if record is None or record["status"] != "queued":
+                self.error("due_not_queued", f"lead {lead_id} is due at {at:.0f} but is "
+                                             f"{'unknown' if record is None else record['status']}")
+        for lead_id, record in sorted(self.records.items()):
+            queue = self.queues.get(record.get("queue"))
+            if record["status"] != "queued" or record.get("held_for") or queue is None:
+                continue
+            due = self.s.due.get(lead_id)
+            if queue.overflow is None:
+                if due is not None:
+                    self.error("due_without_overflow", f"lead {lead_id} waits in queue {queue.name}, which has no "
+                                                       f"overflow, but is due at {due:.0f}")
+                continue
+            wanted = record.get("waiting_since", record["accepted_at"]) + int(queue.overflow.after_s * 1000)
+            if due != wanted:
+                self.error("overflow_not_due", f"lead {lead_id} waits in queue {queue.name} (overflow after "
+                                               f"{queue.overflow.after_s:g} s) and should be due at {wanted}, "
+                                               f"but is due at {due}")
+
+    def check_owners(self) -> None:
+        for customer, rep in sorted(self.s.owners.items()):
+            if rep not in self.s.profiles:
+                self.error("owner_unknown_rep", f"customer {customer}'s last rep is {rep}, a rep with no profile")
 
     def check_closed_set(self) -> None:
         for lead_id, record in sorted(self.records.items()):
@@ -558,7 +630,8 @@ class _Analysis:
     def check_stuck(self) -> None:
         """Contract 3: a lead waits only while no eligible rep has room. Leads wait when nobody can
         take them, and every step that makes room drains at once, so a waiting lead some rep could
-        take now is stuck. The one rep exempt is the one a re-route moved the lead away from."""
+        take now is stuck. The one rep exempt is the one a re-route moved the lead away from; a lead
+        held for its customer's last rep waits for that rep alone."""
         takers: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for queue in self.routing.queues:
             members = self.s.members.get(queue.name, set())
@@ -573,8 +646,11 @@ class _Analysis:
                 continue
             queue, channel = record.get("queue"), record["lead"].get("channel")
             skills, left = _lead_skills(record), _left_rep(record)
+            # A held lead waits for one rep only: it is stuck only if that rep could take it.
+            only = record.get("held_for")
             able = [(rep, bucket) for rep, bucket in takers.get((queue, channel), [])
-                    if rep != left and all((rep, skill) in self.s.skills for skill in skills)]
+                    if rep != left and (only is None or rep == only)
+                    and all((rep, skill) in self.s.skills for skill in skills)]
             if able:
                 rep, bucket = able[0]
                 others = f" (and {len(able) - 1} other reps)" if len(able) > 1 else ""

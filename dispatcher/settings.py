@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     commit_interval_s: float = Field(1.0, gt=0)
 
     presence_ttl_s: float = Field(60.0, gt=0)
+    # How often each worker looks for holds that ran out and overflows that fell due: how late past
+    # its time such a lead can move.
+    due_poll_s: float = Field(0.5, gt=0, le=60)
     # Closed leads leave Redis after this; their whole record went to `lead-events` when they closed.
     closed_lead_retention_s: float = Field(7 * 24 * 3600.0, ge=0)
     # The assignment log (GET /v1/stats/fairness) keeps this long; no window may reach further back.

@@ -52,6 +52,10 @@ def lead_view(record: dict[str, Any]) -> dict[str, Any]:
     rep_id = record.get("rep_id") or None
     if rep_id and record.get("facts"):
         reason = policy.reason(record["queue"], record["strategy"], record["facts"])
+    elif status == "queued" and record.get("held_for"):
+        reason = (f"held in queue {record['queue']} for {record['held_for']}, its customer's last rep "
+                  f"({record.get('sticky_key')}), until {iso_ms(record['held_until'])}; then the queue's "
+                  f"strategy ({record['strategy']}) decides")
     elif status == "queued":
         reason = f"waiting in queue {record['queue']}: no eligible rep has room yet"
     elif status == "pending":
@@ -59,7 +63,8 @@ def lead_view(record: dict[str, Any]) -> dict[str, Any]:
     else:
         reason = f"closed before any rep took it ({record.get('outcome')})"
     history = [
-        {**entry, "at": iso_ms(entry["at"])} for entry in sorted(record.get("history") or [], key=lambda e: e["at"])
+        {**entry, "at": iso_ms(entry["at"]), **({"until": iso_ms(entry["until"])} if "until" in entry else {})}
+        for entry in sorted(record.get("history") or [], key=lambda e: e["at"])
     ]
     view = {
         "id": record["id"],

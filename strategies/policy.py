@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from strategies import load_aware, online_now, performance, priority, random_pick, round_robin, skills, weighted
-from strategies.base import ANY_QUEUE, LeadView, QueueView, RepState, Strategy
+from strategies.base import ANY_QUEUE, LeadView, QueueView, RepState, Strategy, _seconds, describe_load, join_reason
 from strategies.filters import Moment, pipeline
 
 STRATEGIES: dict[str, Strategy] = {
@@ -39,12 +39,28 @@ def explain(strategy_name: str, facts: Mapping[str, Any]) -> str:
 
 
 def reason(queue: str, strategy_name: str, facts: Mapping[str, Any]) -> str:
-    """A decision's reason in full: the rule that chose the queue, the queue, and the strategy's
-    own words with its deciding figures."""
+    """A decision's reason in full: the rule that chose the queue, the queues it overflowed through,
+    and either its customer's last rep taking it back or the strategy's own words with its deciding
+    figures (after saying why the last rep did not take it)."""
+    hops = facts.get("overflowed") or []
     rule = facts.get("rule")
+    first = hops[0]["from"] if hops else queue
     if rule == "default":
-        routed = f"no rule matched, so the default queue {queue}"
+        parts = [f"no rule matched, so the default queue {first}"]
     else:
         # Leads decided before rules were recorded carry none.
-        routed = f"{rule} sent it to queue {queue}" if rule else f"queue {queue}"
-    return f"{routed}; {explain(strategy_name, facts)}"
+        parts = [f"{rule} sent it to queue {first}" if rule else f"queue {first}"]
+    for hop, onward in zip(hops, [*(h["from"] for h in hops[1:]), queue], strict=False):
+        parts.append(f"nobody in queue {hop['from']} took it within {_seconds(hop['waited_ms'])}, "
+                     f"so it overflowed to queue {onward}")
+    if facts.get("sticky") == "owner":
+        parts.append(join_reason(f"returning customer ({facts['customer']}): back to its last rep {facts['owner']}, "
+                                 f"{describe_load(facts)}", facts))
+        return "; ".join(parts)
+    passed = facts.get("passed_over")
+    if passed:
+        held = f", held {_seconds(passed['held_ms'])} for it" if passed.get("held_ms") else ""
+        parts.append(f"returning customer ({passed['customer']}): its last rep {passed['owner']} {passed['why']}{held}")
+    parts.append(explain(strategy_name, facts))
+    return "; ".join(parts)
+

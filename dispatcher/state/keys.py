@@ -123,14 +123,16 @@ class Keys:
 
     @property
     def held_leads(self) -> str:
-        """ZSET (scores 0) of "rep|lead" for leads a sticky queue holds for their customer's last rep
-        until it is free or the wait runs out: a rep's held leads are one BYLEX range."""
+        """ZSET (scores 0) of "rep|band accepted|lead" (band = 9 - priority, accepted in ms, 14 digits)
+        for leads a sticky queue holds for their customer's last rep until it is free or the wait runs
+        out: a rep's held leads are one BYLEX range, best first. A held lead is queued but in no wait set."""
         return self._key("held")
 
     @property
     def due(self) -> str:
-        """ZSET lead id scored by when it must be looked at again (ms): a sticky hold running out, an
-        overflow falling due. The move_due step takes what is due."""
+        """ZSET lead id scored by when it must be looked at again (ms): a sticky hold running out, or
+        (for a lead waiting in a queue with an overflow) when it has waited there the overflow time.
+        Only queued leads are due; the move_due step takes what is due."""
         return self._key("due")
 
     @property

@@ -29,7 +29,8 @@ from strategies import policy
 from strategies.base import MIN_WEIGHT, OUTCOME_DAYS, PASS_SCALE, Strategy
 
 LUA_DIR = Path(__file__).parent / "lua"
-SCRIPT_NAMES = ("accept", "assign", "close", "presence", "upsert_rep", "reassign", "apply_routing", "expire_closed")
+SCRIPT_NAMES = ("accept", "assign", "close", "presence", "upsert_rep", "reassign", "apply_routing", "expire_closed",
+                "move_due")
 # A step built for a routing that is no longer in force is refused before it writes (lib.lua);
 # the caller adopts the routing in force and builds the step again.
 STALE = "STALE_"

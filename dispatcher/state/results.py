@@ -98,3 +98,14 @@ class RoutingChange:
     applied: bool
     assignments: tuple[Assignment, ...] = ()
     rerouted: int = 0
+
+
+@dataclass(frozen=True)
+class DueMoved:
+    """What one move_due step did: the assignments it made, how many holds ran out, how many leads
+    overflowed, and how many due entries it left for the next call (it takes a bounded batch)."""
+
+    assignments: tuple[Assignment, ...]
+    holds_ended: int
+    overflowed: int
+    left: int

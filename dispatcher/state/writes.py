@@ -14,6 +14,7 @@ from dispatcher.state.layout import Layout, is_stale, is_unavailable
 from dispatcher.state.results import (
     Assignment,
     Decision,
+    DueMoved,
     Outcome,
     RoutingChange,
     RoutingRefused,
@@ -100,6 +101,12 @@ class Writes(Layout):
         moved = (Assignment.from_script(row[2], reassigned=True),) if row[2] else ()
         return Outcome("ok", row[1], moved + tuple(Assignment.from_script(r) for r in row[3]))
 
+    async def move_due(self, limit: int = 200) -> DueMoved:
+        """Takes up to `limit` leads whose hold for their customer's last rep ran out, or whose
+        overflow fell due (lua/move_due.lua). Safe to run on every worker at once."""
+        row = await self._step("move_due", lambda: (limit,))
+        return DueMoved(tuple(Assignment.from_script(r) for r in row[0]), int(row[1]), int(row[2]), int(row[3]))
+
     async def expire_closed(self, retention_s: float, limit: int = 1000) -> int:
         """Forgets up to `limit` leads closed more than `retention_s` ago; returns how many."""
         return await self._scripts["expire_closed"](keys=self.keys.fixed(), args=[int(retention_s * 1000), limit])
@@ -170,11 +177,18 @@ class Writes(Layout):
                 for channel in old.channels:
                     pipe.zrange(k.queue_wait(queue, channel), 0, -1)
             waiting_ids = [lead_id for ids in await pipe.execute() for lead_id in ids]
+            # Leads held for a rep wait in no queue's wait set; the few held in removed queues are found by their records.
+            held_ids = [entry.rsplit("|", 1)[1] for entry in await self.client.zrange(k.held_leads, 0, -1)]
+            held = await self.client.hmget(k.leads, held_ids) if held_ids else []
+            waiting_ids += [lead_id for lead_id, raw in zip(held_ids, held, strict=True)
+                            if raw and orjson.loads(raw).get("queue") in removed]
         records = await self.client.hmget(k.leads, waiting_ids) if waiting_ids else []
         stranded = []
         for lead_id, raw in zip(waiting_ids, records, strict=True):
             lead = orjson.loads(orjson.loads(raw)["body"]) if raw else {}
             stranded.extend((lead_id, new.queue_for(lead) if lead.get("channel") in new.channels else ""))
+        overflow_changed = [queue.name for queue in new.queues
+                            if queue.name in old.by_name and old.by_name[queue.name].overflow != queue.overflow]
         base_keys, base_args = self._layout_for(new, self.routing_version)
         keys = [*base_keys, k.routing_history]
         for queue in removed:
@@ -192,7 +206,7 @@ class Writes(Layout):
             members_args.extend((len(members), *members))
         args = [*base_args, new.spec.model_dump_json(), new.text, new.fingerprint, new.source, by, roster or "0",
                 ",".join(old.channels), len(removed), *removed, len(dropped_labels), *dropped_labels,
-                *members_args, len(stranded) // 2, *stranded]
+                *members_args, len(stranded) // 2, *stranded, len(overflow_changed), *overflow_changed]
         row = await self._scripts["apply_routing"](keys=keys, args=args)
         if row[0] == "refused":
             raise RoutingRefused(row[1:])

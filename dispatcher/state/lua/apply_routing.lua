@@ -1,8 +1,9 @@
 -- apply_routing: replace the routing in force by a new one, in one atomic step that every worker
 -- sees at once (each step checks the routing version it was built for; lib.lua). Rebuilds every
--- queue's members and ready indexes, routes again the leads waiting in queues the new routing
--- removes (recording why), deletes what the old routing left behind, and drains waiting leads
--- to reps with room. Refused, changing nothing, when it cannot be applied safely.
+-- queue's members and ready indexes, routes again the leads waiting (or held for a rep) in queues
+-- the new routing removes (recording why), dates the overflow of the leads waiting in queues whose
+-- overflow changed by the new one, deletes what the old routing left behind, and drains waiting
+-- leads to reps with room. Refused, changing nothing, when it cannot be applied safely.
 -- KEYS: the shared layout (lib.lua) for the NEW routing, then: routing history;
 --       for each removed queue: members, state, ready(*), then ready, wait, wait index per OLD channel;
 --       for each queue kept but losing channels: ready, wait, wait index per dropped channel.
@@ -11,7 +12,11 @@
 --       were computed from,
 --       old channels (comma-separated), removed queue count R, R names, dropped-channel triple count T
 --       and T labels ("queue|channel"),
---       per new queue: member count M and M rep ids, stranded lead count S and S (lead id, new queue) pairs.
+--       per new queue: member count M and M rep ids, stranded lead count S and S (lead id, new queue) pairs
+--       (the leads waiting in removed queues, then those held there), queues kept whose overflow changed:
+--       count O and O names.
+-- Cost: beyond the members, the leads waiting in removed queues and in queues whose overflow
+-- changed, and every held lead (few: each waits for one rep for a short while).
 -- Returns {'refused', reason, ...} | {'ok', new version, drained assignments, leads routed again}
 local ctx = parse_context()
 local a = ctx.argi
@@ -57,9 +62,13 @@ for i, q in ipairs(ctx.queues) do
     a = a + count + 1
 end
 local stranded = {}
-for i = 1, tonumber(ARGV[a]) do
+local stranded_count = tonumber(ARGV[a])
+for i = 1, stranded_count do
     stranded[#stranded + 1] = {id = ARGV[a + 2 * i - 1], queue = ARGV[a + 2 * i]}
 end
+a = a + 2 * stranded_count + 1
+local overflow_changed = {}
+for i = 1, tonumber(ARGV[a]) do overflow_changed[i] = ctx.by_name[ARGV[a + i]] end
 
 -- Refusals, before any write.
 local reasons = {}
@@ -75,17 +84,28 @@ local waiting_in_removed = 0
 for _, q in ipairs(removed) do
     for _, channel in ipairs(old_channels) do waiting_in_removed = waiting_in_removed + redis.call('ZCARD', q.wait[channel]) end
 end
--- The leads prepared must be exactly those waiting in the removed queues now: as many, and each
--- one of them (a lead leaving and another arriving meanwhile keep the count).
-local stale = waiting_in_removed ~= #stranded
-local removed_by_name = {}
+local removed_by_name, dropped_channel = {}, {}
 for _, q in ipairs(removed) do removed_by_name[q.name] = q end
+for _, triple in ipairs(dropped) do dropped_channel[triple.channel] = true end
+for _, entry in ipairs(redis.call('ZRANGE', KEYS[K_HELD], 0, -1)) do
+    local record = load_record(string.match(entry, '([^|]+)$'))
+    if record and removed_by_name[record.queue] then
+        waiting_in_removed = waiting_in_removed + 1
+    elseif record and dropped_channel[record.lead.channel] then
+        reasons[#reasons + 1] = string.format('queue %s: lead %s is held for rep %s on channel %s, which this routing ' ..
+            'drops; let it be served or close it first, or keep the channel', record.queue, record.id,
+            record.held_for, record.lead.channel)
+    end
+end
+-- The leads prepared must be exactly those waiting or held in the removed queues now: as many,
+-- and each one of them (a lead leaving and another arriving meanwhile keep the count).
+local stale = waiting_in_removed ~= #stranded
 for _, lead in ipairs(stranded) do
     local record = load_record(lead.id)
     local q = record and record.status == 'queued' and removed_by_name[record.queue]
-    if not (q and q.wait[record.lead.channel] and redis.call('ZSCORE', q.wait[record.lead.channel], lead.id)) then
-        stale = true
-    end
+    local waits = q and (record.held_for and redis.call('ZSCORE', KEYS[K_HELD], held_entry(record))
+                         or q.wait[record.lead.channel] and redis.call('ZSCORE', q.wait[record.lead.channel], lead.id))
+    if not waits then stale = true end
 end
 if stale then
     error({err = 'STALE_WAITING leads entered or left the removed queues while this change was prepared'})
@@ -131,12 +151,19 @@ for _, lead in ipairs(stranded) do
         local q = ctx.by_name[lead.queue]
         add_history(record, ctx.now, 'rerouted', {from_queue = from, queue = q.name,
             reason = string.format('routing version %s removed queue %s', new_version, from), by = actor ~= '' and actor or nil})
-        local choice, why = pick_rep(ctx, q, record.lead.channel, lead_skills(record), nil)
-        if choice then
-            why.priority, why.rerouted_from = record.lead.priority, from
-            drained[#drained + 1] = reserve(ctx, record, q, choice.rep, choice.bucket, 'assigned', why, choice.facts)
-        else
-            enqueue(ctx, record, q)
+        drained[#drained + 1] = decide(ctx, record, q, {priority = record.lead.priority, rerouted_from = from}, 0)
+    end
+end
+-- The routing in force decides when a waiting lead overflows, counted from when it came to wait.
+for _, q in ipairs(overflow_changed) do
+    for _, channel in ipairs(ctx.channels) do
+        for _, lead_id in ipairs(redis.call('ZRANGE', q.wait[channel], 0, -1)) do
+            if q.overflow_ms > 0 then
+                local record = load_record(lead_id)
+                redis.call('ZADD', KEYS[K_DUE], (record.waiting_since or record.accepted_at) + q.overflow_ms, lead_id)
+            else
+                redis.call('ZREM', KEYS[K_DUE], lead_id)
+            end
         end
     end
 end

@@ -1,6 +1,8 @@
--- assign: decide one lead. Takes the best rep of the lead's queue that every filter lets through,
--- reserves a unit of its capacity and records the decision, all in this one atomic step; when no
--- rep can take it, the lead waits in the queue's wait set for its channel.
+-- assign: decide one lead. A returning customer of a sticky queue goes back to its last rep if
+-- that rep can take it now, or is held for it for the queue's wait (lib.lua, decide); otherwise
+-- takes the best rep of the lead's queue that every filter lets through, reserves a unit of its
+-- capacity and records the decision, all in this one atomic step; when no rep can take it, the
+-- lead waits in the queue's wait set for its channel.
 -- KEYS: the shared layout (lib.lua), built for the lead's channel only.
 -- ARGV: the shared layout, then lead id, lead JSON (validated), source (where this delivery came
 --       from, e.g. "leads/2@1041"), queue name, the rule that chose it ("rule 2 (big accounts)",
@@ -30,12 +32,9 @@ with_body(record, lead_json)
 record.source = source
 record.rule = rule
 
-local q = ctx.by_name[queue_name]
+if sticky_key ~= '' then record.sticky_key = sticky_key end
+
 ctx.announced_by_caller = true
-local choice, why = pick_rep(ctx, q, record.lead.channel, lead_skills(record), nil)
-if choice then
-    why.priority = record.lead.priority
-    return {'new', 'assigned', reserve(ctx, record, q, choice.rep, choice.bucket, 'assigned', why, choice.facts)}
-end
-enqueue(ctx, record, q)
+local assignment = decide(ctx, record, ctx.by_name[queue_name], {priority = record.lead.priority})
+if assignment then return {'new', 'assigned', assignment} end
 return {'new', 'queued'}

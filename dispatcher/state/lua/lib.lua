@@ -323,12 +323,23 @@ end
 local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     local before = known or rep_facts(rep, bucket)
     unindex_rep(ctx, rep, bucket, before)
+    -- An assigned lead has nothing due (a drain takes leads whose overflow was still ahead).
+    redis.call('ZREM', KEYS[K_DUE], record.id)
+    -- The customer's owner is whoever took its last lead, however it got there (a supervisor's
+    -- move included), so its next lead follows the rep that knows it.
+    if record.sticky_key then redis.call('HSET', KEYS[K_OWNERS], record.sticky_key, rep) end
     redis.call('HINCRBY', KEYS[K_LOAD], rep .. '|' .. bucket, 1)
     redis.call('ZADD', KEYS[K_OPEN], 0, rep .. '|' .. record.id)
     redis.call('HSET', KEYS[K_LAST], rep, ctx.now)
     take_turn(ctx, q, rep, before.walked, facts)
     index_rep(ctx, rep, bucket, {load = before.load + 1, cap = before.cap, last = ctx.now, rank = before.rank}, true)
     facts.rule = record.rule
+    -- What happened before this rep explains the choice as much as the strategy's figures (its
+    -- customer's last rep passed over, the queues it overflowed from); a supervisor's move is its own reason.
+    if not facts.manual then
+        facts.passed_over = record.passed_over
+        facts.overflowed = record.overflowed
+    end
     facts.load = before.load
     facts.capacity = before.cap
     facts.rank = before.rank
@@ -587,12 +598,29 @@ local function enqueue(ctx, record, q, by)
     record.rep_id = cjson.null
     record.bucket = nil
     record.facts = nil
+    -- The overflow clock runs from here: the queue has had this long to find anyone for it (a
+    -- hold for the customer's last rep offered it to nobody else, so it does not count).
+    record.waiting_since = ctx.now
+    if q.overflow_ms > 0 then redis.call('ZADD', KEYS[K_DUE], ctx.now + q.overflow_ms, record.id) end
     add_history(record, ctx.now, 'queued', {queue = q.name, by = by})
     save_record(record)
 end
 
--- Takes a queued lead out of its queue's wait sets (both, always together).
+-- A held lead's entry in `held`: its rep, then priority band and age, so a rep's held leads are
+-- one BYLEX range, best first.
+local function held_entry(record)
+    return string.format('%s|%d%014d|%s', record.held_for, 9 - record.lead.priority, record.accepted_at, record.id)
+end
+
+-- Takes a queued lead out of wherever it waits (the hold for its customer's last rep, or its
+-- queue's wait sets, both always together) and out of `due`.
 local function unwait(ctx, record)
+    redis.call('ZREM', KEYS[K_DUE], record.id)
+    if record.held_for then
+        redis.call('ZREM', KEYS[K_HELD], held_entry(record))
+        record.held_for, record.held_since, record.held_until = nil, nil, nil
+        return
+    end
     local q = ctx.by_name[record.queue]
     local channel = record.lead.channel
     if not q or not q.wait[channel] then return end
@@ -619,8 +647,45 @@ local function best_waiting(waitidx, covers)
     return best, best_rank, best_id
 end
 
--- After a rep gains room (a close, coming online, a capacity raised): hands it the best waiting
--- leads of its queues that it may take, highest priority first, oldest first, until it is full.
+-- Can this rep take the lead in queue q now, by every filter of the queue's strategy? Returns
+-- the bucket and its facts if so, else false and why not in words; `lasting` says whether waiting
+-- could change that (presence, room and heartbeats come and go; membership and skills do not).
+local function rep_can_take(ctx, q, rep, record)
+    local channel = record.lead.channel
+    if redis.call('SISMEMBER', q.members, rep) == 0 then return false, 'is not a member of the queue', true end
+    local bucket = bucket_for(rep, channel)
+    if not bucket then return false, 'takes no ' .. channel .. ' leads', true end
+    if q.s.skills and not has_skills(rep, lead_skills(record)) then return false, 'lacks a skill it asks for', true end
+    if not is_present(ctx, rep) then return false, 'was not online' end
+    local facts = rep_facts(rep, bucket)
+    if facts.load >= facts.cap then return false, string.format('was at capacity (%d of %d)', facts.load, facts.cap) end
+    if q.s.recent and not is_recent_enough(ctx, q, rep) then return false, 'had no fresh heartbeat' end
+    return bucket, facts
+end
+
+-- The leads held for this rep that it can take in this bucket, best first, until it is full.
+-- Held leads per rep are few (its own customers' leads while it was busy), so the whole range is read.
+local function take_held(ctx, rep, bucket, assignments)
+    for _, entry in ipairs(redis.call('ZRANGE', KEYS[K_HELD], '[' .. rep .. '|', '(' .. rep .. '}', 'BYLEX')) do
+        local load, cap = load_and_cap(rep, bucket)
+        if load >= cap then return end
+        local record = load_record(string.match(entry, '([^|]+)$'))
+        local q = record and ctx.by_name[record.queue]
+        if q and bucket_for(rep, record.lead.channel) == bucket then
+            local can, facts = rep_can_take(ctx, q, rep, record)
+            if can then
+                unwait(ctx, record)
+                assignments[#assignments + 1] = reserve(ctx, record, q, rep, bucket, 'assigned',
+                    {sticky = 'owner', owner = rep, customer = record.sticky_key, drained = true,
+                     waited_ms = ctx.now - record.accepted_at, priority = record.lead.priority}, facts)
+            end
+        end
+    end
+end
+
+-- After a rep gains room (a close, coming online, a capacity raised): hands it first the leads
+-- held for it as their customer's last rep, then the best waiting leads of its queues that it may
+-- take, highest priority first, oldest first, until it is full.
 local function anything() return true end
 
 local function drain_rep(ctx, rep, assignments)
@@ -632,6 +697,7 @@ local function drain_rep(ctx, rep, assignments)
     end
     for _, bucket in ipairs(buckets_of(ctx, rep)) do
         local channels = bucket == '*' and ctx.channels or {bucket}
+        take_held(ctx, rep, bucket, assignments)
         while true do
             local load, cap = load_and_cap(rep, bucket)
             if load >= cap then break end
@@ -659,4 +725,50 @@ local function drain_rep(ctx, rep, assignments)
             end
         end
     end
+end
+
+-- Holds a lead for its customer's last rep, which may be free soon: nobody else is offered it
+-- until that rep takes it (drain_rep) or the hold runs out (move_due).
+local function hold(ctx, record, q, owner, why)
+    record.status = 'queued'
+    record.queue = q.name
+    record.strategy = q.strategy
+    record.rep_id = cjson.null
+    record.bucket = nil
+    record.facts = nil
+    record.held_for = owner
+    record.held_since = ctx.now
+    record.held_until = ctx.now + q.sticky_ms
+    redis.call('ZADD', KEYS[K_HELD], 0, held_entry(record))
+    redis.call('ZADD', KEYS[K_DUE], record.held_until, record.id)
+    add_history(record, ctx.now, 'held', {rep_id = owner, queue = q.name, ['until'] = record.held_until, why = why})
+    save_record(record)
+end
+
+-- Decides a lead in queue q as a new decision. A returning customer of a sticky queue goes back to
+-- its last rep when that rep can take it now; when the rep may be free soon and the lead has not
+-- been held yet (`held_ms` nil), it is held for the queue's wait; otherwise the queue's strategy
+-- picks, and when nobody can take it the lead waits in the queue. `held_ms`: how long it was held
+-- before (0: it has waited elsewhere and is not held again). Returns the assignment, or nil.
+local function decide(ctx, record, q, facts, held_ms)
+    local owner = record.sticky_key and q.sticky_ms >= 0 and redis.call('HGET', KEYS[K_OWNERS], record.sticky_key)
+    if owner then
+        local bucket, known, lasting = rep_can_take(ctx, q, owner, record)
+        if bucket then
+            facts.sticky, facts.owner, facts.customer = 'owner', owner, record.sticky_key
+            return reserve(ctx, record, q, owner, bucket, 'assigned', facts, known)
+        end
+        if not lasting and held_ms == nil and q.sticky_ms > 0 then
+            hold(ctx, record, q, owner, known)
+            return nil
+        end
+        record.passed_over = {owner = owner, customer = record.sticky_key, why = known, held_ms = held_ms or 0}
+    end
+    local choice, why = pick_rep(ctx, q, record.lead.channel, lead_skills(record), nil)
+    if choice then
+        for name, value in pairs(why) do facts[name] = value end
+        return reserve(ctx, record, q, choice.rep, choice.bucket, 'assigned', facts, choice.facts)
+    end
+    enqueue(ctx, record, q)
+    return nil
 end

@@ -97,3 +97,50 @@ async def test_redis_pick_matches_the_pure_rule(store_factory, rep_factory, queu
             assert picked is None or picked in {rep.id for rep in eligible}, (strategy, before, required)
         else:
             assert picked == (expected.id if expected else None), (strategy, view.state, before, required)
+
+
+# Every strategy but random, whose pick the model cannot foresee.
+STICKY_STRATEGIES = tuple(name for name, declared in sorted(STRATEGIES.items()) if declared.walk != "random")
+STICKY_ROUTING = "queues:\n" + "".join(
+    f"  s_{name}: {{strategy: {name}, sticky: {{field: customer_id, wait_s: 0}}}}\n" for name in STICKY_STRATEGIES
+) + "rules:\n" + "".join(f"  - {{when: {{attributes: {{q: {name}}}}}, queue: s_{name}}}\n" for name in STICKY_STRATEGIES)
+
+
+@pytest.mark.parametrize("strategy", STICKY_STRATEGIES)
+@pytest.mark.parametrize("seed", range(4))
+async def test_a_sticky_queue_picks_the_owner_when_the_pure_filters_pass_it(store_factory, rep_factory, strategy, seed):
+    """Model: the customer's last rep if the strategy's filters let it through alone, else the
+    strategy's own pick over everyone (wait_s 0, so nothing is held)."""
+    rng = random.Random(f"sticky-{strategy}-{seed}")
+    store = await store_factory(STICKY_ROUTING)
+    rep_ids = [f"rep{n:02d}" for n in range(rng.randint(3, 10))]
+    for rep_id in rep_ids:
+        await rep_factory(store, rep_id, capacity=rng.randint(1, 3),
+                          skills={skill: 5 for skill in SKILLS if rng.random() < 0.6},
+                          attributes={"rank": rng.choice([0, 3, 7])}, status=rng.choice(["online"] * 4 + ["away"]))
+    await asyncio.sleep(0.3)
+    for rep_id in rng.sample(rep_ids, k=len(rep_ids) // 2):
+        await store.set_presence(rep_id, "online")
+    attributes = {"q": strategy}
+    for n in range(rng.randint(3, 12)):
+        await store.assign(lead(customer_id=f"c{rng.randint(0, 4)}", attributes=attributes), f"warmup@{n}")
+    queue = store.routing.by_name[f"s_{strategy}"]
+    for n in range(8):
+        required = tuple(skill for skill in SKILLS if rng.random() < 0.25)
+        customer = f"c{rng.randint(0, 5)}"
+        before = await snapshot(store)
+        owner = await store.client.hget(store.keys.owners, f"customer_id={customer}")
+        now_s, now_us = await store.client.time()
+        moment = Moment(now_s * 1000 + now_us // 1000, store.presence_ttl_ms, queue.heartbeat_window_ms)
+        probe = LeadView(f"probe{n}", skills=required)
+        owner_state = [rep for rep in before if rep.id == owner]
+        view = QueueView(queue.name, queue.options, await store.client.hgetall(store.keys.queue_state(queue.name)))
+        expected = choose(strategy, owner_state, probe, moment, view) or choose(strategy, before, probe, moment, view)
+        decision = await store.assign(lead(f"probe{n}", skills=list(required), customer_id=customer,
+                                           attributes=attributes), f"probe@{n}")
+        picked = decision.assignment.rep_id if decision.assignment else None
+        assert picked == (expected.id if expected else None), (strategy, owner, before, required)
+        if decision.assignment and owner:
+            went_back = picked == owner and bool(owner_state and choose(strategy, owner_state, probe, moment, view))
+            assert ("back to its last rep" in decision.assignment.reason) == went_back
+            assert await store.client.hget(store.keys.owners, f"customer_id={customer}") == picked
