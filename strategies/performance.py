@@ -57,8 +57,8 @@ def explain(facts: Mapping[str, Any]) -> str:
 
 STRATEGY = Strategy(
     name="performance",
-    summary="Reps who convert better get proportionally more leads: each rep's share is its won/closed "
-            "rate over the last days (30 by default), with a prior so new reps still get leads.",
+    summary="Reps who convert better get proportionally more leads (won/closed over the last 30 days, with a "
+            "prior so new reps still get some). For sales teams that track outcomes and reward closers.",
     order=("pass",),
     turn="conversion",
     select=select,

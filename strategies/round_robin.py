@@ -37,8 +37,8 @@ def explain(facts: Mapping[str, Any]) -> str:
 
 STRATEGY = Strategy(
     name="round_robin",
-    summary="Each rep in turn, by rep id, skipping reps who are away, full or lack a skill; the place in "
-            "the rotation survives restarts and roster changes. Fair by count, blind to load and skill level.",
+    summary="Each rep in turn, by rep id, skipping reps who are away, full or lack a skill; the rotation keeps "
+            "its place through restarts and roster changes. For equal teams that should get equal counts.",
     order=(),
     walk="cycle",
     select=select,

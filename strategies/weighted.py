@@ -46,8 +46,8 @@ def explain(facts: Mapping[str, Any]) -> str:
 
 STRATEGY = Strategy(
     name="weighted",
-    summary="Reps share leads in proportion to their `weight` attribute (weights 1 and 2: a third and two "
-            "thirds), taking turns smoothly; a rep back from a break starts level, with no burst to catch up.",
+    summary="Reps share leads in proportion to their `weight` attribute (1 and 2: a third and two thirds), "
+            "in smooth turns. For part-timers, trainees or seniors who should take a set share.",
     order=("pass",),
     turn="attribute",
     select=select,

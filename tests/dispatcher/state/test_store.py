@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 
 import orjson
 import pytest
 
 from dispatcher.routing import parse_routing
 from tests.dispatcher.state.conftest import lead
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 async def loads(store) -> dict[str, object]:
@@ -449,3 +452,22 @@ default_queue: general
                                                   "least loaded eligible rep, 2 of 4 open"), unmatched.assignment.reason
     recorded = await store.lead("big")
     assert recorded["rule"] == "rule 1 (big grade A)" and recorded["facts"]["rule"] == recorded["rule"]
+
+
+async def test_the_hybrid_example_sends_each_grade_where_it_says(store_factory, rep_factory):
+    store = await store_factory((ROOT / "routing" / "hybrid.yaml").read_text())
+    for rep_id in ("a1", "a2"):
+        await rep_factory(store, rep_id, capacity=3, teams=["enterprise-a"])
+    for rep_id in ("n1", "n2", "n3"):
+        await rep_factory(store, rep_id, capacity=3, attributes={"level": "new"})
+    await rep_factory(store, "senior", capacity=3, attributes={"level": "senior", "rank": 5})
+    east = {"grade": "A", "industry": "manufacturing", "region": "east"}
+    team_a = [await store.assign(lead(f"a{n}", attributes=east), f"h@a{n}") for n in range(2)]
+    assert sorted(d.assignment.rep_id for d in team_a) == ["a1", "a2"], "least loaded: one each"
+    assert team_a[0].assignment.reason.startswith("rule 1 (grade A manufacturing east) sent it to queue enterprise_a; "
+                                                  "load-aware:")
+    west = await store.assign(lead("west", attributes={**east, "region": "west"}), "h@w")
+    assert (west.assignment.queue, west.assignment.rep_id) == ("seniors", "senior")
+    grade_c = [await store.assign(lead(f"c{n}", attributes={"grade": "C"}), f"h@c{n}") for n in range(4)]
+    assert [d.assignment.rep_id for d in grade_c] == ["n1", "n2", "n3", "n1"]
+    assert grade_c[3].assignment.reason.startswith("rule 3 (grade C) sent it to queue new_reps; round robin:")
