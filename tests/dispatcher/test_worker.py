@@ -224,12 +224,37 @@ async def test_the_routing_is_put_checked_and_applied_live_and_a_bad_one_changes
     await api.rep("bo", capacity=2)
     code, before = await api.call("GET", "/v1/routing")
     assert code == 200 and before["version"] == "1" and before["source"] == "built-in default"
-    for raw, words in ((b"queues: {vip: {strategy: fastest}}\nrules: [{queue: nowhere}]\n", "unknown strategy"),
-                       (b"# all commented out\n", "empty or holds only comments"),
-                       (b"queues: [unclosed", "not valid YAML or JSON"),
-                       (b"[" * 20_000, "nested too deeply")):
-        code, body = await api.call("PUT", "/v1/routing", raw=raw)
-        assert code == 422 and words in body["error"], (raw[:40], body)
+    bad_routings = (
+        (b"queues: {vip: {strategy: fastest}}\nrules: [{queue: nowhere}]\n", "unknown strategy"),
+        (b"# all commented out\n", "empty or holds only comments"),
+        (b"queues: [unclosed", "not valid YAML or JSON"),
+        (b"[" * 20_000, "nested too deeply"),
+        (b"queues: {a: {overflow: {after_s: 5, to: b}}, b: {overflow: {after_s: 5, to: a}}}\n", "overflow in a circle"),
+        (b"queues: {a: {overflow: {after_s: 5, to: elsewhere}}}\n", "overflows to queue 'elsewhere', which is not defined"),
+        (b"queues: {a: {overflow: {after_s: 0, to: a}}}\n", "greater than 0"),
+        (b"queues: {a: {sticky: {field: 'customer id', wait_s: 5}}}\n", "sticky.field"),
+        (b"queues: {a: {sticky: {wait_s: -1}}}\n", "sticky.wait_s"),
+        (b"queues: {a: {strategy: weighted, options: {speed: 2}}}\n", "strategy weighted has no option 'speed'"),
+        (b"queues: {a: {strategy: performance, options: {window_days: 400}}}\n", "option window_days is 400"),
+        (b"queues: {a: {strategy: skills, options: {max_compared: 2.5}}}\n", "must be a whole number"),
+        (b"rules: [{name: '', queue: default}]\n", "rule 1, name"),
+    )
+    # Leads keep being routed by the routing in force while every kind of bad routing is refused.
+    async def post_leads() -> None:
+        for n in range(len(bad_routings)):
+            assert (await api.call("POST", "/v1/leads", {"id": f"meanwhile-{n}"}))[0] == 202
+            await asyncio.sleep(0.01)
+
+    async def put_bad_routings() -> None:
+        for raw, words in bad_routings:
+            code, body = await api.call("PUT", "/v1/routing", raw=raw)
+            assert code == 422 and words in body["error"], (raw[:40], body)
+
+    await asyncio.gather(post_leads(), put_bad_routings())
+    for n in range(len(bad_routings)):
+        decided = await eventually(lambda n=n: _assigned(api, f"meanwhile-{n}"))
+        assert decided["queue"] == "default"
+        await api.call("POST", f"/v1/leads/meanwhile-{n}/close", {"outcome": "won"})
     code, body = await api.call("PUT", "/v1/routing", raw=b"queues: {vip: {strategy: fastest}}\nrules: [{queue: nowhere}]\n")
     assert len(body["reasons"]) == 2, "every problem at once"
     assert (await api.call("GET", "/v1/routing"))[1]["version"] == "1", "nothing changed"
