@@ -5,6 +5,9 @@ the session, on free loopback ports; workers as real processes, each test with i
 from __future__ import annotations
 
 import functools
+import signal
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -14,7 +17,7 @@ import redis
 import redis.asyncio as aioredis
 
 from dispatcher.check import check_workspace
-from dispatcher.embedded import EmbeddedStack, WorkerProcess, free_port
+from dispatcher.embedded import STOP_GRACE_S, EmbeddedStack, WorkerProcess, free_port
 from dispatcher.routing import Routing, load_routing
 
 WorkerFactory = Callable[..., WorkerProcess]
@@ -58,6 +61,39 @@ def _check_workers(node: pytest.Item | pytest.Collector, started: list[WorkerPro
         spaces[space] = min(ttl, spaces.get(space, ttl))
     for (redis_url, workspace), ttl in spaces.items():
         fail_on_drift(node, redis_url, workspace, presence_ttl_s=ttl)
+
+
+# What a stopping worker logs once every service, task and timer has stopped: it writes nothing
+# more. mode's Worker then idles for two seconds (`_gather_all`, `_sentinel_task`) before it exits.
+SERVICES_STOPPED = b"Gathering all futures"
+# Workers told to stop whose last idle seconds the tests do not wait out; reaped at session end.
+_exiting: list[subprocess.Popen[bytes]] = []
+
+
+def _stop_workers(workers: list[WorkerProcess]) -> None:
+    """All at once, and only as long as they still work: a test's teardown need not wait out mode's
+    idle seconds after the services stopped (they came to some two seconds per worker, minutes a suite)."""
+    running = [w for w in workers if w.process is not None and w.process.poll() is None]
+    for worker in running:
+        worker.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for worker in running:
+        while worker.process.poll() is None and SERVICES_STOPPED not in worker.log_path.read_bytes():
+            if time.monotonic() > deadline:
+                worker.kill()
+                break
+            time.sleep(0.02)
+        _exiting.append(worker.process)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reap_exiting_workers() -> Iterator[None]:
+    yield
+    for process in _exiting:
+        try:
+            process.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 @pytest.fixture(scope="session")
@@ -116,8 +152,7 @@ def worker_factory(stack: EmbeddedStack, tmp_path: Path, unique_prefix: str,
                    request: pytest.FixtureRequest) -> Iterator[WorkerFactory]:
     make, started = _worker_factory(stack, tmp_path, unique_prefix)
     yield make
-    for worker in started:
-        worker.terminate()
+    _stop_workers(started)
     _check_workers(request.node, started)
 
 
@@ -126,6 +161,5 @@ def worker_factory_module(stack: EmbeddedStack, tmp_path_factory: pytest.TempPat
                           request: pytest.FixtureRequest) -> Iterator[WorkerFactory]:
     make, started = _worker_factory(stack, tmp_path_factory.mktemp("workers"), _new_prefix())
     yield make
-    for worker in started:
-        worker.terminate()
+    _stop_workers(started)
     _check_workers(request.node, started)
