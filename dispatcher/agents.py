@@ -38,7 +38,14 @@ from dispatcher.app import (
 )
 from dispatcher.background import survives
 from dispatcher.batches import NaturalBatches
-from dispatcher.events import Delivery, announce_decisions, count_assignments, produce, publish_dead_letter
+from dispatcher.events import (
+    Delivery,
+    announce_decisions,
+    announce_lead_events,
+    count_assignments,
+    produce,
+    publish_dead_letter,
+)
 from dispatcher.models import BadInput, routable_lead
 from dispatcher.outbox import OutboxRelay
 from dispatcher.routing import API_SOURCE, RoutingError, load_routing, read_routing_file
@@ -106,7 +113,7 @@ async def _publish(routable: Sequence[tuple[dict[str, Any], EventT]], decisions:
     decided_at_s = time.time()
     deliveries = []
     outcomes: Counter[tuple[str, str, str]] = Counter()
-    announced = []
+    announced, lead_events = [], []
     for (_, event), decision in zip(routable, decisions, strict=True):
         if decision.kind == "failed":
             log.error("lead %s could not be decided: %s", decision.lead_id, decision.error)
@@ -118,12 +125,13 @@ async def _publish(routable: Sequence[tuple[dict[str, Any], EventT]], decisions:
         outcomes[decision.queue, strategy, decision.status if decision.kind == "new" else decision.kind] += 1
         if decision.assignment and decision.kind != "duplicate":
             announced.append(decision.assignment)
+        lead_events.extend(decision.lead_events)
         if decision.assignment and decision.kind == "new":
             metrics.lead_to_assignment_ms.observe(max(0.0, decided_at_s - event.message.timestamp) * 1000)
     # Counted per batch: a labelled child looked up per lead showed in profiles.
     for labels, count in outcomes.items():
         metrics.leads_decided_total.labels(*labels).inc(count)
-    return deliveries + await announce_decisions(announced)
+    return deliveries + await announce_decisions(announced) + await announce_lead_events(lead_events)
 
 
 def _source(event: EventT) -> str:
@@ -304,3 +312,15 @@ async def forget_assignments() -> None:
     """The assignment log (fairness) keeps DISPATCHER_FAIRNESS_RETENTION_S and no more: one command
     drops what is older, however much that is."""
     metrics.assignments_forgotten_total.inc(await store.forget_assignments(settings.fairness_retention_s))
+
+
+@app.timer(interval=60.0)
+@survives("forget_rep_history")
+async def forget_rep_history() -> None:
+    """The rep log (GET /v1/reps/{id}/history) keeps DISPATCHER_REP_HISTORY_RETENTION_S, a bounded
+    number of reps at a time."""
+    while True:
+        visited, dropped = await store.forget_rep_history(settings.rep_history_retention_s, EXPIRE_BATCH)
+        metrics.rep_history_forgotten_total.inc(dropped)
+        if visited < EXPIRE_BATCH:
+            return

@@ -1,6 +1,7 @@
 """Records the dispatcher writes to Kafka itself: leads accepted over HTTP, onto the topic every
 lead is decided from; each lead's own decision, announced by the worker that read the lead (its
-offset is acknowledged only once the event is delivered, so a crash replays and re-announces it);
+offset is acknowledged only once the event is delivered, so a crash replays and re-announces it),
+as its assignment and as the lead events of the history entries the decision wrote;
 and inputs that could not be used, onto the dead-letter topic. Every other event (drains, moves,
 presence, profiles, closes) has no offset behind it: the Lua step that makes the change writes it
 into the outbox, and dispatcher/outbox.py relays it.
@@ -20,7 +21,7 @@ from typing import Any
 import orjson
 
 from dispatcher import metrics
-from dispatcher.app import app, assignments_topic, leads_dlq_topic, leads_topic
+from dispatcher.app import app, assignments_topic, lead_events_topic, leads_dlq_topic, leads_topic
 from dispatcher.models import BAD_INPUT_KINDS, BadInput
 from dispatcher.state.results import Assignment
 
@@ -61,6 +62,19 @@ async def announce_decisions(assignments: Iterable[Assignment]) -> list[Delivery
     for assignment in assignments:
         event = {**assignment.event(), "event_id": assignment.decision_event_id}
         delivery = await producer.send(topic, assignment.lead_id.encode(), orjson.dumps(event),
+                                       partition=None, timestamp=None, headers=None)
+        delivery.add_done_callback(_log_failure)
+        deliveries.append(delivery)
+    return deliveries
+
+
+async def announce_lead_events(events: Iterable[dict[str, Any]]) -> list[Delivery]:
+    """The history entries of leads' own decisions (each with its event id, the same on a replay)."""
+    producer = await app.maybe_start_producer()
+    topic = lead_events_topic.get_topic_name()
+    deliveries = []
+    for event in events:
+        delivery = await producer.send(topic, event["lead_id"].encode(), orjson.dumps(event),
                                        partition=None, timestamp=None, headers=None)
         delivery.add_done_callback(_log_failure)
         deliveries.append(delivery)

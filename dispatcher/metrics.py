@@ -82,6 +82,21 @@ closed_leads_expired_total = Counter(
 assignments_forgotten_total = Counter(
     "dispatcher_assignments_forgotten_total", "Assignment log entries dropped after DISPATCHER_FAIRNESS_RETENTION_S"
 )
+rep_history_forgotten_total = Counter(
+    "dispatcher_rep_history_forgotten_total", "Rep log entries dropped after DISPATCHER_REP_HISTORY_RETENTION_S"
+)
+sse_connections = Gauge("dispatcher_sse_connections", "Rep event streams (GET /v1/reps/{id}/events) open on this worker")
+sse_dropped_total = Counter(
+    "dispatcher_sse_dropped_total", "Rep event streams closed because the client read too slowly (it resumes with Last-Event-ID)"
+)
+notifications_delay_ms = Histogram(
+    "dispatcher_notification_delay_ms", "From a decision's notification to its fan-out on this worker",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000),
+)
+webhook_deliveries_total = Counter(
+    "dispatcher_webhook_deliveries_total", "Webhook POSTs by result: delivered, retried (a failed try), dead (given up)",
+    ["result"],
+)
 routing_reloads_total = Counter(
     "dispatcher_routing_reloads_total",
     "Routing changes seen, by result (applied, refused, unsettled: a file still being written)", ["result"]

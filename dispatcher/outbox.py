@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 
 from dispatcher import metrics
 from dispatcher.state.layout import is_unavailable
-from dispatcher.state.results import Assignment
+from dispatcher.state.results import Assignment, lead_event
 
 log = logging.getLogger(__name__)
 GROUP = "relay"
@@ -38,7 +38,7 @@ def event_of(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
         row = orjson.loads(fields.get("row") or fields["moved"])
         event = Assignment.from_script(row, reassigned="moved" in fields).event()
     else:
-        event = orjson.loads(fields["value"])
+        event = lead_event(orjson.loads(fields["value"]))
     event["event_id"] = entry_id
     return event
 

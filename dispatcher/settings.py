@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     # The window the fairness gauges and the live page's fairness panel count over, and how often.
     fairness_window_s: int = Field(3600, ge=1, le=90 * 24 * 3600)
     fairness_sample_s: float = Field(15.0, gt=0)
+    # GET /v1/reps/{id}/history reaches this far back; older entries of the rep log are dropped.
+    rep_history_retention_s: float = Field(7 * 24 * 3600.0, gt=0)
+    # Every notification (an assignment, an offer) is POSTed here as JSON, signed with the secret
+    # (X-Dispatcher-Signature: sha256=<hex HMAC-SHA256 of the body>); empty: no webhooks.
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    # A delivery is tried this many times, the waits between doubling from the first, then dead-lettered.
+    webhook_attempts: int = Field(6, ge=1, le=100)
+    webhook_backoff_s: float = Field(0.5, gt=0, le=60)
+    webhook_timeout_s: float = Field(5.0, gt=0, le=120)
     # A worker that died with events taken from the outbox and not yet sent gives them up after this.
     outbox_claim_idle_s: float = Field(5.0, gt=0)
     max_body_bytes: int = Field(64 * 1024, ge=1024)

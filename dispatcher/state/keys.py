@@ -151,6 +151,33 @@ class Keys:
         return self._key("log:assignments")
 
     @property
+    def notifications(self) -> str:
+        """STREAM of what reached a rep (fields rep, and row or moved, an assignment row, or value,
+        JSON), written by the step that decided it; trimmed to about lib.lua's NOTIFY_KEPT entries.
+        Each worker reads it once for all its SSE connections (dispatcher/notify.py); the webhook
+        relay reads it as the consumer group "webhooks"."""
+        return self._key("notify")
+
+    @property
+    def rep_log(self) -> str:
+        """ZSET (scores 0) of "rep|time|event id|JSON" (time in microseconds, 16 digits; the JSON is the
+        lead event as on lead-events, with its event_id): every lead event that concerns a rep, a rep's log one
+        BYLEX range in time order (GET /v1/reps/{id}/history). Kept DISPATCHER_REP_HISTORY_RETENTION_S."""
+        return self._key("log:reps")
+
+    @property
+    def rep_log_oldest(self) -> str:
+        """ZSET rep id scored by the time (ms) of its oldest entry in the rep log, or earlier: the
+        retention step visits only reps with something to drop."""
+        return self._key("log:reps:oldest")
+
+    @property
+    def webhook_dead_letters(self) -> str:
+        """LIST of webhook deliveries given up after every retry (JSON: event, url, error, attempts,
+        at), newest first, capped (dispatcher/webhooks.py)."""
+        return self._key("webhooks:dead")
+
+    @property
     def queue_prefix(self) -> str:
         """What every per-queue key below starts with (`dispatcher check` scans for leftovers by it)."""
         return self._key("q:")
@@ -187,5 +214,5 @@ class Keys:
             self.rep_rank, self.rep_status, self.rep_seen, self.rep_last_assigned,
             self.recent_assignments, self.assigned_count, self.open_leads, self.outbox, self.routing,
             self.closed_leads, self.roster_version, self.rep_weight, self.owners, self.held_leads, self.due,
-            self.outcomes, self.assignment_log,
+            self.outcomes, self.assignment_log, self.notifications, self.rep_log, self.rep_log_oldest,
         ]

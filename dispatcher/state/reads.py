@@ -10,7 +10,7 @@ import orjson
 
 from dispatcher import fairness
 from dispatcher.state.layout import Layout
-from dispatcher.state.results import Assignment, iso_ms
+from dispatcher.state.results import Assignment, iso_ms, lead_event
 
 # Width of one priority band in a wait set's score (lib.lua's PRIORITY_SPAN).
 WAIT_BAND = 10**13
@@ -31,6 +31,26 @@ class Reads(Layout):
         pipe.zrange(self.keys.open_leads, f"[{rep_id}|", f"({rep_id}}}", bylex=True)
         known, members = await pipe.execute()
         return [member.split("|", 1)[1] for member in members] if known else None
+
+    async def rep_history(self, rep_id: str, limit: int, before: str | None = None
+                          ) -> tuple[list[dict[str, Any]], str | None] | None:
+        """The rep's lead events, newest first, at most `limit`, older than the cursor `before`; with
+        the cursor of the next page (None at the end). None for an unknown rep. One round trip."""
+        # A member is "rep|time|event id|JSON": the cursor "time|event id" plus "|" sorts above the
+        # member it came from and below every later one, so each page starts right after the last.
+        upper = f"({rep_id}|{before}|" if before is not None else f"({rep_id}}}"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hexists(self.keys.rep_profiles, rep_id)
+        pipe.zrange(self.keys.rep_log, upper, f"[{rep_id}|", desc=True, bylex=True, offset=0, num=limit + 1)
+        known, members = await pipe.execute()
+        if not known:
+            return None
+        events = []
+        for member in members[:limit]:
+            event = lead_event(orjson.loads(member.split("|", 3)[3]))
+            events.append({**event, "at": iso_ms(event["at"])})
+        more = len(members) > limit
+        return events, ("|".join(members[limit - 1].split("|", 3)[1:3]) if more else None)
 
     async def lead(self, lead_id: str) -> dict[str, Any] | None:
         raw = await self.client.hget(self.keys.leads, lead_id)

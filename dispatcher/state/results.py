@@ -55,6 +55,15 @@ class Assignment:
         }
 
 
+def lead_event(body: dict[str, Any]) -> dict[str, Any]:
+    """A lead event as published: the facts of an assignment become its reason in words."""
+    if "facts" in body:
+        facts = body.pop("facts")
+        if body.get("queue") and body.get("strategy"):
+            body["reason"] = policy.reason(body["queue"], body["strategy"], facts)
+    return body
+
+
 @dataclass(frozen=True)
 class Decision:
     """kind: 'new' (decided now), 'replay' (the same delivery again), 'duplicate' (the id was
@@ -67,6 +76,8 @@ class Decision:
     queue: str
     assignment: Assignment | None = None
     error: str = ""
+    # The decision's history entries as lead events (with event ids), for the caller to announce.
+    lead_events: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from dispatcher.state.results import (
     Outcome,
     RoutingChange,
     RoutingRefused,
+    lead_event,
 )
 
 # Preparing a routing change reads state that may move meanwhile; the step is prepared again.
@@ -56,8 +57,9 @@ class Writes(Layout):
                         raise row
                     decisions[i] = Decision(lead["id"], "failed", "", routes[i].queue, error=str(row))
                 else:
-                    assignment = Assignment.from_script(row[2]) if len(row) > 2 else None
-                    decisions[i] = Decision(lead["id"], row[0], row[1], routes[i].queue, assignment)
+                    assignment = Assignment.from_script(row[2]) if row[2] else None
+                    decisions[i] = Decision(lead["id"], row[0], row[1], routes[i].queue, assignment,
+                                            lead_events=tuple(lead_event(e) for e in orjson.loads(row[3])))
             if stale:
                 await self.adopt_routing()
             todo = stale
@@ -110,6 +112,13 @@ class Writes(Layout):
     async def expire_closed(self, retention_s: float, limit: int = 1000) -> int:
         """Forgets up to `limit` leads closed more than `retention_s` ago; returns how many."""
         return await self._scripts["expire_closed"](keys=self.keys.fixed(), args=[int(retention_s * 1000), limit])
+
+    async def forget_rep_history(self, retention_s: float, limit: int = 1000) -> tuple[int, int]:
+        """Drops rep log entries older than `retention_s`, visiting up to `limit` reps; returns
+        (reps visited, entries dropped)."""
+        visited, dropped = await self._scripts["forget_rep_log"](keys=self.keys.fixed(),
+                                                                 args=[int(retention_s * 1000), limit])
+        return int(visited), int(dropped)
 
     async def forget_assignments(self, retention_s: int) -> int:
         """Drops the assignment log's entries older than `retention_s` (Redis clock); returns how

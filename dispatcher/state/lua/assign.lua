@@ -7,10 +7,11 @@
 -- ARGV: the shared layout, then lead id, lead JSON (validated), source (where this delivery came
 --       from, e.g. "leads/2@1041"), queue name, the rule that chose it ("rule 2 (big accounts)",
 --       "default"), its customer for a sticky queue ("customer_id=c-42", "" for none).
--- Returns {kind, status, assignment?}: kind is 'new', 'replay' (same source seen again: a
--- redelivery after a crash, whose event the caller announces again) or 'duplicate' (the id was
--- already decided from another source: nothing changes). The caller announces the assignment
--- (reserve writes no outbox event for it; lib.lua says why).
+-- Returns {kind, status, assignment or false, lead events}: kind is 'new', 'replay' (same source
+-- seen again: a redelivery after a crash, whose events the caller announces again) or 'duplicate'
+-- (the id was already decided from another source: nothing changes). The caller announces the
+-- assignment and the decision's history entries, as lead events (JSON list, with their event ids):
+-- this step writes no outbox event for them (lib.lua, reserve and add_history, says why).
 local ctx = parse_context()
 local lead_id, lead_json, source, queue_name = ARGV[ctx.argi], ARGV[ctx.argi + 1], ARGV[ctx.argi + 2], ARGV[ctx.argi + 3]
 local rule, sticky_key = ARGV[ctx.argi + 4], ARGV[ctx.argi + 5]
@@ -18,12 +19,15 @@ local rule, sticky_key = ARGV[ctx.argi + 4], ARGV[ctx.argi + 5]
 local record = load_record(lead_id)
 if record and record.status ~= 'pending' then
     local kind = record.source == source and 'replay' or 'duplicate'
+    -- A duplicate announces nothing; a replay announces the decision's events again, same ids.
+    local events = kind == 'replay' and decision_events(record) or '[]'
     if record.status == 'assigned' then
         return {kind, record.status, {record.id, record.rep_id, record.queue, record.strategy,
-                                      record.assigned_at, cjson.encode(record.facts), record.accepted_at}}
+                                      record.assigned_at, cjson.encode(record.facts), record.accepted_at}, events}
     end
-    return {kind, record.status}
+    return {kind, record.status, false, events}
 end
+announced_by_caller = true
 if not record then
     record = {id = lead_id, accepted_at = ctx.now, history = {}}
     add_history(record, ctx.now, 'accepted', {})
@@ -34,7 +38,5 @@ record.rule = rule
 
 if sticky_key ~= '' then record.sticky_key = sticky_key end
 
-ctx.announced_by_caller = true
 local assignment = decide(ctx, record, ctx.by_name[queue_name], {priority = record.lead.priority})
-if assignment then return {'new', 'assigned', assignment} end
-return {'new', 'queued'}
+return {'new', assignment and 'assigned' or 'queued', assignment or false, decision_events(record)}

@@ -8,7 +8,7 @@
 --   KEYS[1..22] leads, rep profiles, rep:cap, rep:load, rep:skills, rep:rank, rep:status, rep:seen,
 --               rep:last_assigned, recent assignments, assignment counter, open leads, outbox,
 --               routing, closed leads, roster version, rep:weight, owners, held leads, due,
---               outcomes, assignment log
+--               outcomes, assignment log, notifications, rep log, rep log's oldest entries
 --   then one block per queue: members, state, ready(queue, "*"), ready(queue, c) for c in CHANNELS,
 --               wait(queue, c) for c in CHANNELS, wait index(queue, c) for c in CHANNELS
 -- ARGV layout shared by all scripts:
@@ -26,10 +26,14 @@
 local K_LEADS, K_PROFILES, K_CAP, K_LOAD, K_SKILLS, K_RANK, K_STATUS, K_SEEN, K_LAST = 1, 2, 3, 4, 5, 6, 7, 8, 9
 local K_RECENT, K_ASSIGNED, K_OPEN, K_OUTBOX, K_ROUTING, K_CLOSED, K_ROSTER = 10, 11, 12, 13, 14, 15, 16
 local K_WEIGHT, K_OWNERS, K_HELD, K_DUE, K_OUTCOMES, K_LOG = 17, 18, 19, 20, 21, 22
-local FIXED_KEYS = 22
+local K_NOTIFY, K_REP_LOG, K_REP_OLDEST = 23, 24, 25
+local FIXED_KEYS = 25
 local QUEUE_ARGS = 7
 -- How many of the latest assignments the supervisor page can show.
 local RECENT_KEPT = 50
+-- How many notifications the stream keeps (about: trimmed with MAXLEN ~): how far back an SSE
+-- client's Last-Event-ID can resume, and how far the webhook relay may fall behind.
+local NOTIFY_KEPT = 100000
 -- Score of a waiting lead: higher priority first, then older first. 1e13 ms is ~317 years.
 local PRIORITY_SPAN = 1e13
 
@@ -83,8 +87,21 @@ end
 -- change itself; the workers relay it to Kafka (dispatcher/outbox.py), so an event can be late
 -- but never lost. fields: topic (without prefix), key, and either value (JSON) or row (an
 -- assignment as the scripts return it, which the relay turns into the public event).
+-- Returns the entry id: the event's id.
 local function emit(topic, key, kind, body)
-    redis.call('XADD', KEYS[K_OUTBOX], '*', 'topic', topic, 'key', key, kind, body)
+    return redis.call('XADD', KEYS[K_OUTBOX], '*', 'topic', topic, 'key', key, kind, body)
+end
+
+-- Set by a step whose caller announces what it decides (assign.lua: a lead's own decision, see
+-- reserve; accept.lua: the decision announces the lead's acceptance with it): its assignment and
+-- its history entries go out from the caller, not the outbox.
+local announced_by_caller = false
+
+-- Tells the rep's own connections (SSE, through one reader per worker) and the webhooks that
+-- something came its way, from the step that decided it, whichever worker holds the connection.
+-- kind/body as for emit: 'row' or 'moved' (an assignment row) or 'value' (JSON).
+local function notify(rep, kind, body)
+    redis.call('XADD', KEYS[K_NOTIFY], 'MAXLEN', '~', NOTIFY_KEPT, '*', 'rep', rep, kind, body)
 end
 
 -- The capacity bucket a rep spends for a channel: '*' when its capacity is one number for all
@@ -236,12 +253,74 @@ local function save_record(record)
     redis.call('HSET', KEYS[K_LEADS], record.id, cjson.encode(record))
 end
 
-local function add_history(record, at, event, extra)
+-- The lead-events body of a history entry: the entry's fields, the lead, and `detail` (fields for
+-- the event only, such as a decision's facts, which the relay turns into its reason in words).
+local function lead_event(record, entry, detail)
+    local body = {}
+    for name, value in pairs(detail or {}) do body[name] = value end
+    for name, value in pairs(entry) do body[name] = value end
+    body.type, body.lead_id = 'lead_event', record.id
+    return body
+end
+
+-- The id of the n-th history entry of a lead's own decision, announced by the worker (results.py
+-- decision_event_id names the decision's assignment event alike).
+local function decided_event_id(record, n)
+    return 'decided:' .. record.id .. '#' .. n
+end
+
+-- Every rep an entry concerns gets it in its log (GET /v1/reps/{id}/history): the rep it names,
+-- the rep a move took the lead from, and the rep the lead is with. Members "rep|time|event id|JSON"
+-- (scores 0; time in microseconds, 16 digits, so entries of one millisecond keep the order they
+-- were written in): a rep's log is one BYLEX range in time order. `rep log oldest` dates each
+-- rep's first entry, so the retention step visits only the reps that have something to drop.
+local function log_for_reps(record, entry, event_id, body)
+    local reps, seen = {}, {}
+    for _, rep in ipairs({entry.rep_id or false, entry.from_rep or false, record.rep_id or false}) do
+        if type(rep) == 'string' and not seen[rep] then seen[rep] = true reps[#reps + 1] = rep end
+    end
+    if #reps == 0 then return end
+    body.event_id = event_id
+    local json = cjson.encode(body)
+    local clock = redis.call('TIME')
+    local micros = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+    for _, rep in ipairs(reps) do
+        redis.call('ZADD', KEYS[K_REP_LOG], 0, string.format('%s|%016d|%s|%s', rep, micros, event_id, json))
+        redis.call('ZADD', KEYS[K_REP_OLDEST], 'NX', math.floor(micros / 1000), rep)
+    end
+end
+
+-- Every entry of a lead's history also goes to the lead-events topic, from here, in the step that
+-- writes it: through the outbox, or, for a lead's own decision, with the decision (assign.lua).
+-- `record.announced` counts the entries the decision announces, so a replay announces them again.
+local function add_history(record, at, event, extra, detail)
     local entry = extra or {}
     entry.at = at
     entry.event = event
     if type(record.history) ~= 'table' then record.history = {} end
     record.history[#record.history + 1] = entry
+    local body = lead_event(record, entry, detail)
+    local event_id
+    if announced_by_caller then
+        record.announced = #record.history
+        event_id = decided_event_id(record, record.announced)
+    else
+        event_id = emit('lead-events', record.id, 'value', cjson.encode(body))
+    end
+    log_for_reps(record, entry, event_id, body)
+end
+
+-- The lead events a lead's own decision announces, with their ids, as JSON (a list).
+local function decision_events(record)
+    local events = {}
+    for n = 1, record.announced or 0 do
+        local entry = record.history[n]
+        local body = lead_event(record, entry, entry.event == 'assigned' and record.facts and {facts = record.facts} or nil)
+        body.event_id = decided_event_id(record, n)
+        events[n] = body
+    end
+    if #events == 0 then return '[]' end
+    return cjson.encode(events)
 end
 
 local DAY_MS = 86400000
@@ -351,10 +430,13 @@ local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     record.bucket = bucket
     record.facts = facts
     record.assigned_at = ctx.now
-    add_history(record, ctx.now, event, {rep_id = rep, queue = q.name, strategy = q.strategy, by = by})
+    add_history(record, ctx.now, event, {rep_id = rep, queue = q.name, strategy = q.strategy, by = by,
+                                         from_rep = type(facts.from_rep) == 'string' and facts.from_rep or nil},
+                {facts = facts})
     save_record(record)
     local assignment = {record.id, rep, q.name, q.strategy, ctx.now, cjson.encode(facts), record.accepted_at}
     local row = cjson.encode(assignment)
+    notify(rep, event == 'reassigned' and 'moved' or 'row', row)
     redis.call('LPUSH', KEYS[K_RECENT], row)
     redis.call('LTRIM', KEYS[K_RECENT], 0, RECENT_KEPT - 1)
     redis.call('INCR', KEYS[K_ASSIGNED])
@@ -363,7 +445,7 @@ local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     -- only once announced, so a crash replays it and the replay announces it again: its offset
     -- keeps it safe, and the outbox would only add a hop. Every other assignment (drains, moves,
     -- routing changes) has no offset behind it and goes through the outbox.
-    if not ctx.announced_by_caller then
+    if not announced_by_caller then
         emit('assignments', record.id, event == 'reassigned' and 'moved' or 'row', row)
     end
     return assignment

@@ -375,9 +375,10 @@ async def test_every_change_but_a_leads_own_decision_writes_its_event_into_the_o
     described = [(fields["topic"], fields["key"], orjson.loads(fields.get("value") or "{}").get("type"))
                  for _, fields in entries]
     assert described == [
-        ("rep-events", "r", "profile"), ("rep-events", "r", "presence"),
-        ("rep-events", "r", "lead_closed"), ("lead-events", "first", "lead_closed"), ("assignments", "second", None)]
-    archived = orjson.loads(entries[3][1]["value"])["lead"]
+        ("rep-events", "r", "profile"), ("rep-events", "r", "presence"), ("lead-events", "first", "lead_event"),
+        ("rep-events", "r", "lead_closed"), ("lead-events", "first", "lead_closed"),
+        ("lead-events", "second", "lead_event"), ("assignments", "second", None)]
+    archived = orjson.loads(entries[4][1]["value"])["lead"]
     assert [entry["event"] for entry in archived["history"]] == ["accepted", "assigned", "closed"]
 
 
@@ -425,7 +426,7 @@ async def test_a_lead_is_kept_exactly_as_it_was_sent(store_factory, rep_factory)
     assert [(a.lead_id, a.queue) for a in change.assignments] == [("exact", "exact")]
     await store.close("exact", "won")
     archived = next(orjson.loads(fields["value"]) for _, fields in await store.client.xrange(store.keys.outbox)
-                    if fields.get("topic") == "lead-events")
+                    if fields.get("topic") == "lead-events" and '"lead_closed"' in fields["value"])
     assert archived["body"] == sent and archived["lead"]["outcome"] == "won"
 
 
