@@ -201,6 +201,8 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("PUT", "/v1/reps/{rep_id}"): ADMIN_ONLY,
     ("GET", "/v1/reps/{rep_id}/leads"): Rule(_SUPERVISION, "rep"),
     ("POST", "/v1/reps/{rep_id}/presence"): Rule(_SUPERVISION, "rep"),
+    ("GET", "/v1/reps/{rep_id}/history"): Rule(_SUPERVISION, "rep"),
+    ("GET", "/v1/reps/{rep_id}/events"): Rule(_SUPERVISION, "rep"),
     ("GET", "/"): Rule(_SUPERVISION),
     ("GET", "/v1/live"): Rule(_SUPERVISION),
     ("GET", "/v1/live/stream"): Rule(_SUPERVISION),

@@ -29,6 +29,7 @@ from dispatcher import metrics
 from dispatcher.app import (
     app,
     assignments_topic,
+    hub,
     lead_events_topic,
     leads_dlq_topic,
     leads_topic,
@@ -48,6 +49,7 @@ from dispatcher.events import (
 )
 from dispatcher.models import BadInput, routable_lead
 from dispatcher.outbox import OutboxRelay
+from dispatcher.webhooks import WebhookRelay
 from dispatcher.routing import API_SOURCE, RoutingError, load_routing, read_routing_file
 from dispatcher.state.layout import is_unavailable
 from dispatcher.state.results import Decision, RoutingRefused
@@ -199,6 +201,25 @@ async def relay_outbox() -> None:
     relay = OutboxRelay(store.client, store.keys.outbox, consumer, produce, settings.topic,
                         claim_idle_ms=int(settings.outbox_claim_idle_s * 1000))
     await relay.run()
+
+
+@app.task
+async def read_notifications() -> None:
+    await hub.run()
+
+
+@app.task
+async def relay_webhooks() -> None:
+    if not settings.webhook_url:
+        return
+    consumer = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    relay = WebhookRelay(store.client, store.keys.notifications, store.keys.webhook_dead_letters, consumer,
+                         settings.webhook_url, settings.webhook_secret, attempts=settings.webhook_attempts,
+                         backoff_s=settings.webhook_backoff_s, timeout_s=settings.webhook_timeout_s)
+    try:
+        await relay.run()
+    finally:
+        await relay.close()
 
 
 # The routing file's text as last seen by this worker: an edit is what makes it apply again.

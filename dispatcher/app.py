@@ -7,6 +7,7 @@ them from `app.settings`.
 from __future__ import annotations
 
 from dispatcher.http import make_middleware
+from dispatcher.notify import Hub
 from dispatcher.routing import load_routing
 from dispatcher.settings import Settings
 from dispatcher.state.keys import Keys
@@ -55,6 +56,8 @@ store = Store(
     load_routing(settings.routing),
     settings.presence_ttl_s,
 )
+# This worker's one reader of the notifications stream, for all its SSE connections.
+hub = Hub(store.client, store.keys.notifications)
 
 
 @app.on_partitions_assigned.connect

@@ -94,7 +94,7 @@ notifications_delay_ms = Histogram(
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000),
 )
 webhook_deliveries_total = Counter(
-    "dispatcher_webhook_deliveries_total", "Webhook POSTs by result: delivered, retried (a failed try), dead (given up)",
+    "dispatcher_webhook_deliveries_total", "Webhook POSTs by result: delivered, retried (a failed try), dead (given up); relay_error: redis failed the relay",
     ["result"],
 )
 routing_reloads_total = Counter(

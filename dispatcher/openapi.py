@@ -92,6 +92,16 @@ def _schemas() -> dict[str, Any]:
             "rep_id": {"type": "string"},
             "leads": {"type": "array", "items": {"type": "string"}, "description": "the rep's open lead ids"},
         }),
+        "RepHistory": _object(["rep_id", "events", "next_before"], {
+            "rep_id": {"type": "string"},
+            "events": {"type": "array", "items": {"type": "object", "required": ["lead_id", "event", "at", "event_id"],
+                                                  "properties": {"lead_id": {"type": "string"},
+                                                                 "event": {"type": "string"},
+                                                                 "at": {"type": "string"},
+                                                                 "event_id": {"type": "string"}}},
+                       "description": "as on the lead-events topic, newest first"},
+            "next_before": {"type": ["string", "null"], "description": "the cursor of the next page; null at the end"},
+        }),
         "LeadState": _object(["id", "status", "rep_id", "queue", "strategy", "reason", "accepted_at", "history"], {
             "id": {"type": "string"},
             "status": {"enum": LEAD_STATUSES},
@@ -237,6 +247,25 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/v1/reps/{rep_id}/leads": {"parameters": [REP_ID], "get": _operation(
         "The rep's open leads: what a rep's app polls", {"200": _json("RepLeads", "open lead ids")}, "401 403 404 503")},
+    "/v1/reps/{rep_id}/history": {"parameters": [REP_ID], "get": {**_operation(
+        "The rep's assignments and lead events, newest first, a page at a time (kept "
+        "DISPATCHER_REP_HISTORY_RETENTION_S)", {"200": _json("RepHistory", "a page of events")}, "400 401 403 404 503"),
+        "parameters": [
+            {"name": "limit", "in": "query", "required": False, "description": "events per page, 1..500 (default 50)",
+             "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+            {"name": "before", "in": "query", "required": False,
+             "description": "the `next_before` of the previous page: the events older than its last one",
+             "schema": {"type": "string", "pattern": "^[0-9]{16}[|][A-Za-z0-9._:#-]{1,200}$"}}]}},
+    "/v1/reps/{rep_id}/events": {"parameters": [REP_ID], "get": {**_operation(
+        "What reaches the rep as server-sent events, within milliseconds of the decision, from any worker: "
+        "`event: assignment` (an assignment or a move to the rep; data as on the assignments topic, with "
+        "event_id); `id:` is the event's id, and Last-Event-ID resumes after it; `: keep-alive` comments",
+        {"200": {"description": "the rep's events, for as long as the client listens",
+                 "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+        "400 401 403 404", security=PAGE_TOKEN),
+        "parameters": [{"name": "Last-Event-ID", "in": "header", "required": False,
+                        "description": "the id of the last event received: the stream resumes after it",
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,20}-[0-9]{1,20}$"}}]}},
     "/v1/reps/{rep_id}/presence": {"parameters": [REP_ID], "post": _operation(
         "Set a rep's presence; every call is also a heartbeat", REP, "400 401 403 404 413 503",
         body="PresenceChange")},

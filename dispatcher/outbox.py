@@ -44,8 +44,17 @@ def event_of(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
 
 
 class OutboxRelay:
-    def __init__(self, client: aioredis.Redis, stream: str, consumer: str, produce: Produce,
-                 topic_name: Callable[[str], str], *, batch: int = 500, block_ms: int = 1000,
+    """Also the shape of every relay of a stream read as a consumer group (dispatcher/webhooks.py):
+    take entries (own pending first, then those others left idle, then new ones), deliver them,
+    acknowledge them."""
+
+    GROUP = GROUP
+    # Where a new group starts: from the stream's start, so entries written before any worker ever
+    # ran are relayed too.
+    START = "0"
+
+    def __init__(self, client: aioredis.Redis, stream: str, consumer: str, produce: Produce | None,
+                 topic_name: Callable[[str], str] | None, *, batch: int = 500, block_ms: int = 1000,
                  claim_idle_ms: int = 5000) -> None:
         self.client, self.stream, self.consumer = client, stream, consumer
         self.produce, self.topic_name = produce, topic_name
@@ -64,20 +73,27 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the relay must outlive any one failure
-                kind = "redis" if is_unavailable(exc) else type(exc).__name__
-                metrics.outbox_relay_failures_total.labels(kind).inc()
-                log.warning("outbox relay: %s; the events stay in the outbox and are sent again", exc)
+                self.count_failure("redis" if is_unavailable(exc) else type(exc).__name__)
+                log.warning("%s relay: %s; the events stay in the stream and are sent again", self.GROUP, exc)
                 self._own_pending = True
                 await asyncio.sleep(RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)])
                 failures += 1
 
+    def count_failure(self, kind: str) -> None:
+        metrics.outbox_relay_failures_total.labels(kind).inc()
+
     async def relay_once(self) -> int:
-        """One round: takes a batch of entries (waiting up to `block_ms` for any), sends them,
-        acknowledges what Kafka took. Returns how many were sent."""
+        """One round: takes a batch of entries (waiting up to `block_ms` for any), delivers them,
+        acknowledges what was delivered. Returns how many were taken."""
         await self._ensure_group()
         entries = await self._take()
         if not entries:
             return 0
+        await self.deliver(entries)
+        await self.acknowledge(entries)
+        return len(entries)
+
+    async def deliver(self, entries: list[Entry]) -> None:
         deliveries = []
         for entry_id, fields in entries:
             topic, key = fields.get("topic", "leads-dlq"), fields.get("key", entry_id)
@@ -85,30 +101,30 @@ class OutboxRelay:
                 event = event_of(entry_id, fields)
             except Exception as exc:  # noqa: BLE001 - one unreadable entry must not hold back the rest
                 log.error("outbox entry %s cannot be read (%s); it goes to leads-dlq as it is", entry_id, exc)
-                metrics.outbox_relay_failures_total.labels("unreadable").inc()
+                self.count_failure("unreadable")
                 topic, event = "leads-dlq", {"error": f"outbox entry cannot be read: {exc}", "kind": "unrelayable",
                                              "source": f"outbox {entry_id}", "value": fields, "event_id": entry_id}
             deliveries.append(await self.produce(self.topic_name(topic), key.encode(), orjson.dumps(event)))
         # A failed delivery raises here and nothing of the batch is acknowledged: all of it is
         # sent again, and consumers drop the copies by event_id.
         await asyncio.gather(*deliveries)
+
+    async def acknowledge(self, entries: list[Entry]) -> None:
         ids = [entry_id for entry_id, _ in entries]
         pipe = self.client.pipeline(transaction=False)
-        pipe.xack(self.stream, GROUP, *ids).xdel(self.stream, *ids).xlen(self.stream)
+        pipe.xack(self.stream, self.GROUP, *ids).xdel(self.stream, *ids).xlen(self.stream)
         *_, backlog = await pipe.execute()
         now_ms = time.time() * 1000
         for entry_id, fields in entries:
             metrics.outbox_events_relayed_total.labels(fields.get("topic", "leads-dlq")).inc()
             metrics.outbox_delay_ms.observe(max(0.0, now_ms - int(entry_id.split("-", 1)[0])))
         metrics.outbox_backlog_events.set(backlog)
-        return len(entries)
 
     async def _ensure_group(self) -> None:
         if self._group_ready:
             return
         try:
-            # From the stream's start: entries written before any worker ever ran are relayed too.
-            await self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+            await self.client.xgroup_create(self.stream, self.GROUP, id=self.START, mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -122,20 +138,20 @@ class OutboxRelay:
             self._own_pending = False
         if time.monotonic() >= self._next_claim:
             self._next_claim = time.monotonic() + self.claim_idle_ms / 1000
-            _, claimed, *_ = await self.client.xautoclaim(self.stream, GROUP, self.consumer, self.claim_idle_ms,
+            _, claimed, *_ = await self.client.xautoclaim(self.stream, self.GROUP, self.consumer, self.claim_idle_ms,
                                                           start_id="0-0", count=self.batch)
             if claimed:
-                log.info("outbox relay: took over %d events another worker left unsent", len(claimed))
+                log.info("%s relay: took over %d events another worker left unsent", self.GROUP, len(claimed))
                 return [(entry_id, fields) for entry_id, fields in claimed if fields]
         return await self._read(">", block_ms=self.block_ms)
 
     async def _read(self, start: str, *, block_ms: int | None) -> list[Entry]:
-        reply = await self.client.xreadgroup(GROUP, self.consumer, {self.stream: start}, count=self.batch,
+        reply = await self.client.xreadgroup(self.GROUP, self.consumer, {self.stream: start}, count=self.batch,
                                              block=block_ms)
         entries = [entry for _, stream_entries in reply or () for entry in stream_entries]
         # An entry deleted while pending comes back without fields: sent already, only its
         # acknowledgement was lost.
         gone = [entry_id for entry_id, fields in entries if not fields]
         if gone:
-            await self.client.xack(self.stream, GROUP, *gone)
+            await self.client.xack(self.stream, self.GROUP, *gone)
         return [(entry_id, fields) for entry_id, fields in entries if fields]

@@ -8,6 +8,7 @@ here and answer with the state after it: capacity freed by a close is free when 
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,10 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dispatcher import fairness, live, metrics, openapi
-from dispatcher.app import app, settings, store
+from dispatcher.app import app, hub, settings, store
 from dispatcher.events import count_assignments, publish_lead
 from dispatcher.http import rejected
+from dispatcher.notify import stream_id
 from dispatcher.models import (
     BadInput,
     CloseRequest,
@@ -208,6 +210,83 @@ class RepLeads(View):
         if leads is None:
             return rejected(404, f"unknown rep {rep_id}", "rep_leads")
         return json_response({"rep_id": rep_id, "leads": leads})
+
+
+HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX = 50, 500
+HISTORY_CURSOR = re.compile(r"\d{16}\|[A-Za-z0-9._:#-]{1,200}")
+LAST_EVENT_ID = re.compile(r"\d{1,20}-\d{1,20}")
+KEEP_ALIVE_S = 15.0
+
+
+def history_query(query: Any) -> tuple[int, str | None]:
+    """`limit` (1..500, default 50) and the `before` cursor a previous page gave, or BadInput."""
+    raw = query.get("limit", str(HISTORY_LIMIT_DEFAULT))
+    if not raw.isdigit() or not 1 <= int(raw) <= HISTORY_LIMIT_MAX:
+        raise BadInput(f"limit must be a whole number from 1 to {HISTORY_LIMIT_MAX}, not {raw!r}")
+    before = query.get("before")
+    if before is not None and not HISTORY_CURSOR.fullmatch(before):
+        raise BadInput("before must be the `next_before` a previous page of this history gave")
+    return int(raw), before
+
+
+@app.page("/v1/reps/{rep_id}/history")
+class RepHistory(View):
+    """The rep's assignments and lead events, newest first, a page at a time."""
+
+    async def get(self, request: Request, rep_id: str) -> Response:
+        try:
+            limit, before = history_query(request.query)
+        except BadInput as exc:
+            return refusal(exc, "rep_history")
+        found = await store.rep_history(rep_id, limit, before)
+        if found is None:
+            return rejected(404, f"unknown rep {rep_id}", "rep_history")
+        events, next_before = found
+        return json_response({"rep_id": rep_id, "events": events, "next_before": next_before})
+
+
+def sse(entry_id: str, kind: str, event: dict[str, Any]) -> bytes:
+    return f"id: {entry_id}\nevent: {kind}\n".encode() + b"data: " + orjson.dumps(event) + b"\n\n"
+
+
+@app.page("/v1/reps/{rep_id}/events")
+class RepEvents(View):
+    """Server-sent events: what reaches the rep (an assignment, a move to it) as it is decided, on
+    any worker; `Last-Event-ID` resumes from the notifications stream; a comment keeps it alive."""
+
+    async def get(self, request: Request, rep_id: str) -> web.StreamResponse:
+        last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+        if last is not None and not LAST_EVENT_ID.fullmatch(last):
+            return rejected(400, "Last-Event-ID must be the id of an event this stream sent", "rep_events")
+        if not await store.reps([rep_id]):
+            return rejected(404, f"unknown rep {rep_id}", "rep_events")
+        # Subscribed before the resume is read, so nothing decided in between is missed; what both
+        # hold is sent once.
+        subscriber = hub.subscribe(rep_id)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                               "X-Accel-Buffering": "no"})
+        try:
+            await response.prepare(request)
+            await response.write(b": connected\n\n")
+            sent = stream_id(last) if last else (0, 0)
+            for entry_id, kind, event in (await hub.since(rep_id, last) if last else []):
+                await response.write(sse(entry_id, kind, event))
+                sent = stream_id(entry_id)
+            while True:
+                try:
+                    item = await asyncio.wait_for(subscriber.queue.get(), KEEP_ALIVE_S)
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                if item is None:
+                    break
+                if stream_id(item[0]) > sent:
+                    await response.write(sse(*item))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            hub.unsubscribe(subscriber)
+        return response
 
 
 @app.page("/v1/reps/{rep_id}/presence")
