@@ -255,7 +255,7 @@ PATHS: dict[str, dict[str, Any]] = {
              "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
             {"name": "before", "in": "query", "required": False,
              "description": "the `next_before` of the previous page: the events older than its last one",
-             "schema": {"type": "string", "pattern": "^[0-9]{16}[|][A-Za-z0-9._:#-]{1,200}$"}}]}},
+             "schema": {"type": "string"}}]}},
     "/v1/reps/{rep_id}/events": {"parameters": [REP_ID], "get": {**_operation(
         "What reaches the rep as server-sent events, within milliseconds of the decision, from any worker: "
         "`event: assignment` (an assignment or a move to the rep; data as on the assignments topic, with "
@@ -265,7 +265,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "400 401 403 404", security=PAGE_TOKEN),
         "parameters": [{"name": "Last-Event-ID", "in": "header", "required": False,
                         "description": "the id of the last event received: the stream resumes after it",
-                        "schema": {"type": "string", "pattern": "^[0-9]{1,20}-[0-9]{1,20}$"}}]}},
+                        "schema": {"type": "string"}}]}},
     "/v1/reps/{rep_id}/presence": {"parameters": [REP_ID], "post": _operation(
         "Set a rep's presence; every call is also a heartbeat", REP, "400 401 403 404 413 503",
         body="PresenceChange")},

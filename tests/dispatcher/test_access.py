@@ -191,8 +191,10 @@ async def test_a_token_in_the_url_is_taken_only_by_the_page_and_the_event_stream
     assert code == 200 and b"<html" in page.lower()
     code, first_event, _ = await caller.call(None, "GET", with_token("/v1/live/stream", "supervisor"))
     assert code == 200 and first_event.startswith(b"data: {")
-    # A path ending in /events takes the token too: refused for its role or unrouted, never 401.
-    assert (await caller.call(None, "GET", with_token("/v1/reps/r1/events", "rep r1")))[0] == 404
+    # A rep's event stream takes the token too (an EventSource sends no header): its own only.
+    code, opened, _ = await caller.call(None, "GET", with_token("/v1/reps/r1/events", "rep r1"))
+    assert code == 200 and opened.startswith(b": connected")
+    assert (await caller.call(None, "GET", with_token("/v1/reps/r2/events", "rep r1")))[0] == 403
     assert (await caller.call(None, "GET", with_token("/v1/live/stream", "ingest")))[0] == 403
     for method, path, who in (("GET", "/v1/live", "supervisor"), ("GET", "/v1/reps/r1", "rep r1"),
                               ("POST", "/v1/leads", "admin")):

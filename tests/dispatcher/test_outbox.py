@@ -72,11 +72,15 @@ async def test_every_event_reaches_kafka_with_its_id_and_leaves_the_outbox(store
     await relay_until_empty(relay)
     assignments = await read_topic(stack.broker_url, relay.prefix + "assignments", until=lambda r: len(r) >= 1)
     rep_events = await read_topic(stack.broker_url, relay.prefix + "rep-events", until=lambda r: len(r) >= 5)
-    archived = await read_topic(stack.broker_url, relay.prefix + "lead-events", until=lambda r: len(r) >= 1)
+    # The close's history entry, the closed record, and the drain's history entry.
+    archived = await read_topic(stack.broker_url, relay.prefix + "lead-events", until=lambda r: len(r) >= 3)
     (drained,) = assignments
     assert (drained["lead_id"], drained["rep_id"]) == ("c", "r1"), "drained by the close; a and b were announced by their decider"
     assert sorted(e["type"] for e in rep_events) == ["lead_closed", "presence", "presence", "profile", "profile"]
-    assert archived[0]["lead"]["id"] == "a" and archived[0]["lead"]["outcome"] == "won"
+    assert [(e["type"], e.get("event")) for e in archived] == [
+        ("lead_event", "closed"), ("lead_closed", None), ("lead_event", "assigned")]
+    assert archived[1]["lead"]["id"] == "a" and archived[1]["lead"]["outcome"] == "won"
+    assert archived[2]["lead_id"] == "c" and "reason" in archived[2]
     assert sorted(e["event_id"] for e in assignments + rep_events + archived) == sorted(written)
     assert await store.client.xpending(store.keys.outbox, GROUP) == {
         "pending": 0, "min": None, "max": None, "consumers": []}
