@@ -26,8 +26,9 @@ async def test_memory_figures_are_present_and_sane(tmp_path):
     steps = {step["name"]: step for step in summary["steps"]}
     assert list(steps) == ["assigned", "closed", "assigned beside closed", "queued", "expired"]
     assert all(step["leads"] == N for step in steps.values())
-    # Two events per close (rep-events, lead-events); a decision announces itself, a waiting lead has none.
-    assert [step["outbox_events"] for step in steps.values()] == [0, 2 * N, 0, 0, 0], "decisions announce themselves"
+    # Three events per close (its history entry and the closed record on lead-events, rep-events); a
+    # decision announces itself, its history entries too; a waiting lead has none.
+    assert [step["outbox_events"] for step in steps.values()] == [0, 3 * N, 0, 0, 0], "decisions announce themselves"
     assert steps["closed"]["bytes_per_event"] > 0
 
     per_lead = summary["per_lead"]
