@@ -131,8 +131,9 @@ class Keys:
     @property
     def due(self) -> str:
         """ZSET lead id scored by when it must be looked at again (ms): a sticky hold running out, or
-        (for a lead waiting in a queue with an overflow) when it has waited there the overflow time.
-        Only queued leads are due; the move_due step takes what is due."""
+        (for a lead waiting in a queue with an overflow) when it has waited there the overflow time, or
+        for an offered lead the earlier of its offer's end and its rep's presence expiry.
+        Only queued and offered leads are due; the move_due step takes what is due."""
         return self._key("due")
 
     @property
@@ -149,6 +150,12 @@ class Keys:
         kept for DISPATCHER_FAIRNESS_RETENTION_S (a timer drops older entries): assignments per rep
         per queue over any window up to it (GET /v1/stats/fairness)."""
         return self._key("log:assignments")
+
+    @property
+    def offer_timeouts(self) -> str:
+        """HASH rep id -> offers it let time out in a row (an accept or reject resets it): at a queue's
+        away_after_timeouts the rep is set away."""
+        return self._key("rep:offer_timeouts")
 
     @property
     def queue_prefix(self) -> str:
@@ -187,5 +194,5 @@ class Keys:
             self.rep_rank, self.rep_status, self.rep_seen, self.rep_last_assigned,
             self.recent_assignments, self.assigned_count, self.open_leads, self.outbox, self.routing,
             self.closed_leads, self.roster_version, self.rep_weight, self.owners, self.held_leads, self.due,
-            self.outcomes, self.assignment_log,
+            self.outcomes, self.assignment_log, self.offer_timeouts,
         ]

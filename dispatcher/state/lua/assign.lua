@@ -2,7 +2,8 @@
 -- that rep can take it now, or is held for it for the queue's wait (lib.lua, decide); otherwise
 -- takes the best rep of the lead's queue that every filter lets through, reserves a unit of its
 -- capacity and records the decision, all in this one atomic step; when no rep can take it, the
--- lead waits in the queue's wait set for its channel.
+-- lead waits in the queue's wait set for its channel. In a queue with offers the chosen rep is
+-- offered it instead (lib.lua, reserve).
 -- KEYS: the shared layout (lib.lua), built for the lead's channel only.
 -- ARGV: the shared layout, then lead id, lead JSON (validated), source (where this delivery came
 --       from, e.g. "leads/2@1041"), queue name, the rule that chose it ("rule 2 (big accounts)",
@@ -37,4 +38,5 @@ if sticky_key ~= '' then record.sticky_key = sticky_key end
 ctx.announced_by_caller = true
 local assignment = decide(ctx, record, ctx.by_name[queue_name], {priority = record.lead.priority})
 if assignment then return {'new', 'assigned', assignment} end
-return {'new', 'queued'}
+-- Offered (announced when accepted) or queued.
+return {'new', record.status}
