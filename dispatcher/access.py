@@ -183,7 +183,7 @@ class Rule:
 
     def describe(self) -> str:
         allowed = sorted(self.roles | {"admin"}, key=ROLES.index)
-        own = {"rep": "a rep token for its own rep id", "lead": "a rep token for a lead assigned to it"}
+        own = {"rep": "a rep token for its own rep id", "lead": "a rep token for a lead assigned or offered to it"}
         return " or ".join([*allowed, *([own[self.rep_scope]] if self.rep_scope else [])])
 
 
@@ -196,6 +196,9 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/v1/leads/{lead_id}"): Rule(_SUPERVISION, "lead"),
     ("POST", "/v1/leads/{lead_id}/close"): Rule(_SUPERVISION, "lead"),
     ("POST", "/v1/leads/{lead_id}/reassign"): Rule(_SUPERVISION),
+    # The step checks again, atomically, that the lead is still offered to the token's rep.
+    ("POST", "/v1/leads/{lead_id}/accept"): Rule(_SUPERVISION, "lead"),
+    ("POST", "/v1/leads/{lead_id}/reject"): Rule(_SUPERVISION, "lead"),
     ("GET", "/v1/reps"): Rule(_SUPERVISION),
     ("GET", "/v1/reps/{rep_id}"): Rule(_SUPERVISION, "rep"),
     ("PUT", "/v1/reps/{rep_id}"): ADMIN_ONLY,
@@ -232,5 +235,5 @@ async def refusal(principal: Principal, method: str, pattern: str, path: str, pa
         lead_id = params.get("lead_id", "")
         if await lead_owner(lead_id) == principal.rep_id:
             return None
-        return f"this token is bound to rep {principal.rep_id} and lead {lead_id} is not assigned to it"
+        return f"this token is bound to rep {principal.rep_id} and lead {lead_id} is not assigned or offered to it"
     return f"this token's role {principal.role} may not {method} {path}; that takes {rule.describe()}"

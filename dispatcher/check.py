@@ -26,7 +26,9 @@ from dispatcher.state.reads import WAIT_BAND
 from strategies import policy
 from strategies.base import OUTCOME_DAYS
 
-STATUSES = ("pending", "queued", "assigned", "closed")
+STATUSES = ("pending", "queued", "offered", "assigned", "closed")
+# Statuses that hold a unit of their rep's capacity, and an entry in the open set.
+HOLDING = ("offered", "assigned")
 # A routing change between listing the keys and reading them is rare; one that keeps coming
 # back means something rewrites the routing in a loop.
 SNAPSHOT_ATTEMPTS = 10
@@ -374,7 +376,7 @@ class _Analysis:
             record = self.records.get(lead_id)
             if record is None:
                 self.error("open_unknown_lead", f"open set holds lead {lead_id} on rep {rep}, but the lead is unknown")
-            elif record["status"] != "assigned":
+            elif record["status"] not in HOLDING:
                 self.error("open_not_assigned", f"lead {lead_id} is {record['status']} but still in the open set "
                                                 f"of rep {rep}")
             elif record.get("rep_id") != rep:
@@ -383,7 +385,7 @@ class _Analysis:
             else:
                 self.open_pairs.add((rep, lead_id))
         for lead_id, record in sorted(self.records.items()):
-            if record["status"] != "assigned":
+            if record["status"] not in HOLDING:
                 continue
             rep, bucket, channel = record.get("rep_id"), record.get("bucket"), record["lead"].get("channel")
             if rep not in on_reps.get(lead_id, ()):
@@ -498,13 +500,21 @@ class _Analysis:
                                            f"{self.s.due.get(lead_id)}, so the hold does not end when it should")
 
     def check_due(self) -> None:
-        """Only queued leads are due; a lead waiting in a queue with an overflow is due when it has
-        waited the overflow time the routing in force gives, and one without is not due."""
+        """Only queued and offered leads are due; a lead waiting in a queue with an overflow is due when it has
+        waited the overflow time the routing in force gives, and one without is not due; an offered
+        lead is due no later than its offer's end, so no offer outlives it."""
         for lead_id, at in sorted(self.s.due.items()):
             record = self.records.get(lead_id)
-            if record is None or record["status"] != "queued":
+            if record is None or record["status"] not in ("queued", "offered"):
                 self.error("due_not_queued", f"lead {lead_id} is due at {at:.0f} but is "
                                              f"{'unknown' if record is None else record['status']}")
+        for lead_id, record in sorted(self.records.items()):
+            if record["status"] != "offered":
+                continue
+            due, until = self.s.due.get(lead_id), record.get("offer_until")
+            if due is None or until is None or due > until:
+                self.error("offer_not_due", f"lead {lead_id} is offered to {record.get('rep_id')} until {until} but is "
+                                            f"due at {due}, so the offer would not end when it should")
         for lead_id, record in sorted(self.records.items()):
             queue = self.queues.get(record.get("queue"))
             if record["status"] != "queued" or record.get("held_for") or queue is None:
@@ -646,10 +656,12 @@ class _Analysis:
                 continue
             queue, channel = record.get("queue"), record["lead"].get("channel")
             skills, left = _lead_skills(record), _left_rep(record)
+            # Reps that let its offer go are never offered it again.
+            declined = set(record.get("declined") or ())
             # A held lead waits for one rep only: it is stuck only if that rep could take it.
             only = record.get("held_for")
             able = [(rep, bucket) for rep, bucket in takers.get((queue, channel), [])
-                    if rep != left and (only is None or rep == only)
+                    if rep != left and rep not in declined and (only is None or rep == only)
                     and all((rep, skill) in self.s.skills for skill in skills)]
             if able:
                 rep, bucket = able[0]

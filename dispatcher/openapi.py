@@ -18,7 +18,7 @@ from dispatcher.models import ID_PATTERN, CloseRequest, Lead, PresenceChange, Re
 REF = "#/components/schemas/{name}"
 JSON = "application/json"
 STATUSES = ["online", "away", "offline"]
-LEAD_STATUSES = ["pending", "queued", "assigned", "pooled", "closed"]
+LEAD_STATUSES = ["pending", "queued", "offered", "assigned", "pooled", "closed"]
 
 # Errors every guarded call can get, and what each means here.
 ERRORS = {
@@ -236,6 +236,12 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/leads/{lead_id}/close": {"parameters": [LEAD_ID], "post": _operation(
         "Close a lead: its rep's capacity is free when the answer arrives",
         LEAD_STATE, "400 401 403 404 413 503", body="CloseRequest")},
+    "/v1/leads/{lead_id}/accept": {"parameters": [LEAD_ID], "post": _operation(
+        "Accept a lead offered to the rep: it becomes the rep's assignment (409 once the offer ran out or went elsewhere)",
+        LEAD_STATE, "400 401 403 404 409 503")},
+    "/v1/leads/{lead_id}/reject": {"parameters": [LEAD_ID], "post": _operation(
+        "Turn down a lead offered to the rep: it is offered to someone else, never back to this rep",
+        LEAD_STATE, "400 401 403 404 409 503")},
     "/v1/leads/{lead_id}/reassign": {"parameters": [LEAD_ID], "post": _operation(
         "Move a lead to a rep, or without rep_id (or body) route it again to anyone but its rep",
         LEAD_STATE, "400 401 403 404 409 413 503", body="ReassignRequest", body_required=False)},

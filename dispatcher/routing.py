@@ -78,12 +78,19 @@ class Overflow(_Strict):
     to: str = Field(description="the queue it moves to")
 
 
+class Offer(_Strict):
+    accept_timeout_s: float = Field(gt=0, le=86_400, description="how long the chosen rep has to accept before the lead moves on")
+    away_after_timeouts: int = Field(0, ge=0, le=1000,
+                                     description="a rep letting this many offers in a row time out is set away (0: never)")
+
+
 class QueueSpec(_Strict):
     strategy: str = policy.DEFAULT_STRATEGY
     members: MemberFilter = MemberFilter()
     heartbeat_window_s: float | None = Field(None, ge=0)
     sticky: Sticky | None = None
     overflow: Overflow | None = None
+    offer: Offer | None = Field(None, description="offer each lead to the chosen rep, who accepts or rejects it")
     options: dict[str, float] = Field(default_factory=dict, description="the strategy's own options")
 
 
@@ -206,6 +213,7 @@ class Queue:
     heartbeat_window_ms: int
     sticky: Sticky | None
     overflow: Overflow | None
+    offer: Offer | None
     # The strategy's options, every one filled in (its declared defaults where the file is silent).
     options: Mapping[str, float]
 
@@ -265,7 +273,8 @@ class Routing:
         declared = policy.strategy(spec.strategy)
         window_s = spec.heartbeat_window_s if spec.heartbeat_window_s is not None else declared.heartbeat_window_s
         return Queue(name=name, strategy=spec.strategy, members=spec.members, heartbeat_window_ms=int(1000 * window_s),
-                     sticky=spec.sticky, overflow=spec.overflow, options=declared.with_defaults(spec.options))
+                     sticky=spec.sticky, overflow=spec.overflow, offer=spec.offer,
+                     options=declared.with_defaults(spec.options))
 
     def route(self, lead: Mapping[str, Any], now: datetime | None = None) -> Route:
         """First rule that matches, else the default queue. `now` is when the lead is routed (the

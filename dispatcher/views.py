@@ -54,6 +54,8 @@ def lead_view(record: dict[str, Any]) -> dict[str, Any]:
     rep_id = record.get("rep_id") or None
     if rep_id and record.get("facts"):
         reason = policy.reason(record["queue"], record["strategy"], record["facts"])
+        if status == "offered":
+            reason = f"offered to {rep_id} until {iso_ms(record['offer_until'])}: {reason}"
     elif status == "queued" and record.get("held_for"):
         reason = (f"held in queue {record['queue']} for {record['held_for']}, its customer's last rep "
                   f"({record.get('sticky_key')}), until {iso_ms(record['held_until'])}; then the queue's "
@@ -157,6 +159,34 @@ class LeadClose(View):
         if refused := refused_or_counted(outcome, "close"):
             return refused
         return json_response(lead_view(await store.lead(lead_id)))
+
+
+class _OfferAnswer(View):
+    """An answer to an offer, by the rep it is offered to (a rep token: checked in the step itself,
+    atomically) or by a supervisor for that rep. No body."""
+
+    answer = ""
+
+    async def post(self, request: Request, lead_id: str) -> Response:
+        try:
+            check_id(lead_id, "lead")
+        except BadInput as exc:
+            return refusal(exc, self.answer)
+        step = store.accept_offer if self.answer == "accept" else store.reject_offer
+        outcome = await step(lead_id, request["rep_id"], actor=request["actor"])
+        if refused := refused_or_counted(outcome, self.answer):
+            return refused
+        return json_response(lead_view(await store.lead(lead_id)))
+
+
+@app.page("/v1/leads/{lead_id}/accept")
+class LeadAccept(_OfferAnswer):
+    answer = "accept"
+
+
+@app.page("/v1/leads/{lead_id}/reject")
+class LeadReject(_OfferAnswer):
+    answer = "reject"
 
 
 @app.page("/v1/leads/{lead_id}/reassign")

@@ -131,8 +131,9 @@ class Keys:
     @property
     def due(self) -> str:
         """ZSET lead id scored by when it must be looked at again (ms): a sticky hold running out, or
-        (for a lead waiting in a queue with an overflow) when it has waited there the overflow time.
-        Only queued leads are due; the move_due step takes what is due."""
+        (for a lead waiting in a queue with an overflow) when it has waited there the overflow time, or
+        for an offered lead the earlier of its offer's end and its rep's presence expiry.
+        Only queued and offered leads are due; the move_due step takes what is due."""
         return self._key("due")
 
     @property
@@ -178,6 +179,12 @@ class Keys:
         return self._key("webhooks:dead")
 
     @property
+    def offer_timeouts(self) -> str:
+        """HASH rep id -> offers it let time out in a row (an accept or reject resets it): at a queue's
+        away_after_timeouts the rep is set away."""
+        return self._key("rep:offer_timeouts")
+
+    @property
     def queue_prefix(self) -> str:
         """What every per-queue key below starts with (`dispatcher check` scans for leftovers by it)."""
         return self._key("q:")
@@ -215,4 +222,5 @@ class Keys:
             self.recent_assignments, self.assigned_count, self.open_leads, self.outbox, self.routing,
             self.closed_leads, self.roster_version, self.rep_weight, self.owners, self.held_leads, self.due,
             self.outcomes, self.assignment_log, self.notifications, self.rep_log, self.rep_log_oldest,
+            self.offer_timeouts,
         ]

@@ -30,7 +30,7 @@ from strategies.base import MIN_WEIGHT, OUTCOME_DAYS, PASS_SCALE, Strategy
 
 LUA_DIR = Path(__file__).parent / "lua"
 SCRIPT_NAMES = ("accept", "assign", "close", "presence", "upsert_rep", "reassign", "apply_routing", "expire_closed",
-                "move_due", "forget_rep_log")
+                "move_due", "forget_rep_log", "accept_offer", "reject_offer")
 # A step built for a routing that is no longer in force is refused before it writes (lib.lua);
 # the caller adopts the routing in force and builds the step again.
 STALE = "STALE_"
@@ -98,10 +98,11 @@ def strategies_lua(strategies: Mapping[str, Strategy]) -> str:
 
 def queue_args(queue: Queue) -> tuple[Any, ...]:
     """One queue's ARGV block in lib.lua's order (QUEUE_ARGS of them)."""
-    overflow, sticky = queue.overflow, queue.sticky
+    overflow, sticky, offer = queue.overflow, queue.sticky, queue.offer
     return (queue.name, queue.strategy, queue.heartbeat_window_ms,
             int(overflow.after_s * 1000) if overflow else 0, overflow.to if overflow else "",
-            int(sticky.wait_s * 1000) if sticky else -1, orjson.dumps(queue.options))
+            int(sticky.wait_s * 1000) if sticky else -1, orjson.dumps(queue.options),
+            int(offer.accept_timeout_s * 1000) if offer else 0, offer.away_after_timeouts if offer else 0)
 
 
 class Layout:
@@ -137,7 +138,8 @@ class Layout:
                     channels: tuple[str, ...] | None = None) -> tuple[list[str], list[Any]]:
         """KEYS and leading ARGV in the shape lib.lua's parse_context reads."""
         channels = routing.channels if channels is None else channels
-        keys, args = self.keys.fixed(), [len(routing.queues), ",".join(channels), self.presence_ttl_ms, version]
+        keys, args = self.keys.fixed(), [len(routing.queues), ",".join(channels), self.presence_ttl_ms, version,
+                                        routing.default_queue]
         for queue in routing.queues:
             keys.extend(self._queue_keys(queue.name, channels))
             args.extend(queue_args(queue))

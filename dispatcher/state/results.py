@@ -114,9 +114,11 @@ class RoutingChange:
 @dataclass(frozen=True)
 class DueMoved:
     """What one move_due step did: the assignments it made, how many holds ran out, how many leads
-    overflowed, and how many due entries it left for the next call (it takes a bounded batch)."""
+    overflowed, how many due entries it left for the next call (it takes a bounded batch), and how
+    many offers ran out or lost their rep."""
 
     assignments: tuple[Assignment, ...]
     holds_ended: int
     overflowed: int
     left: int
+    offers_returned: int = 0

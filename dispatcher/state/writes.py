@@ -104,10 +104,27 @@ class Writes(Layout):
         return Outcome("ok", row[1], moved + tuple(Assignment.from_script(r) for r in row[3]))
 
     async def move_due(self, limit: int = 200) -> DueMoved:
-        """Takes up to `limit` leads whose hold for their customer's last rep ran out, or whose
-        overflow fell due (lua/move_due.lua). Safe to run on every worker at once."""
+        """Takes up to `limit` leads whose hold for their customer's last rep ran out, whose
+        overflow fell due, or whose offer ran out or lost its rep (lua/move_due.lua). Safe to run on
+        every worker at once."""
         row = await self._step("move_due", lambda: (limit,))
-        return DueMoved(tuple(Assignment.from_script(r) for r in row[0]), int(row[1]), int(row[2]), int(row[3]))
+        return DueMoved(tuple(Assignment.from_script(r) for r in row[0]), int(row[1]), int(row[2]), int(row[3]),
+                        int(row[4]))
+
+    async def accept_offer(self, lead_id: str, rep_id: str | None, *, actor: str = "") -> Outcome:
+        """The rep the lead is offered to takes it; `rep_id` None lets a supervisor accept for that rep."""
+        row = await self._step("accept_offer", lambda: (lead_id, rep_id or "", actor))
+        if row[0] == "refused":
+            return Outcome(row[1], row[2])
+        return Outcome("ok", "assigned", (Assignment.from_script(row[1]),))
+
+    async def reject_offer(self, lead_id: str, rep_id: str | None, *, actor: str = "") -> Outcome:
+        """The rep the lead is offered to turns it down: the lead is decided again for someone else.
+        `detail` is the lead's status after; `assignments` every lead that went to a rep as a result."""
+        row = await self._step("reject_offer", lambda: (lead_id, rep_id or "", actor))
+        if row[0] == "refused":
+            return Outcome(row[1], row[2])
+        return Outcome("ok", row[1], tuple(Assignment.from_script(r) for r in row[2]))
 
     async def expire_closed(self, retention_s: float, limit: int = 1000) -> int:
         """Forgets up to `limit` leads closed more than `retention_s` ago; returns how many."""

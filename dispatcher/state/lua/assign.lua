@@ -2,12 +2,13 @@
 -- that rep can take it now, or is held for it for the queue's wait (lib.lua, decide); otherwise
 -- takes the best rep of the lead's queue that every filter lets through, reserves a unit of its
 -- capacity and records the decision, all in this one atomic step; when no rep can take it, the
--- lead waits in the queue's wait set for its channel.
+-- lead waits in the queue's wait set for its channel. In a queue with offers the chosen rep is
+-- offered it instead (lib.lua, reserve).
 -- KEYS: the shared layout (lib.lua), built for the lead's channel only.
 -- ARGV: the shared layout, then lead id, lead JSON (validated), source (where this delivery came
 --       from, e.g. "leads/2@1041"), queue name, the rule that chose it ("rule 2 (big accounts)",
 --       "default"), its customer for a sticky queue ("customer_id=c-42", "" for none).
--- Returns {kind, status, assignment or false, lead events}: kind is 'new', 'replay' (same source
+-- Returns {kind, status ('assigned', 'offered' or 'queued'), assignment or false, lead events}: kind is 'new', 'replay' (same source
 -- seen again: a redelivery after a crash, whose events the caller announces again) or 'duplicate'
 -- (the id was already decided from another source: nothing changes). The caller announces the
 -- assignment and the decision's history entries, as lead events (JSON list, with their event ids):
@@ -21,7 +22,8 @@ if record and record.status ~= 'pending' then
     local kind = record.source == source and 'replay' or 'duplicate'
     -- A duplicate announces nothing; a replay announces the decision's events again, same ids.
     local events = kind == 'replay' and decision_events(record) or '[]'
-    if record.status == 'assigned' then
+    -- An accepted offer was announced by its accept (through the outbox), not by this decision.
+    if record.status == 'assigned' and not (record.facts and record.facts.offered_at) then
         return {kind, record.status, {record.id, record.rep_id, record.queue, record.strategy,
                                       record.assigned_at, cjson.encode(record.facts), record.accepted_at}, events}
     end
@@ -39,4 +41,5 @@ record.rule = rule
 if sticky_key ~= '' then record.sticky_key = sticky_key end
 
 local assignment = decide(ctx, record, ctx.by_name[queue_name], {priority = record.lead.priority})
-return {'new', assignment and 'assigned' or 'queued', assignment or false, decision_events(record)}
+-- Offered leads are announced when accepted (accept_offer.lua); queued ones when assigned.
+return {'new', record.status, assignment or false, decision_events(record)}

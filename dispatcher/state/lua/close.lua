@@ -21,10 +21,13 @@ end
 if record.status == 'closed' then return {'already_closed', record.outcome} end
 
 local previous = record.status
-local rep = previous == 'assigned' and record.rep_id or nil
+local rep = (previous == 'assigned' or previous == 'offered') and record.rep_id or nil
 if rep then
     release(ctx, rep, record.bucket, lead_id)
-    record_outcome(ctx, rep, outcome)
+    -- An offer never answered is no outcome of the rep's.
+    if previous == 'assigned' then record_outcome(ctx, rep, outcome) end
+    redis.call('ZREM', KEYS[K_DUE], lead_id)
+    record.offered_at, record.offer_until, record.offer_event = nil, nil, nil
 elseif previous == 'queued' then
     unwait(ctx, record)
 end

@@ -8,15 +8,18 @@
 --   KEYS[1..22] leads, rep profiles, rep:cap, rep:load, rep:skills, rep:rank, rep:status, rep:seen,
 --               rep:last_assigned, recent assignments, assignment counter, open leads, outbox,
 --               routing, closed leads, roster version, rep:weight, owners, held leads, due,
---               outcomes, assignment log, notifications, rep log, rep log's oldest entries
+--               outcomes, assignment log, notifications, rep log, rep log's oldest entries,
+--               offer timeouts
 --   then one block per queue: members, state, ready(queue, "*"), ready(queue, c) for c in CHANNELS,
 --               wait(queue, c) for c in CHANNELS, wait index(queue, c) for c in CHANNELS
 -- ARGV layout shared by all scripts:
 --   ARGV[1] number of queues, ARGV[2] CHANNELS (comma-separated), ARGV[3] presence TTL in ms,
---   ARGV[4] the routing version this layout was built from,
+--   ARGV[4] the routing version this layout was built from, ARGV[5] the default queue (where a lead
+--   of a queue no longer routed is decided again),
 --   then per queue (QUEUE_ARGS): name, strategy, heartbeat window in ms (0 = presence TTL only),
 --   overflow after ms (0 = none), overflow target, sticky wait in ms (-1 = not sticky), the
---   strategy's options (JSON, every option filled in);
+--   strategy's options (JSON, every option filled in), offer accept timeout in ms (0 = no offers,
+--   leads are assigned), offer timeouts in a row that set a rep away (0 = never);
 --   then the script's own arguments, from ctx.argi on (and its own keys, if any, from ctx.keyi on).
 --
 -- A layout built from a routing other than the one in force is refused before anything is
@@ -26,9 +29,9 @@
 local K_LEADS, K_PROFILES, K_CAP, K_LOAD, K_SKILLS, K_RANK, K_STATUS, K_SEEN, K_LAST = 1, 2, 3, 4, 5, 6, 7, 8, 9
 local K_RECENT, K_ASSIGNED, K_OPEN, K_OUTBOX, K_ROUTING, K_CLOSED, K_ROSTER = 10, 11, 12, 13, 14, 15, 16
 local K_WEIGHT, K_OWNERS, K_HELD, K_DUE, K_OUTCOMES, K_LOG = 17, 18, 19, 20, 21, 22
-local K_NOTIFY, K_REP_LOG, K_REP_OLDEST = 23, 24, 25
-local FIXED_KEYS = 25
-local QUEUE_ARGS = 7
+local K_NOTIFY, K_REP_LOG, K_REP_OLDEST, K_OFFER_TIMEOUTS = 23, 24, 25, 26
+local FIXED_KEYS = 26
+local QUEUE_ARGS = 9
 -- How many of the latest assignments the supervisor page can show.
 local RECENT_KEPT = 50
 -- How many notifications the stream keeps (about: trimmed with MAXLEN ~): how far back an SSE
@@ -59,14 +62,16 @@ local function parse_context()
                      ', the routing in force is version ' .. routing_version()})
     end
     local ctx = {queues = {}, by_name = {}, channels = split(ARGV[2], ','),
-                 presence_ttl = tonumber(ARGV[3]), now = now_ms()}
+                 presence_ttl = tonumber(ARGV[3]), now = now_ms(),
+                 default_queue = ARGV[5]}
     local channel_count = #ctx.channels
-    local k, a = FIXED_KEYS, 5
+    local k, a = FIXED_KEYS, 6
     for i = 1, tonumber(ARGV[1]) do
         local strategy = STRATEGIES[ARGV[a + 1]]
         local q = {name = ARGV[a], strategy = ARGV[a + 1], s = strategy, order = strategy.order,
                    window = tonumber(ARGV[a + 2]), overflow_ms = tonumber(ARGV[a + 3]), overflow_to = ARGV[a + 4],
                    sticky_ms = tonumber(ARGV[a + 5]), options_json = ARGV[a + 6],
+                   offer_ms = tonumber(ARGV[a + 7]), away_after = tonumber(ARGV[a + 8]),
                    members = KEYS[k + 1], state = KEYS[k + 2],
                    ready = {['*'] = KEYS[k + 3]}, wait = {}, waitidx = {}}
         for j, channel in ipairs(ctx.channels) do
@@ -394,7 +399,40 @@ local function record_outcome(ctx, rep, outcome)
     redis.call('HSET', KEYS[K_OUTCOMES], rep .. '|since', since)
 end
 
--- Reserves one unit of the rep's bucket and records the assignment. The caller has checked that
+-- When an offer made at `at` to `rep` must be looked at again: its end, or sooner when the rep's
+-- heartbeats stop first (nothing calls when they stop, so the due step looks then, and again later
+-- if the rep has sent more meanwhile).
+local function offer_due_at(ctx, record)
+    local seen = tonumber(redis.call('ZSCORE', KEYS[K_SEEN], record.rep_id) or '0')
+    return math.min(record.offer_until, seen + ctx.presence_ttl + 1)
+end
+
+-- Announces a lead that now belongs to its rep: the supervisor page's latest, the counters, the
+-- fairness log, and (unless the worker that read it from Kafka does) the assignments event.
+local function announce_assignment(ctx, record, event)
+    local assignment = {record.id, record.rep_id, record.queue, record.strategy, record.assigned_at,
+                        cjson.encode(record.facts), record.accepted_at}
+    local row = cjson.encode(assignment)
+    notify(record.rep_id, event == 'reassigned' and 'moved' or 'row', row)
+    redis.call('LPUSH', KEYS[K_RECENT], row)
+    redis.call('LTRIM', KEYS[K_RECENT], 0, RECENT_KEPT - 1)
+    redis.call('INCR', KEYS[K_ASSIGNED])
+    redis.call('ZADD', KEYS[K_LOG], ctx.now, record.queue .. '|' .. record.rep_id .. '|' .. record.id)
+    -- A lead's own decision is announced by the worker that reads it from Kafka, and acknowledged
+    -- only once announced, so a crash replays it and the replay announces it again: its offset
+    -- keeps it safe, and the outbox would only add a hop. Every other assignment (drains, moves,
+    -- routing changes, accepted offers) has no offset behind it and goes through the outbox.
+    if not announced_by_caller then
+        emit('assignments', record.id, event == 'reassigned' and 'moved' or 'row', row)
+    end
+    return assignment
+end
+
+-- Reserves one unit of the rep's bucket and records the assignment, or in a queue with offers
+-- (unless a supervisor named the rep) the offer: capacity is reserved alike, so the rep's load
+-- counts it and nobody else is offered the unit, but the lead is the rep's only once it accepts
+-- (accept_offer.lua); the offer goes to rep-events and nothing is announced on `assignments`
+-- yet (returns nil). The caller has checked that
 -- the rep is present and has room, and may pass the rep_facts it read doing so; facts explain the
 -- choice (the strategy turns them into words); `by` names the person behind a manual move.
 -- The new last-assignment time also moves the rep in its other buckets' indexes; those entries
@@ -423,32 +461,33 @@ local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     facts.capacity = before.cap
     facts.rank = before.rank
     facts.idle_ms = before.last > 0 and (ctx.now - before.last) or cjson.null
-    record.status = 'assigned'
     record.rep_id = rep
     record.queue = q.name
     record.strategy = q.strategy
     record.bucket = bucket
     record.facts = facts
+    if q.offer_ms > 0 and not facts.manual then
+        record.status = 'offered'
+        record.offered_at = ctx.now
+        record.offer_until = ctx.now + q.offer_ms
+        record.offer_event = event
+        add_history(record, ctx.now, 'offered', {rep_id = rep, queue = q.name, strategy = q.strategy,
+                                                 ['until'] = record.offer_until, by = by})
+        redis.call('ZADD', KEYS[K_DUE], offer_due_at(ctx, record), record.id)
+        save_record(record)
+        local offer = cjson.encode({type = 'offer', rep_id = rep, lead_id = record.id, queue = q.name,
+                                    ['until'] = record.offer_until})
+        emit('rep-events', rep, 'value', offer)
+        notify(rep, 'value', offer)
+        return nil
+    end
+    record.status = 'assigned'
     record.assigned_at = ctx.now
     add_history(record, ctx.now, event, {rep_id = rep, queue = q.name, strategy = q.strategy, by = by,
                                          from_rep = type(facts.from_rep) == 'string' and facts.from_rep or nil},
                 {facts = facts})
     save_record(record)
-    local assignment = {record.id, rep, q.name, q.strategy, ctx.now, cjson.encode(facts), record.accepted_at}
-    local row = cjson.encode(assignment)
-    notify(rep, event == 'reassigned' and 'moved' or 'row', row)
-    redis.call('LPUSH', KEYS[K_RECENT], row)
-    redis.call('LTRIM', KEYS[K_RECENT], 0, RECENT_KEPT - 1)
-    redis.call('INCR', KEYS[K_ASSIGNED])
-    redis.call('ZADD', KEYS[K_LOG], ctx.now, q.name .. '|' .. rep .. '|' .. record.id)
-    -- A lead's own decision is announced by the worker that reads it from Kafka, and acknowledged
-    -- only once announced, so a crash replays it and the replay announces it again: its offset
-    -- keeps it safe, and the outbox would only add a hop. Every other assignment (drains, moves,
-    -- routing changes) has no offset behind it and goes through the outbox.
-    if not announced_by_caller then
-        emit('assignments', record.id, event == 'reassigned' and 'moved' or 'row', row)
-    end
-    return assignment
+    return announce_assignment(ctx, record, event)
 end
 
 -- Gives back the unit this lead held. Only a lead still open on the rep gives one back, so a
@@ -610,10 +649,11 @@ end
 -- wrapping once ("cycle"); uniform draws ("random"); the best skill score ("best_score"). Returns
 -- the choice, with its rep_facts marked `walked` (reserve hands them to take_turn), and the facts
 -- that explain it (`skipped`: reps ahead of it the filters passed over); nil when nobody can take it.
+-- `exclude`: a set of reps that may not have it (the rep a lead is moved from, reps that let its offer go).
 local function pick_rep(ctx, q, channel, skills, exclude)
     local skipped, first = 0, nil
     local function eligible(entry)
-        return entry.rep ~= exclude and (not q.s.recent or is_recent_enough(ctx, q, entry.rep))
+        return not exclude[entry.rep] and (not q.s.recent or is_recent_enough(ctx, q, entry.rep))
             and (not q.s.skills or has_skills(entry.rep, skills))
     end
     local function visit(entry)
@@ -729,12 +769,23 @@ local function best_waiting(waitidx, covers)
     return best, best_rank, best_id
 end
 
+-- The reps that let this lead's offers go (rejected, timed out, returned): it is never offered to
+-- them again.
+local function declined_by(record)
+    local set = {}
+    if type(record.declined) == 'table' then
+        for _, rep in ipairs(record.declined) do set[rep] = true end
+    end
+    return set
+end
+
 -- Can this rep take the lead in queue q now, by every filter of the queue's strategy? Returns
 -- the bucket and its facts if so, else false and why not in words; `lasting` says whether waiting
 -- could change that (presence, room and heartbeats come and go; membership and skills do not).
 local function rep_can_take(ctx, q, rep, record)
     local channel = record.lead.channel
     if redis.call('SISMEMBER', q.members, rep) == 0 then return false, 'is not a member of the queue', true end
+    if declined_by(record)[rep] then return false, 'let its offer go', true end
     local bucket = bucket_for(rep, channel)
     if not bucket then return false, 'takes no ' .. channel .. ' leads', true end
     if q.s.skills and not has_skills(rep, lead_skills(record)) then return false, 'lacks a skill it asks for', true end
@@ -780,6 +831,9 @@ local function drain_rep(ctx, rep, assignments)
     for _, bucket in ipairs(buckets_of(ctx, rep)) do
         local channels = bucket == '*' and ctx.channels or {bucket}
         take_held(ctx, rep, bucket, assignments)
+        -- Leads this rep let go wait on for others: set aside while the drain looks further, then
+        -- put back. Only leads it declined at the head of a group cost a look each.
+        local passed = {}
         while true do
             local load, cap = load_and_cap(rep, bucket)
             if load >= cap then break end
@@ -800,11 +854,18 @@ local function drain_rep(ctx, rep, assignments)
             redis.call('ZREM', best_queue.wait[best_channel], best_id)
             -- Both sets change only with the lead's status, so this is a guard, not a sweep: an
             -- entry without a queued lead behind it is dropped and the search runs again.
-            if candidate and candidate.status == 'queued' then
+            if candidate and candidate.status == 'queued' and declined_by(candidate)[rep] then
+                passed[#passed + 1] = {best_queue, best_channel, best, candidate}
+            elseif candidate and candidate.status == 'queued' then
                 local waited = ctx.now - candidate.accepted_at
                 assignments[#assignments + 1] = reserve(ctx, candidate, best_queue, rep, bucket, 'assigned',
                     {drained = true, waited_ms = waited, priority = candidate.lead.priority})
             end
+        end
+        for _, set_aside in ipairs(passed) do
+            local q, channel, entry, candidate = unpack(set_aside)
+            redis.call('ZADD', q.waitidx[channel], 0, entry)
+            redis.call('ZADD', q.wait[channel], wait_score(candidate.lead.priority, candidate.accepted_at), candidate.id)
         end
     end
 end
@@ -846,11 +907,54 @@ local function decide(ctx, record, q, facts, held_ms)
         end
         record.passed_over = {owner = owner, customer = record.sticky_key, why = known, held_ms = held_ms or 0}
     end
-    local choice, why = pick_rep(ctx, q, record.lead.channel, lead_skills(record), nil)
+    local choice, why = pick_rep(ctx, q, record.lead.channel, lead_skills(record), declined_by(record))
     if choice then
         for name, value in pairs(why) do facts[name] = value end
         return reserve(ctx, record, q, choice.rep, choice.bucket, 'assigned', facts, choice.facts)
     end
     enqueue(ctx, record, q)
     return nil
+end
+
+-- The rep lets an offered lead go (`event`: rejected, offer_timed_out, offer_returned): its unit
+-- comes back, it joins the lead's declined reps, and the lead is decided again in its queue (a
+-- sticky owner that let it go is not waited for). Returns the assignment the new decision made, or nil.
+local function return_offer(ctx, record, event, extra)
+    local rep = record.rep_id
+    release(ctx, rep, record.bucket, record.id)
+    redis.call('ZREM', KEYS[K_DUE], record.id)
+    if type(record.declined) ~= 'table' then record.declined = {} end
+    record.declined[#record.declined + 1] = rep
+    local entry = extra or {}
+    entry.rep_id = rep
+    add_history(record, ctx.now, event, entry)
+    record.offered_at, record.offer_until, record.offer_event = nil, nil, nil
+    local q = ctx.by_name[record.queue] or ctx.by_name[ctx.default_queue]
+    emit('rep-events', rep, 'value', cjson.encode({type = event, rep_id = rep, lead_id = record.id}))
+    return decide(ctx, record, q, {priority = record.lead.priority}, 0)
+end
+
+-- Returns every open offer of a rep that can no longer answer it (away, offline, silent).
+local function return_offers_of(ctx, rep, event, extra, assignments)
+    for _, member in ipairs(redis.call('ZRANGE', KEYS[K_OPEN], '[' .. rep .. '|', '(' .. rep .. '}', 'BYLEX')) do
+        local record = load_record(string.sub(member, #rep + 2))
+        if record and record.status == 'offered' then
+            assignments[#assignments + 1] = return_offer(ctx, record, event, extra)
+        end
+    end
+end
+
+-- A rep's presence status set by a step: out of every ready index unless online (so nothing more is
+-- routed to it), and to rep-events when it changes. Returns the status it had (online only while
+-- its heartbeats are fresh).
+local function set_status(ctx, rep, status, actor)
+    local previous = redis.call('HGET', KEYS[K_STATUS], rep) or 'offline'
+    if previous == 'online' and not is_present(ctx, rep) then previous = 'offline' end
+    if status ~= 'online' then unindex_rep_everywhere(ctx, rep) end
+    redis.call('HSET', KEYS[K_STATUS], rep, status)
+    if previous ~= status then
+        emit('rep-events', rep, 'value', cjson.encode({type = 'presence', rep_id = rep, status = status,
+                                                       previous = previous, by = actor ~= '' and actor or nil}))
+    end
+    return previous
 end

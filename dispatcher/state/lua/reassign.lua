@@ -20,7 +20,7 @@ if not ctx.by_name[fallback_queue].wait[channel] then
                                                  lead_id, channel)}
 end
 local q = ctx.by_name[record.queue] or ctx.by_name[fallback_queue]
-local old_rep = record.status == 'assigned' and record.rep_id or nil
+local old_rep = (record.status == 'assigned' or record.status == 'offered') and record.rep_id or nil
 local target_bucket
 if target ~= '' then
     if redis.call('HEXISTS', KEYS[K_PROFILES], target) == 0 then return {'refused', 'not_found', 'unknown rep ' .. target} end
@@ -36,6 +36,7 @@ end
 
 if old_rep then
     release(ctx, old_rep, record.bucket, lead_id)
+    record.offered_at, record.offer_until, record.offer_event = nil, nil, nil
 elseif record.status == 'queued' then
     unwait(ctx, record)
 end
@@ -46,10 +47,13 @@ local drained = {}
 if target ~= '' then
     assignment = reserve(ctx, record, q, target, target_bucket, 'reassigned', {manual = true, from_rep = old_rep or cjson.null}, nil, by)
 else
-    local choice, why = pick_rep(ctx, q, channel, lead_skills(record), old_rep)
+    local exclude = declined_by(record)
+    if old_rep then exclude[old_rep] = true end
+    local choice, why = pick_rep(ctx, q, channel, lead_skills(record), exclude)
     if choice then
         why.priority, why.from_rep = record.lead.priority, old_rep or cjson.null
-        assignment = reserve(ctx, record, q, choice.rep, choice.bucket, 'reassigned', why, choice.facts, by)
+        -- In a queue with offers the rep is offered it (nil: nothing assigned yet).
+        assignment = reserve(ctx, record, q, choice.rep, choice.bucket, 'reassigned', why, choice.facts, by) or false
     else
         -- The rep it leaves drains first, so the lead cannot fall straight back to it.
         if old_rep then drain_rep(ctx, old_rep, drained) end
