@@ -37,4 +37,4 @@ if sticky_key ~= '' then record.sticky_key = sticky_key end
 ctx.announced_by_caller = true
 local assignment = decide(ctx, record, ctx.by_name[queue_name], {priority = record.lead.priority})
 if assignment then return {'new', 'assigned', assignment} end
-return {'new', 'queued'}
+return {'new', record.status}

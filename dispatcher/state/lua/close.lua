@@ -25,7 +25,7 @@ local rep = previous == 'assigned' and record.rep_id or nil
 if rep then
     release(ctx, rep, record.bucket, lead_id)
     record_outcome(ctx, rep, outcome)
-elseif previous == 'queued' then
+elseif previous == 'queued' or previous == 'pooled' then
     unwait(ctx, record)
 end
 record.status = 'closed'

@@ -5,18 +5,20 @@
 -- script touches arrives in KEYS; this file only picks among them.
 --
 -- Key layout shared by all scripts (see dispatcher/state/keys.py):
---   KEYS[1..22] leads, rep profiles, rep:cap, rep:load, rep:skills, rep:rank, rep:status, rep:seen,
+--   KEYS[1..23] leads, rep profiles, rep:cap, rep:load, rep:skills, rep:rank, rep:status, rep:seen,
 --               rep:last_assigned, recent assignments, assignment counter, open leads, outbox,
 --               routing, closed leads, roster version, rep:weight, owners, held leads, due,
---               outcomes, assignment log
+--               outcomes, assignment log, claims
 --   then one block per queue: members, state, ready(queue, "*"), ready(queue, c) for c in CHANNELS,
---               wait(queue, c) for c in CHANNELS, wait index(queue, c) for c in CHANNELS
+--               wait(queue, c) for c in CHANNELS, wait index(queue, c) for c in CHANNELS, pool
 -- ARGV layout shared by all scripts:
 --   ARGV[1] number of queues, ARGV[2] CHANNELS (comma-separated), ARGV[3] presence TTL in ms,
 --   ARGV[4] the routing version this layout was built from,
 --   then per queue (QUEUE_ARGS): name, strategy, heartbeat window in ms (0 = presence TTL only),
 --   overflow after ms (0 = none), overflow target, sticky wait in ms (-1 = not sticky), the
---   strategy's options (JSON, every option filled in);
+--   strategy's options (JSON, every option filled in), pool after ms (0 = never by waiting), claims
+--   per hour per rep (0 = no limit), SLA first contact in ms (0 = no SLA), on breach (pool |
+--   reroute | escalate | ''), the queue a breach escalates to ('' = none);
 --   then the script's own arguments, from ctx.argi on (and its own keys, if any, from ctx.keyi on).
 --
 -- A layout built from a routing other than the one in force is refused before anything is
@@ -25,9 +27,9 @@
 
 local K_LEADS, K_PROFILES, K_CAP, K_LOAD, K_SKILLS, K_RANK, K_STATUS, K_SEEN, K_LAST = 1, 2, 3, 4, 5, 6, 7, 8, 9
 local K_RECENT, K_ASSIGNED, K_OPEN, K_OUTBOX, K_ROUTING, K_CLOSED, K_ROSTER = 10, 11, 12, 13, 14, 15, 16
-local K_WEIGHT, K_OWNERS, K_HELD, K_DUE, K_OUTCOMES, K_LOG = 17, 18, 19, 20, 21, 22
-local FIXED_KEYS = 22
-local QUEUE_ARGS = 7
+local K_WEIGHT, K_OWNERS, K_HELD, K_DUE, K_OUTCOMES, K_LOG, K_CLAIMS = 17, 18, 19, 20, 21, 22, 23
+local FIXED_KEYS = 23
+local QUEUE_ARGS = 12
 -- How many of the latest assignments the supervisor page can show.
 local RECENT_KEPT = 50
 -- Score of a waiting lead: higher priority first, then older first. 1e13 ms is ~317 years.
@@ -63,6 +65,8 @@ local function parse_context()
         local q = {name = ARGV[a], strategy = ARGV[a + 1], s = strategy, order = strategy.order,
                    window = tonumber(ARGV[a + 2]), overflow_ms = tonumber(ARGV[a + 3]), overflow_to = ARGV[a + 4],
                    sticky_ms = tonumber(ARGV[a + 5]), options_json = ARGV[a + 6],
+                   pool_ms = tonumber(ARGV[a + 7]), claims_per_hour = tonumber(ARGV[a + 8]),
+                   sla_ms = tonumber(ARGV[a + 9]), on_breach = ARGV[a + 10], escalate_to = ARGV[a + 11],
                    members = KEYS[k + 1], state = KEYS[k + 2],
                    ready = {['*'] = KEYS[k + 3]}, wait = {}, waitidx = {}}
         for j, channel in ipairs(ctx.channels) do
@@ -70,9 +74,10 @@ local function parse_context()
             q.wait[channel] = KEYS[k + 3 + channel_count + j]
             q.waitidx[channel] = KEYS[k + 3 + 2 * channel_count + j]
         end
+        q.pool = KEYS[k + 4 + 3 * channel_count]
         ctx.queues[i] = q
         ctx.by_name[q.name] = q
-        k = k + 3 + 3 * channel_count
+        k = k + 4 + 3 * channel_count
         a = a + QUEUE_ARGS
     end
     ctx.argi, ctx.keyi = a, k + 1
@@ -351,6 +356,10 @@ local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     record.bucket = bucket
     record.facts = facts
     record.assigned_at = ctx.now
+    -- Each assignment gives its rep the queue's whole first-contact time: a lead moved on after a
+    -- breach or a release is the new rep's to contact.
+    record.contacted_at = nil
+    if q.sla_ms > 0 then redis.call('ZADD', KEYS[K_DUE], ctx.now + q.sla_ms, record.id) end
     add_history(record, ctx.now, event, {rep_id = rep, queue = q.name, strategy = q.strategy, by = by})
     save_record(record)
     local assignment = {record.id, rep, q.name, q.strategy, ctx.now, cjson.encode(facts), record.accepted_at}
@@ -372,6 +381,8 @@ end
 -- Gives back the unit this lead held. Only a lead still open on the rep gives one back, so a
 -- repeated release can never free capacity twice.
 local function release(ctx, rep, bucket, lead_id)
+    -- An assigned lead is due only for its first contact, which the rep it leaves no longer owes.
+    redis.call('ZREM', KEYS[K_DUE], lead_id)
     if redis.call('ZREM', KEYS[K_OPEN], rep .. '|' .. lead_id) == 0 then return end
     local before = rep_facts(rep, bucket)
     unindex_rep(ctx, rep, bucket, before)
@@ -527,11 +538,13 @@ end
 -- every filter lets through from the best entry ("first"), or from just after the queue's cursor,
 -- wrapping once ("cycle"); uniform draws ("random"); the best skill score ("best_score"). Returns
 -- the choice, with its rep_facts marked `walked` (reserve hands them to take_turn), and the facts
--- that explain it (`skipped`: reps ahead of it the filters passed over); nil when nobody can take it.
+-- that explain it (`skipped`: reps ahead of it the filters passed over); nil when nobody can take it,
+-- and always for the "pool" walk, whose leads reps claim. `exclude`: a set of reps never picked.
 local function pick_rep(ctx, q, channel, skills, exclude)
+    if q.s.walk == 'pool' then return nil end
     local skipped, first = 0, nil
     local function eligible(entry)
-        return entry.rep ~= exclude and (not q.s.recent or is_recent_enough(ctx, q, entry.rep))
+        return not exclude[entry.rep] and (not q.s.recent or is_recent_enough(ctx, q, entry.rep))
             and (not q.s.skills or has_skills(entry.rep, skills))
     end
     local function visit(entry)
@@ -588,6 +601,15 @@ local function wait_entry(record)
                          record.accepted_at, record.id)
 end
 
+-- When a lead waiting in queue q must be looked at again: the earlier of its overflow and its move
+-- to the pool (nil: neither). move_due re-checks on wake-up which of them fell due.
+local function wait_due(q, record)
+    local since, at = record.waiting_since or record.accepted_at, nil
+    if q.overflow_ms > 0 then at = since + q.overflow_ms end
+    if q.pool_ms > 0 and (at == nil or since + q.pool_ms < at) then at = since + q.pool_ms end
+    return at
+end
+
 local function enqueue(ctx, record, q, by)
     local channel = record.lead.channel
     redis.call('ZADD', q.wait[channel], wait_score(record.lead.priority, record.accepted_at), record.id)
@@ -601,7 +623,8 @@ local function enqueue(ctx, record, q, by)
     -- The overflow clock runs from here: the queue has had this long to find anyone for it (a
     -- hold for the customer's last rep offered it to nobody else, so it does not count).
     record.waiting_since = ctx.now
-    if q.overflow_ms > 0 then redis.call('ZADD', KEYS[K_DUE], ctx.now + q.overflow_ms, record.id) end
+    local at = wait_due(q, record)
+    if at then redis.call('ZADD', KEYS[K_DUE], at, record.id) end
     add_history(record, ctx.now, 'queued', {queue = q.name, by = by})
     save_record(record)
 end
@@ -613,9 +636,15 @@ local function held_entry(record)
 end
 
 -- Takes a queued lead out of wherever it waits (the hold for its customer's last rep, or its
--- queue's wait sets, both always together) and out of `due`.
+-- queue's wait sets, both always together), or a pooled lead out of its pool, and out of `due`.
 local function unwait(ctx, record)
     redis.call('ZREM', KEYS[K_DUE], record.id)
+    if record.status == 'pooled' then
+        local q = ctx.by_name[record.queue]
+        if q then redis.call('ZREM', q.pool, record.id) end
+        record.pooled_at = nil
+        return
+    end
     if record.held_for then
         redis.call('ZREM', KEYS[K_HELD], held_entry(record))
         record.held_for, record.held_since, record.held_until = nil, nil, nil
@@ -745,13 +774,57 @@ local function hold(ctx, record, q, owner, why)
     save_record(record)
 end
 
+-- Puts a lead into queue q's claim pool, best first by priority then age: nothing drains it, a
+-- rep claims it (claim.lua). A pooled lead holds no unit, waits in no wait set and is never due.
+local function to_pool(ctx, record, q, why, by)
+    redis.call('ZREM', KEYS[K_DUE], record.id)
+    redis.call('ZADD', q.pool, wait_score(record.lead.priority, record.accepted_at), record.id)
+    record.status = 'pooled'
+    record.queue = q.name
+    record.strategy = q.strategy
+    record.rep_id = cjson.null
+    record.bucket = nil
+    record.facts = nil
+    record.waiting_since = nil
+    record.pooled_at = ctx.now
+    add_history(record, ctx.now, 'pooled', {queue = q.name, why = why, by = by})
+    save_record(record)
+    emit('lead-events', record.id, 'value', cjson.encode({type = 'lead_pooled', lead_id = record.id, queue = q.name,
+                                                          why = why}))
+end
+
+-- Where a lead nobody may take now goes: a pool queue's pool, else its queue's wait sets.
+local function park(ctx, record, q, by)
+    if q.s.walk == 'pool' then
+        to_pool(ctx, record, q, 'the queue sends every lead to its pool', by)
+    else
+        enqueue(ctx, record, q, by)
+    end
+end
+
+-- The reps that handed the lead back (a release, a missed first contact): a re-route never picks them.
+local function let_go_set(record)
+    local set = {}
+    if type(record.let_go) == 'table' then
+        for _, rep in ipairs(record.let_go) do set[rep] = true end
+    end
+    return set
+end
+
+local function add_let_go(record, rep)
+    if type(record.let_go) ~= 'table' then record.let_go = {} end
+    if not let_go_set(record)[rep] then record.let_go[#record.let_go + 1] = rep end
+end
+
 -- Decides a lead in queue q as a new decision. A returning customer of a sticky queue goes back to
 -- its last rep when that rep can take it now; when the rep may be free soon and the lead has not
 -- been held yet (`held_ms` nil), it is held for the queue's wait; otherwise the queue's strategy
 -- picks, and when nobody can take it the lead waits in the queue. `held_ms`: how long it was held
 -- before (0: it has waited elsewhere and is not held again). Returns the assignment, or nil.
 local function decide(ctx, record, q, facts, held_ms)
+    local let_go = let_go_set(record)
     local owner = record.sticky_key and q.sticky_ms >= 0 and redis.call('HGET', KEYS[K_OWNERS], record.sticky_key)
+    if owner and let_go[owner] then owner = nil end
     if owner then
         local bucket, known, lasting = rep_can_take(ctx, q, owner, record)
         if bucket then
@@ -764,11 +837,11 @@ local function decide(ctx, record, q, facts, held_ms)
         end
         record.passed_over = {owner = owner, customer = record.sticky_key, why = known, held_ms = held_ms or 0}
     end
-    local choice, why = pick_rep(ctx, q, record.lead.channel, lead_skills(record), nil)
+    local choice, why = pick_rep(ctx, q, record.lead.channel, lead_skills(record), let_go)
     if choice then
         for name, value in pairs(why) do facts[name] = value end
         return reserve(ctx, record, q, choice.rep, choice.bucket, 'assigned', facts, choice.facts)
     end
-    enqueue(ctx, record, q)
+    park(ctx, record, q)
     return nil
 end

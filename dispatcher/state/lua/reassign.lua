@@ -36,7 +36,7 @@ end
 
 if old_rep then
     release(ctx, old_rep, record.bucket, lead_id)
-elseif record.status == 'queued' then
+elseif record.status == 'queued' or record.status == 'pooled' then
     unwait(ctx, record)
 end
 record.reassigned = true
@@ -46,14 +46,14 @@ local drained = {}
 if target ~= '' then
     assignment = reserve(ctx, record, q, target, target_bucket, 'reassigned', {manual = true, from_rep = old_rep or cjson.null}, nil, by)
 else
-    local choice, why = pick_rep(ctx, q, channel, lead_skills(record), old_rep)
+    local choice, why = pick_rep(ctx, q, channel, lead_skills(record), old_rep and {[old_rep] = true} or {})
     if choice then
         why.priority, why.from_rep = record.lead.priority, old_rep or cjson.null
         assignment = reserve(ctx, record, q, choice.rep, choice.bucket, 'reassigned', why, choice.facts, by)
     else
         -- The rep it leaves drains first, so the lead cannot fall straight back to it.
         if old_rep then drain_rep(ctx, old_rep, drained) end
-        enqueue(ctx, record, q, by)
+        park(ctx, record, q, by)
         return {'ok', record.status, assignment, drained}
     end
 end
