@@ -196,6 +196,11 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/v1/leads/{lead_id}"): Rule(_SUPERVISION, "lead"),
     ("POST", "/v1/leads/{lead_id}/close"): Rule(_SUPERVISION, "lead"),
     ("POST", "/v1/leads/{lead_id}/reassign"): Rule(_SUPERVISION),
+    ("POST", "/v1/leads/{lead_id}/release"): Rule(_SUPERVISION, "lead"),
+    ("POST", "/v1/leads/{lead_id}/contact"): Rule(_SUPERVISION, "lead"),
+    # A rep token lists only what its rep may claim, and claims only for its rep (views.py).
+    ("GET", "/v1/pool"): Rule(frozenset({"supervisor", "rep"})),
+    ("POST", "/v1/pool/{lead_id}/claim"): Rule(frozenset({"supervisor", "rep"})),
     ("GET", "/v1/reps"): Rule(_SUPERVISION),
     ("GET", "/v1/reps/{rep_id}"): Rule(_SUPERVISION, "rep"),
     ("PUT", "/v1/reps/{rep_id}"): ADMIN_ONLY,
