@@ -8,7 +8,9 @@ import asyncio
 import time
 
 import orjson
+import pytest
 
+from dispatcher.routing import RoutingError, parse_routing
 from tests.dispatcher.state.conftest import lead
 
 POOL_AFTER_S = 0.5
@@ -293,3 +295,18 @@ async def test_a_breach_fires_once_across_two_stores_and_after_a_restart(store_f
     assert sorted(breaches) == [("reroute", "bob"), ("to_pool", "ann")]
     history = (await record(store, "l"))["history"]
     assert [e["event"] for e in history].count("sla_breached") == 1
+
+
+def test_bad_pool_and_sla_options_are_refused_in_words():
+    cases = {
+        "queues: {a: {sla: {first_contact_s: 60, on_breach: escalate, escalate_to: nowhere}}}":
+            "queue 'a' escalates SLA breaches to queue 'nowhere', which is not defined",
+        "queues: {a: {sla: {first_contact_s: 60, on_breach: escalate}}}": "escalate_to names the queue",
+        "queues: {a: {sla: {first_contact_s: 60, on_breach: pool, escalate_to: a}}}": "escalate_to names the queue",
+        "queues: {a: {pool: {max_claims_per_hour: 0}}}": "max_claims_per_hour",
+        "queues: {a: {sla: {first_contact_s: 60, on_breach: drop}}}": "on_breach",
+    }
+    for text, words in cases.items():
+        with pytest.raises(RoutingError) as refused:
+            parse_routing(text, "t")
+        assert words in str(refused.value), (text, str(refused.value))
