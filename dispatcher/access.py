@@ -199,6 +199,11 @@ RULES: Mapping[tuple[str, str], Rule] = {
     # The step checks again, atomically, that the lead is still offered to the token's rep.
     ("POST", "/v1/leads/{lead_id}/accept"): Rule(_SUPERVISION, "lead"),
     ("POST", "/v1/leads/{lead_id}/reject"): Rule(_SUPERVISION, "lead"),
+    ("POST", "/v1/leads/{lead_id}/release"): Rule(_SUPERVISION, "lead"),
+    ("POST", "/v1/leads/{lead_id}/contact"): Rule(_SUPERVISION, "lead"),
+    # A rep token lists only what its rep may claim, and claims only for its rep (views.py).
+    ("GET", "/v1/pool"): Rule(frozenset({"supervisor", "rep"})),
+    ("POST", "/v1/pool/{lead_id}/claim"): Rule(frozenset({"supervisor", "rep"})),
     ("GET", "/v1/reps"): Rule(_SUPERVISION),
     ("GET", "/v1/reps/{rep_id}"): Rule(_SUPERVISION, "rep"),
     ("PUT", "/v1/reps/{rep_id}"): ADMIN_ONLY,

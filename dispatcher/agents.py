@@ -305,11 +305,18 @@ async def reload_routing() -> None:
 @app.timer(interval=settings.due_poll_s)
 @survives("move_due_leads")
 async def move_due_leads() -> None:
-    """Sticky holds that ran out and overflows that fell due, moved on every worker: each step is
-    atomic and takes what it moves out of `due`, so workers running it at once move each lead once."""
+    """Sticky holds that ran out, overflows and pool times that fell due, and missed first contacts,
+    moved on every worker: each step is atomic and takes what it moves out of `due`, so workers
+    running it at once move each lead once (and count each breach once)."""
     while True:
         moved = await store.move_due(DUE_BATCH)
         count_assignments(moved.assignments)
+        for queue, rep in moved.breaches:
+            metrics.sla_breaches_total.labels(queue, rep).inc()
+        metrics.leads_pooled_total.inc(moved.pooled)
+        if moved.breaches:
+            log.info("%d first-contact SLAs breached: %s", len(moved.breaches),
+                     ", ".join(f"{rep} in {queue}" for queue, rep in moved.breaches))
         if moved.holds_ended or moved.overflowed:
             log.info("%d sticky holds ran out, %d leads overflowed, %d assigned", moved.holds_ended, moved.overflowed,
                      len(moved.assignments))

@@ -26,15 +26,15 @@ from dispatcher.state.reads import WAIT_BAND
 from strategies import policy
 from strategies.base import OUTCOME_DAYS
 
-STATUSES = ("pending", "queued", "offered", "assigned", "closed")
+STATUSES = ("pending", "queued", "offered", "assigned", "pooled", "closed")
 # Statuses that hold a unit of their rep's capacity, and an entry in the open set.
 HOLDING = ("offered", "assigned")
 # A routing change between listing the keys and reading them is rare; one that keeps coming
 # back means something rewrites the routing in a loop.
 SNAPSHOT_ATTEMPTS = 10
-QUEUE_KEY_KINDS = ("members", "state", "ready", "wait", "waitidx")
-# Keys of one queue that are not per channel or bucket; the rest are.
-WHOLE_QUEUE_KINDS = QUEUE_KEY_KINDS[:2]
+# Keys of one queue that are not per channel or bucket, then those that are.
+WHOLE_QUEUE_KINDS = ("members", "state", "pool")
+PER_CHANNEL_KINDS = ("ready", "wait", "waitidx")
 
 
 class CheckError(RuntimeError):
@@ -125,6 +125,7 @@ class Snapshot:
     ready: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     wait: dict[tuple[str, str], list[tuple[str, float]]] = field(default_factory=dict)
     waitidx: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    pool: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     # Keys under q: the routing in force does not name, with how many entries each holds.
     stray: dict[QueueKey, int] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)
@@ -134,7 +135,7 @@ def _parse_queue_key(prefix: str, name: str) -> QueueKey | None:
     parts = name.removeprefix(prefix).split(":")
     if len(parts) == 2 and parts[1] in WHOLE_QUEUE_KINDS:
         return QueueKey(name, parts[0], parts[1])
-    if len(parts) == 3 and parts[1] in QUEUE_KEY_KINDS[2:]:
+    if len(parts) == 3 and parts[1] in PER_CHANNEL_KINDS:
         return QueueKey(name, parts[0], parts[1], parts[2])
     return None
 
@@ -145,6 +146,7 @@ def expected_queue_keys(keys: Keys, routing: Routing) -> list[QueueKey]:
         name = queue.name
         found.append(QueueKey(keys.queue_members(name), name, "members"))
         found.append(QueueKey(keys.queue_state(name), name, "state"))
+        found.append(QueueKey(keys.queue_pool(name), name, "pool"))
         found.extend(QueueKey(keys.queue_ready(name, b), name, "ready", b) for b in ("*", *routing.channels))
         found.extend(QueueKey(keys.queue_wait(name, c), name, "wait", c) for c in routing.channels)
         found.extend(QueueKey(keys.queue_wait_index(name, c), name, "waitidx", c) for c in routing.channels)
@@ -203,7 +205,7 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
         elif qk.kind == "state":
             pipe.hgetall(qk.name)
         else:
-            pipe.zrange(qk.name, 0, -1, withscores=qk.kind == "wait")
+            pipe.zrange(qk.name, 0, -1, withscores=qk.kind in ("wait", "pool"))
     (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes, held, due,
      owners, *queue_replies) = pipe.execute(raise_on_error=False)
     for reply in (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes,
@@ -235,6 +237,8 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
             snapshot.ready[where] = reply
         elif qk.kind == "wait":
             snapshot.wait[where] = reply
+        elif qk.kind == "pool":
+            snapshot.pool[qk.queue] = reply
         else:
             snapshot.waitidx[where] = reply
     for name, qk in stray:
@@ -271,14 +275,16 @@ def _lead_skills(record: Mapping[str, Any]) -> list[str]:
     return skills if isinstance(skills, list) else []
 
 
-def _left_rep(record: Mapping[str, Any]) -> str | None:
-    """The rep a re-routed lead was moved away from: reassign never hands it straight back."""
+def _left_reps(record: Mapping[str, Any]) -> set[str]:
+    """The reps a re-route never hands the lead to: the one a supervisor moved it away from, and
+    those that let it go (an offer let go, a release, a missed first contact)."""
+    left = set(record.get("let_go") or [])
     if not record.get("reassigned"):
-        return None
+        return left
     for entry in reversed(record.get("history") or []):
         if isinstance(entry, dict) and entry.get("event") in ("assigned", "reassigned"):
-            return entry.get("rep_id")
-    return None
+            return left | {entry.get("rep_id")}
+    return left
 
 
 class _Analysis:
@@ -321,6 +327,7 @@ class _Analysis:
         self.check_loads()
         self.check_waiting()
         self.check_held()
+        self.check_pools()
         self.check_due()
         self.check_owners()
         self.check_closed_set()
@@ -499,13 +506,43 @@ class _Analysis:
                 self.error("hold_not_due", f"lead {lead_id} is held until {record.get('held_until')}, but is due at "
                                            f"{self.s.due.get(lead_id)}, so the hold does not end when it should")
 
+    def check_pools(self) -> None:
+        """A pooled lead is in exactly one pool, its queue's, scored by priority then age; it holds
+        no unit (check_open_set) and is not due. Nothing else is in any pool."""
+        pools: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        for queue, entries in self.s.pool.items():
+            for lead_id, score in entries:
+                pools[lead_id].append((queue, score))
+        for lead_id, record in sorted(self.records.items()):
+            if record["status"] != "pooled":
+                continue
+            queue, places = record.get("queue"), pools.pop(lead_id, [])
+            if queue not in self.queues:
+                self.error("pooled_unknown_queue", f"lead {lead_id} is pooled in {queue}, a queue the routing in force "
+                                                   f"(version {self.s.routing_version}) does not have")
+            if [q for q, _ in places] != [queue]:
+                where = ", ".join(sorted(q for q, _ in places)) or "no pool"
+                self.error("pooled_not_in_its_pool", f"lead {lead_id} is pooled in queue {queue} but sits in {where}, "
+                                                     "where no rep of its queue claims it")
+            elif places[0][1] != wait_score(record):
+                self.error("wrong_pool_score", f"lead {lead_id} sits in the pool of {queue} with score "
+                                               f"{places[0][1]:.0f}, expected {wait_score(record)}")
+            if lead_id in self.s.due:
+                self.error("pooled_due", f"lead {lead_id} is pooled but due at {self.s.due[lead_id]:.0f}")
+        for lead_id, places in sorted(pools.items()):
+            record = self.records.get(lead_id)
+            status = "unknown" if record is None else record["status"]
+            for queue, _ in places:
+                self.error("pool_not_pooled", f"the pool of {queue} holds lead {lead_id}, which is {status}")
+
     def check_due(self) -> None:
-        """Only queued and offered leads are due; a lead waiting in a queue with an overflow is due when it has
-        waited the overflow time the routing in force gives, and one without is not due; an offered
-        lead is due no later than its offer's end, so no offer outlives it."""
+        """Due are: a held lead (check_held); a lead waiting in a queue with an overflow or a pool
+        time, at the earlier of the two the routing in force gives; an offered lead, no later than
+        its offer's end, so no offer outlives it; an assigned lead of a queue with an SLA not yet
+        contacted, at its first-contact deadline. Nothing else."""
         for lead_id, at in sorted(self.s.due.items()):
             record = self.records.get(lead_id)
-            if record is None or record["status"] not in ("queued", "offered"):
+            if record is None or record["status"] not in ("queued", "offered", "assigned", "pooled"):
                 self.error("due_not_queued", f"lead {lead_id} is due at {at:.0f} but is "
                                              f"{'unknown' if record is None else record['status']}")
         for lead_id, record in sorted(self.records.items()):
@@ -517,19 +554,37 @@ class _Analysis:
                                             f"due at {due}, so the offer would not end when it should")
         for lead_id, record in sorted(self.records.items()):
             queue = self.queues.get(record.get("queue"))
+            if record["status"] == "assigned":
+                self._check_sla_due(lead_id, record, queue)
             if record["status"] != "queued" or record.get("held_for") or queue is None:
                 continue
             due = self.s.due.get(lead_id)
-            if queue.overflow is None:
+            since = record.get("waiting_since", record["accepted_at"])
+            times = [(after_s, what) for after_s, what in ((queue.overflow and queue.overflow.after_s, "overflow"),
+                                                           (queue.pool and queue.pool.after_s, "pool")) if after_s]
+            if not times:
                 if due is not None:
                     self.error("due_without_overflow", f"lead {lead_id} waits in queue {queue.name}, which has no "
-                                                       f"overflow, but is due at {due:.0f}")
+                                                       f"overflow or pool time, but is due at {due:.0f}")
                 continue
-            wanted = record.get("waiting_since", record["accepted_at"]) + int(queue.overflow.after_s * 1000)
+            after_s, what = min(times)
+            wanted = since + int(after_s * 1000)
             if due != wanted:
-                self.error("overflow_not_due", f"lead {lead_id} waits in queue {queue.name} (overflow after "
-                                               f"{queue.overflow.after_s:g} s) and should be due at {wanted}, "
-                                               f"but is due at {due}")
+                self.error("overflow_not_due", f"lead {lead_id} waits in queue {queue.name} ({what} after "
+                                               f"{after_s:g} s) and should be due at {wanted}, but is due at {due}")
+
+    def _check_sla_due(self, lead_id: str, record: Mapping[str, Any], queue: Queue | None) -> None:
+        due = self.s.due.get(lead_id)
+        if queue is None or queue.sla is None or record.get("contacted_at"):
+            if due is not None:
+                self.error("due_without_sla", f"lead {lead_id} is assigned with no first contact owed "
+                                              f"(queue {record.get('queue')}), but is due at {due:.0f}")
+            return
+        wanted = record["assigned_at"] + int(queue.sla.first_contact_s * 1000)
+        if due != wanted:
+            self.error("sla_not_due", f"lead {lead_id} awaits first contact in queue {queue.name} "
+                                      f"({queue.sla.first_contact_s:g} s) and should be due at {wanted}, but is due "
+                                      f"at {due}, so a missed contact is not caught")
 
     def check_owners(self) -> None:
         for customer, rep in sorted(self.s.owners.items()):
@@ -655,13 +710,11 @@ class _Analysis:
             if record["status"] != "queued":
                 continue
             queue, channel = record.get("queue"), record["lead"].get("channel")
-            skills, left = _lead_skills(record), _left_rep(record)
-            # Reps that let its offer go are never offered it again.
-            declined = set(record.get("declined") or ())
+            skills, left = _lead_skills(record), _left_reps(record)
             # A held lead waits for one rep only: it is stuck only if that rep could take it.
             only = record.get("held_for")
             able = [(rep, bucket) for rep, bucket in takers.get((queue, channel), [])
-                    if rep != left and rep not in declined and (only is None or rep == only)
+                    if rep not in left and (only is None or rep == only)
                     and all((rep, skill) in self.s.skills for skill in skills)]
             if able:
                 rep, bucket = able[0]

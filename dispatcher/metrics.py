@@ -36,6 +36,14 @@ waited_before_assignment_seconds = Histogram(
 leads_reassigned_total = Counter(
     "dispatcher_leads_reassigned_total", "Leads moved to another rep by a supervisor", ["queue", "strategy"]
 )
+sla_breaches_total = Counter(
+    "dispatcher_sla_breaches_total",
+    "Assigned leads whose rep did not contact them within the queue's first-contact SLA, by queue and rep",
+    ["queue", "rep"],
+)
+leads_pooled_total = Counter(
+    "dispatcher_leads_pooled_total", "Leads moved into a queue's claim pool by the due step (waited too long)"
+)
 leads_dlq_total = Counter("dispatcher_leads_dlq_total", "Inputs sent to the dead-letter topic", ["reason"])
 http_rejected_total = Counter(
     "dispatcher_http_rejected_total", "HTTP requests refused for bad input", ["endpoint", "status"]

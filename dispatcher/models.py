@@ -85,6 +85,16 @@ class ReassignRequest(msgspec.Struct, forbid_unknown_fields=True):
     rep_id: Id | None = None
 
 
+class ClaimRequest(msgspec.Struct, forbid_unknown_fields=True):
+    what: ClassVar[str] = "claim request"
+    rep_id: Id
+
+
+class ReleaseRequest(msgspec.Struct, forbid_unknown_fields=True):
+    what: ClassVar[str] = "release request"
+    reason: Annotated[str, Meta(min_length=1, max_length=200)]
+
+
 T = TypeVar("T")
 
 

@@ -13,7 +13,16 @@ from typing import Any
 
 import msgspec
 
-from dispatcher.models import ID_PATTERN, CloseRequest, Lead, PresenceChange, ReassignRequest, RepProfile
+from dispatcher.models import (
+    ID_PATTERN,
+    ClaimRequest,
+    CloseRequest,
+    Lead,
+    PresenceChange,
+    ReassignRequest,
+    ReleaseRequest,
+    RepProfile,
+)
 
 REF = "#/components/schemas/{name}"
 JSON = "application/json"
@@ -28,7 +37,8 @@ ERRORS = {
     "404": "no such lead or rep",
     "409": "the change cannot be made in the current state (the error says why); nothing was changed",
     "413": "the body is larger than DISPATCHER_MAX_BODY_BYTES",
-    "422": "the routing fails its check; `reasons` lists every problem, and nothing was changed",
+    "422": "the routing fails its check (`reasons` lists every problem), or a rep claims a lead it can never take "
+           "(not a member of the queue, no such channel, a skill missing); nothing was changed",
     "503": "redis (or, for a lead, the broker) cannot take the request now; nothing was changed, send it again",
 }
 
@@ -58,7 +68,8 @@ def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
 
 def _schemas() -> dict[str, Any]:
     _, bodies = msgspec.json.schema_components(
-        [Lead, RepProfile, PresenceChange, CloseRequest, ReassignRequest], ref_template=REF
+        [Lead, RepProfile, PresenceChange, CloseRequest, ReassignRequest, ClaimRequest, ReleaseRequest],
+        ref_template=REF
     )
     bodies = _ecma(bodies)
     profile = bodies["RepProfile"]["properties"]
@@ -245,6 +256,23 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/leads/{lead_id}/reassign": {"parameters": [LEAD_ID], "post": _operation(
         "Move a lead to a rep, or without rep_id (or body) route it again to anyone but its rep",
         LEAD_STATE, "400 401 403 404 409 413 503", body="ReassignRequest", body_required=False)},
+    "/v1/leads/{lead_id}/release": {"parameters": [LEAD_ID], "post": _operation(
+        "Hand an assigned lead back: routed again in its queue, never to a rep that let it go",
+        LEAD_STATE, "400 401 403 404 409 413 503", body="ReleaseRequest")},
+    "/v1/leads/{lead_id}/contact": {"parameters": [LEAD_ID], "post": _operation(
+        "Record the first contact of an assigned lead, which stops its queue's SLA clock",
+        LEAD_STATE, "400 401 403 404 409 503")},
+    "/v1/pool": {"get": {**_operation(
+        "Pooled leads, best first per queue (at most 100): a rep token sees what its rep may claim",
+        {"200": {"description": "the pooled leads", "content": {JSON: {"schema": _object(["leads", "limit"], {
+            "leads": {"type": "array", "items": _ref("LeadState")}, "limit": {"type": "integer"}})}}}},
+        "401 403 404 503"),
+        "parameters": [{"name": "queue", "in": "query", "required": False,
+                        "description": "only this queue's pool (404 for a queue the routing in force lacks)",
+                        "schema": {"type": "string"}}]}},
+    "/v1/pool/{lead_id}/claim": {"parameters": [LEAD_ID], "post": _operation(
+        "Claim a pooled lead for a rep: exactly one of any number of claims wins; the others get 409",
+        LEAD_STATE, "400 401 403 404 409 413 422 503", body="ClaimRequest")},
     "/v1/reps": {"get": _operation("Every rep", {"200": _json("Reps", "the reps, by id")}, "401 403 503")},
     "/v1/reps/{rep_id}": {
         "parameters": [REP_ID],

@@ -84,6 +84,28 @@ class Offer(_Strict):
                                      description="a rep letting this many offers in a row time out is set away (0: never)")
 
 
+class Pool(_Strict):
+    after_s: float | None = Field(None, gt=0, le=7 * 86_400,
+                                  description="how long a lead waits here before it goes to the queue's claim pool")
+    max_claims_per_hour: int | None = Field(None, ge=1, le=10_000,
+                                            description="how many of the pool's leads one rep may claim in an hour")
+
+
+class Sla(_Strict):
+    first_contact_s: float = Field(gt=0, le=30 * 86_400, description="how long a rep has to contact a lead it got")
+    on_breach: Literal["pool", "reroute", "escalate"] = Field(
+        description="where a lead its rep did not contact in time goes: the queue's claim pool, another rep of the "
+                    "queue, or the queue escalate_to names")
+    escalate_to: str | None = Field(None, description="the queue a breached lead escalates to (on_breach: escalate)")
+
+    @model_validator(mode="after")
+    def _target_when_escalating(self) -> Sla:
+        if (self.on_breach == "escalate") != (self.escalate_to is not None):
+            raise ValueError("escalate_to names the queue a breached lead escalates to: give it with "
+                             "on_breach: escalate, and only then")
+        return self
+
+
 class QueueSpec(_Strict):
     strategy: str = policy.DEFAULT_STRATEGY
     members: MemberFilter = MemberFilter()
@@ -91,6 +113,8 @@ class QueueSpec(_Strict):
     sticky: Sticky | None = None
     overflow: Overflow | None = None
     offer: Offer | None = Field(None, description="offer each lead to the chosen rep, who accepts or rejects it")
+    pool: Pool | None = None
+    sla: Sla | None = None
     options: dict[str, float] = Field(default_factory=dict, description="the strategy's own options")
 
 
@@ -155,6 +179,10 @@ class RoutingFile(_Strict):
                 continue
             problems += [f"queue {name!r}: {problem}" for problem in declared.check_options(spec.options)]
         problems += self._overflow_problems()
+        for name, spec in self.queues.items():
+            if spec.sla is not None and spec.sla.escalate_to is not None and spec.sla.escalate_to not in self.queues:
+                problems.append(f"queue {name!r} escalates SLA breaches to queue {spec.sla.escalate_to!r}, "
+                                "which is not defined")
         for index, rule in enumerate(self.rules, start=1):
             if rule.queue not in self.queues:
                 problems.append(f"rule {index} sends leads to queue {rule.queue!r}, which is not defined")
@@ -214,6 +242,8 @@ class Queue:
     sticky: Sticky | None
     overflow: Overflow | None
     offer: Offer | None
+    pool: Pool | None
+    sla: Sla | None
     # The strategy's options, every one filled in (its declared defaults where the file is silent).
     options: Mapping[str, float]
 
@@ -273,7 +303,7 @@ class Routing:
         declared = policy.strategy(spec.strategy)
         window_s = spec.heartbeat_window_s if spec.heartbeat_window_s is not None else declared.heartbeat_window_s
         return Queue(name=name, strategy=spec.strategy, members=spec.members, heartbeat_window_ms=int(1000 * window_s),
-                     sticky=spec.sticky, overflow=spec.overflow, offer=spec.offer,
+                     sticky=spec.sticky, overflow=spec.overflow, offer=spec.offer, pool=spec.pool, sla=spec.sla,
                      options=declared.with_defaults(spec.options))
 
     def route(self, lead: Mapping[str, Any], now: datetime | None = None) -> Route:

@@ -24,9 +24,11 @@ from dispatcher.http import rejected
 from dispatcher.notify import stream_id
 from dispatcher.models import (
     BadInput,
+    ClaimRequest,
     CloseRequest,
     PresenceChange,
     ReassignRequest,
+    ReleaseRequest,
     check_id,
     decode,
     routable_lead,
@@ -38,7 +40,9 @@ from strategies import policy
 
 PRODUCE_TIMEOUT_S = 10.0
 PAGE = Path(__file__).parent / "static" / "index.html"
-OUTCOME_STATUS = {"ok": 200, "not_found": 404, "forbidden": 403, "conflict": 409}
+OUTCOME_STATUS = {"ok": 200, "not_found": 404, "forbidden": 403, "conflict": 409, "unprocessable": 422}
+# The most pooled leads one GET /v1/pool answers with.
+POOL_PAGE = 100
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -62,6 +66,8 @@ def lead_view(record: dict[str, Any]) -> dict[str, Any]:
                   f"strategy ({record['strategy']}) decides")
     elif status == "queued":
         reason = f"waiting in queue {record['queue']}: no eligible rep has room yet"
+    elif status == "pooled":
+        reason = f"in the claim pool of queue {record['queue']}: a rep of the queue may claim it"
     elif status == "pending":
         reason = "accepted, not yet routed"
     else:
@@ -200,6 +206,68 @@ class LeadReassign(View):
             return refusal(exc, "reassign")
         outcome = await store.reassign(lead_id, move.rep_id, actor=request["actor"])
         if refused := refused_or_counted(outcome, "reassign"):
+            return refused
+        return json_response(lead_view(await store.lead(lead_id)))
+
+
+@app.page("/v1/leads/{lead_id}/release")
+class LeadRelease(View):
+    """The rep holding a lead hands it back: it goes to another rep of its queue, never back."""
+
+    async def post(self, request: Request, lead_id: str) -> Response:
+        try:
+            check_id(lead_id, "lead")
+            release = decode(await request.read(), ReleaseRequest, max_bytes=settings.max_body_bytes)
+        except BadInput as exc:
+            return refusal(exc, "release")
+        outcome = await store.release(lead_id, release.reason, actor=request["actor"], only_rep=request["rep_id"])
+        if refused := refused_or_counted(outcome, "release"):
+            return refused
+        return json_response(lead_view(await store.lead(lead_id)))
+
+
+@app.page("/v1/leads/{lead_id}/contact")
+class LeadContact(View):
+    """The first contact of an assigned lead: stops its queue's SLA clock."""
+
+    async def post(self, request: Request, lead_id: str) -> Response:
+        try:
+            check_id(lead_id, "lead")
+        except BadInput as exc:
+            return refusal(exc, "contact")
+        outcome = await store.contact(lead_id, actor=request["actor"], only_rep=request["rep_id"])
+        if refused := refused_or_counted(outcome, "contact"):
+            return refused
+        return json_response(lead_view(await store.lead(lead_id)))
+
+
+@app.page("/v1/pool")
+class Pool(View):
+    """Pooled leads, best first per queue: for a rep token, those its rep may claim; for others,
+    every queue's, or one queue's with ?queue=."""
+
+    async def get(self, request: Request) -> Response:
+        queue = request.query.get("queue")
+        if queue is not None and queue not in store.routing.by_name:
+            return rejected(404, f"unknown queue {queue}", "pool")
+        queues = [queue] if queue else [q.name for q in store.routing.queues]
+        records = await store.pool(queues, request["rep_id"], POOL_PAGE)
+        return json_response({"leads": [lead_view(record) for record in records], "limit": POOL_PAGE})
+
+
+@app.page("/v1/pool/{lead_id}/claim")
+class PoolClaim(View):
+    async def post(self, request: Request, lead_id: str) -> Response:
+        try:
+            check_id(lead_id, "lead")
+            claim = decode(await request.read(), ClaimRequest, max_bytes=settings.max_body_bytes)
+        except BadInput as exc:
+            return refusal(exc, "claim")
+        if request["rep_id"] is not None and claim.rep_id != request["rep_id"]:
+            return rejected(403, f"this token is bound to rep {request['rep_id']} and may not claim for rep "
+                                 f"{claim.rep_id}", "claim")
+        outcome = await store.claim(lead_id, claim.rep_id, actor=request["actor"])
+        if refused := refused_or_counted(outcome, "claim"):
             return refused
         return json_response(lead_view(await store.lead(lead_id)))
 

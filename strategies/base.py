@@ -32,8 +32,9 @@ ORDER_CODES = {"utilization": "u", "last_assigned": "l", "rank": "r", "pass": "p
 # How the Lua step walks a queue's ready index: from its best entry ("first"); from the entry after
 # the rep served last, wrapping once ("cycle": the queue's state remembers that rep as `cursor`, so
 # the entry must be the rep id alone, order ()); by uniform draws ("random"); or reading on, in
-# order, for the best skill score ("best_score", strategies/skills.py).
-WALKS = ("first", "cycle", "random", "best_score")
+# order, for the best skill score ("best_score", strategies/skills.py); or not at all: the lead goes
+# to the queue's claim pool ("pool", strategies/pool.py).
+WALKS = ("first", "cycle", "random", "best_score", "pool")
 # Stride scheduling: every lead a rep takes in the queue adds PASS_SCALE / weight to its pass, and
 # the ready index is ordered by pass, so reps take turns in proportion to their weights. The weight
 # is the rep's `weight` attribute ("attribute") or its conversion over a window with a prior

@@ -6,13 +6,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from strategies import load_aware, online_now, performance, priority, random_pick, round_robin, skills, weighted
+from strategies import (
+    load_aware,
+    online_now,
+    performance,
+    pool,
+    priority,
+    random_pick,
+    round_robin,
+    skills,
+    weighted,
+)
 from strategies.base import ANY_QUEUE, LeadView, QueueView, RepState, Strategy, _seconds, describe_load, join_reason
 from strategies.filters import Moment, pipeline
 
 STRATEGIES: dict[str, Strategy] = {
     module.STRATEGY.name: module.STRATEGY
-    for module in (load_aware, online_now, priority, round_robin, weighted, random_pick, performance, skills)
+    for module in (load_aware, online_now, priority, round_robin, weighted, random_pick, performance, skills, pool)
 }
 DEFAULT_STRATEGY = load_aware.STRATEGY.name
 
@@ -56,6 +66,10 @@ def reason(queue: str, strategy_name: str, facts: Mapping[str, Any]) -> str:
     if facts.get("sticky") == "owner":
         parts.append(join_reason(f"returning customer ({facts['customer']}): back to its last rep {facts['owner']}, "
                                  f"{describe_load(facts)}", facts))
+        return "; ".join(parts)
+    if facts.get("claimed_by"):
+        # Whatever the strategy: a claim is the rep's own choice, not the strategy's.
+        parts.append(pool.explain(facts))
         return "; ".join(parts)
     passed = facts.get("passed_over")
     if passed:

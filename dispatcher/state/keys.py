@@ -130,10 +130,11 @@ class Keys:
 
     @property
     def due(self) -> str:
-        """ZSET lead id scored by when it must be looked at again (ms): a sticky hold running out, or
-        (for a lead waiting in a queue with an overflow) when it has waited there the overflow time, or
-        for an offered lead the earlier of its offer's end and its rep's presence expiry.
-        Only queued and offered leads are due; the move_due step takes what is due."""
+        """ZSET lead id scored by when it must be looked at again (ms): a sticky hold running out; for a
+        lead waiting in a queue with an overflow or a pool after_s, the earlier of when it has waited
+        there the overflow time and the pool time; for an offered lead the earlier of its offer's end
+        and its rep's presence expiry; for an assigned lead of a queue with an SLA not yet contacted,
+        its first-contact deadline. The move_due step takes what is due."""
         return self._key("due")
 
     @property
@@ -185,6 +186,13 @@ class Keys:
         return self._key("rep:offer_timeouts")
 
     @property
+    def claims(self) -> str:
+        """ZSET (scores 0) of "rep|queue|claimed ms (14 digits)|lead" for claims from the pool of a queue
+        with a claims-per-hour limit: a rep's claims in the last hour are one ZLEXCOUNT, and each
+        claim drops that rep's older entries of the queue, so at most the limit stay per rep and queue."""
+        return self._key("claims")
+
+    @property
     def queue_prefix(self) -> str:
         """What every per-queue key below starts with (`dispatcher check` scans for leftovers by it)."""
         return self._key("q:")
@@ -214,6 +222,11 @@ class Keys:
         leads: grouped by the skills they ask for, best first, so a drain reads one head per group."""
         return self._key(f"q:{queue}:waitidx:{channel}")
 
+    def queue_pool(self, queue: str) -> str:
+        """ZSET lead id scored (9 - priority) * 1e13 + accepted ms: the queue's claim pool, best first.
+        Reps claim from it; nothing drains it."""
+        return self._key(f"q:{queue}:pool")
+
     def fixed(self) -> list[str]:
         """The keys every script takes first, in the order lib.lua expects."""
         return [
@@ -222,5 +235,5 @@ class Keys:
             self.recent_assignments, self.assigned_count, self.open_leads, self.outbox, self.routing,
             self.closed_leads, self.roster_version, self.rep_weight, self.owners, self.held_leads, self.due,
             self.outcomes, self.assignment_log, self.notifications, self.rep_log, self.rep_log_oldest,
-            self.offer_timeouts,
+            self.offer_timeouts, self.claims,
         ]

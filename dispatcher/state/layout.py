@@ -30,7 +30,7 @@ from strategies.base import MIN_WEIGHT, OUTCOME_DAYS, PASS_SCALE, Strategy
 
 LUA_DIR = Path(__file__).parent / "lua"
 SCRIPT_NAMES = ("accept", "assign", "close", "presence", "upsert_rep", "reassign", "apply_routing", "expire_closed",
-                "move_due", "forget_rep_log", "accept_offer", "reject_offer")
+                "move_due", "forget_rep_log", "accept_offer", "reject_offer", "claim", "release", "contact")
 # A step built for a routing that is no longer in force is refused before it writes (lib.lua);
 # the caller adopts the routing in force and builds the step again.
 STALE = "STALE_"
@@ -98,11 +98,15 @@ def strategies_lua(strategies: Mapping[str, Strategy]) -> str:
 
 def queue_args(queue: Queue) -> tuple[Any, ...]:
     """One queue's ARGV block in lib.lua's order (QUEUE_ARGS of them)."""
-    overflow, sticky, offer = queue.overflow, queue.sticky, queue.offer
+    overflow, sticky, offer, pool, sla = queue.overflow, queue.sticky, queue.offer, queue.pool, queue.sla
     return (queue.name, queue.strategy, queue.heartbeat_window_ms,
             int(overflow.after_s * 1000) if overflow else 0, overflow.to if overflow else "",
             int(sticky.wait_s * 1000) if sticky else -1, orjson.dumps(queue.options),
-            int(offer.accept_timeout_s * 1000) if offer else 0, offer.away_after_timeouts if offer else 0)
+            int(offer.accept_timeout_s * 1000) if offer else 0, offer.away_after_timeouts if offer else 0,
+            int(pool.after_s * 1000) if pool and pool.after_s else 0,
+            pool.max_claims_per_hour or 0 if pool else 0,
+            int(sla.first_contact_s * 1000) if sla else 0, sla.on_breach if sla else "",
+            sla.escalate_to or "" if sla else "")
 
 
 class Layout:
@@ -126,7 +130,7 @@ class Layout:
         k = self.keys
         return [k.queue_members(queue), k.queue_state(queue), k.queue_ready(queue, "*"),
                 *(k.queue_ready(queue, c) for c in channels), *(k.queue_wait(queue, c) for c in channels),
-                *(k.queue_wait_index(queue, c) for c in channels)]
+                *(k.queue_wait_index(queue, c) for c in channels), k.queue_pool(queue)]
 
     def _layout(self, channels: tuple[str, ...]) -> tuple[list[str], list[Any]]:
         """KEYS and leading ARGV for the routing in hand; cached, since they change only with it."""

@@ -52,6 +52,35 @@ class Reads(Layout):
         more = len(members) > limit
         return events, ("|".join(members[limit - 1].split("|", 3)[1:3]) if more else None)
 
+    async def pool(self, queues: Sequence[str], rep_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The pooled leads of these queues, best first in each (priority, then age), at most `limit`
+        in all. With `rep_id`, only the queues it is a member of and the leads it could take by
+        channel and skills: what that rep may claim (room and presence are checked by the claim)."""
+        routed = [self.routing.by_name[name] for name in queues if name in self.routing.by_name]
+        profile = None
+        if rep_id is not None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hget(self.keys.rep_profiles, rep_id)
+            for queue in routed:
+                pipe.sismember(self.keys.queue_members(queue.name), rep_id)
+            raw, *member = await pipe.execute()
+            if raw is None:
+                return []
+            profile = orjson.loads(raw)
+            routed = [queue for queue, is_member in zip(routed, member, strict=True) if is_member]
+        pipe = self.client.pipeline(transaction=False)
+        for queue in routed:
+            pipe.zrange(self.keys.queue_pool(queue.name), 0, limit - 1)
+        ids = [lead_id for found in await pipe.execute() for lead_id in found]
+        records = await self.client.hmget(self.keys.leads, ids) if ids else []
+        leads = [orjson.loads(raw) for raw in records if raw is not None]
+        if profile is not None:
+            capacity, skills = profile["capacity"], profile.get("skills") or {}
+            leads = [record for record in leads
+                     if (isinstance(capacity, int) or record["lead"]["channel"] in capacity)
+                     and all(skill in skills for skill in record["lead"].get("skills") or [])]
+        return leads[:limit]
+
     async def lead(self, lead_id: str) -> dict[str, Any] | None:
         raw = await self.client.hget(self.keys.leads, lead_id)
         return None if raw is None else orjson.loads(raw)

@@ -82,8 +82,8 @@ class Decision:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a close, presence, profile or reassign call did. `code` is 'ok', 'not_found',
-    'forbidden' or 'conflict' (refused: `detail` says why in words); `assignments` are every lead that went to a
+    """What a close, presence, profile, reassign, claim, release or contact call did. `code` is 'ok',
+    'not_found', 'forbidden', 'conflict' or 'unprocessable' (refused: `detail` says why in words); `assignments` are every lead that went to a
     rep as a result."""
 
     code: str
@@ -114,11 +114,14 @@ class RoutingChange:
 @dataclass(frozen=True)
 class DueMoved:
     """What one move_due step did: the assignments it made, how many holds ran out, how many leads
-    overflowed, how many due entries it left for the next call (it takes a bounded batch), and how
-    many offers ran out or lost their rep."""
+    overflowed, how many due entries it left for the next call (it takes a bounded batch), how many
+    offers ran out or lost their rep, how many leads went to a claim pool, and the first-contact
+    breaches as (queue, rep) pairs, one per breach."""
 
     assignments: tuple[Assignment, ...]
     holds_ended: int
     overflowed: int
     left: int
     offers_returned: int = 0
+    pooled: int = 0
+    breaches: tuple[tuple[str, str], ...] = ()

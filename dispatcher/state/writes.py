@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from redis.exceptions import NoScriptError, ResponseError
 
-from dispatcher.routing import Route, Routing
+from dispatcher.routing import Queue, Route, Routing
 from dispatcher.state.layout import Layout, is_stale, is_unavailable
 from dispatcher.state.results import (
     Assignment,
@@ -23,6 +23,10 @@ from dispatcher.state.results import (
 
 # Preparing a routing change reads state that may move meanwhile; the step is prepared again.
 APPLY_ATTEMPTS = 20
+
+
+def wait_pool_s(queue: Queue) -> float | None:
+    return queue.pool.after_s if queue.pool else None
 
 
 class Writes(Layout):
@@ -103,13 +107,36 @@ class Writes(Layout):
         moved = (Assignment.from_script(row[2], reassigned=True),) if row[2] else ()
         return Outcome("ok", row[1], moved + tuple(Assignment.from_script(r) for r in row[3]))
 
+    async def claim(self, lead_id: str, rep_id: str, *, actor: str = "") -> Outcome:
+        """The rep takes the lead from its queue's claim pool (lua/claim.lua): of any number of
+        claims at once, one wins; the others are refused ('conflict') and change nothing."""
+        row = await self._step("claim", lambda: (lead_id, rep_id, actor))
+        if row[0] == "refused":
+            return Outcome(row[1], row[2])
+        return Outcome("ok", "claimed", (Assignment.from_script(row[1]),))
+
+    async def release(self, lead_id: str, reason: str, *, actor: str = "", only_rep: str | None = None) -> Outcome:
+        """Hands an assigned lead back: decided again in its queue without the reps that let it go."""
+        row = await self._step("release", lambda: (lead_id, reason, actor, only_rep or "", self.routing.default_queue))
+        if row[0] == "refused":
+            return Outcome(row[1], row[2])
+        moved = (Assignment.from_script(row[2], reassigned=True),) if row[2] else ()
+        return Outcome("ok", f"released ({row[1]})", moved + tuple(Assignment.from_script(r) for r in row[3]))
+
+    async def contact(self, lead_id: str, *, actor: str = "", only_rep: str | None = None) -> Outcome:
+        """Records the first contact of an assigned lead, which stops its queue's SLA clock."""
+        row = await self._step("contact", lambda: (lead_id, actor, only_rep or ""))
+        if row[0] == "refused":
+            return Outcome(row[1], row[2])
+        return Outcome("ok", f"{row[1]} {int(row[2]) / 1000:.1f} s after it was assigned")
+
     async def move_due(self, limit: int = 200) -> DueMoved:
-        """Takes up to `limit` leads whose hold for their customer's last rep ran out, whose
-        overflow fell due, or whose offer ran out or lost its rep (lua/move_due.lua). Safe to run on
-        every worker at once."""
+        """Takes up to `limit` leads whose hold for their customer's last rep ran out, whose overflow
+        or move to the pool fell due, whose offer ran out or lost its rep, or whose first contact is
+        overdue (lua/move_due.lua). Safe to run on every worker at once."""
         row = await self._step("move_due", lambda: (limit,))
         return DueMoved(tuple(Assignment.from_script(r) for r in row[0]), int(row[1]), int(row[2]), int(row[3]),
-                        int(row[4]))
+                        int(row[4]), int(row[5]), tuple(tuple(label.split("|", 1)) for label in row[6]))
 
     async def accept_offer(self, lead_id: str, rep_id: str | None, *, actor: str = "") -> Outcome:
         """The rep the lead is offered to takes it; `rep_id` None lets a supervisor accept for that rep."""
@@ -213,14 +240,17 @@ class Writes(Layout):
         for lead_id, raw in zip(waiting_ids, records, strict=True):
             lead = orjson.loads(orjson.loads(raw)["body"]) if raw else {}
             stranded.extend((lead_id, new.queue_for(lead) if lead.get("channel") in new.channels else ""))
-        overflow_changed = [queue.name for queue in new.queues
-                            if queue.name in old.by_name and old.by_name[queue.name].overflow != queue.overflow]
+        # A waiting lead is due by its queue's overflow and pool times (lib.lua, wait_due).
+        overflow_changed = [queue.name for queue in new.queues if queue.name in old.by_name and
+                            (old.by_name[queue.name].overflow, wait_pool_s(old.by_name[queue.name]))
+                            != (queue.overflow, wait_pool_s(queue))]
         base_keys, base_args = self._layout_for(new, self.routing_version)
         keys = [*base_keys, k.routing_history]
         for queue in removed:
             keys.extend(self._queue_keys(queue, old.channels)[:3])
             for channel in old.channels:
                 keys.extend((k.queue_ready(queue, channel), k.queue_wait(queue, channel), k.queue_wait_index(queue, channel)))
+            keys.append(k.queue_pool(queue))
         dropped_labels = []
         for queue in kept & {q.name for q in old.queues}:
             for channel in dropped_channels:

@@ -275,7 +275,7 @@ async def due_entry_of_a_closed_lead(f: Floor) -> set[str]:
 
 async def due_entry_in_a_queue_without_overflow(f: Floor) -> set[str]:
     await f.redis.zadd(f.keys.due, {"q-web": 5})
-    return {"error: lead q-web waits in queue general, which has no overflow, but is due at 5"}
+    return {"error: lead q-web waits in queue general, which has no overflow or pool time, but is due at 5"}
 
 
 async def held_entry_of_an_assigned_lead(f: Floor) -> set[str]:

@@ -12,6 +12,7 @@ from strategies import (
     online_now,
     performance,
     policy,
+    pool,
     priority,
     random_pick,
     round_robin,
@@ -31,7 +32,7 @@ def rep(rep_id: str, **fields) -> RepState:
 
 
 def test_the_registry_holds_every_strategy_and_load_aware_is_the_default():
-    modules = (load_aware, online_now, priority, round_robin, weighted, random_pick, performance, skills)
+    modules = (load_aware, online_now, priority, round_robin, weighted, random_pick, performance, skills, pool)
     assert policy.STRATEGIES == {m.STRATEGY.name: m.STRATEGY for m in modules}
     assert policy.DEFAULT_STRATEGY == "load_aware"
     for name, declared in policy.STRATEGIES.items():
@@ -44,8 +45,8 @@ def test_an_unknown_strategy_names_itself_and_the_known_ones(name):
         policy.strategy(name)
     message = str(refused.value)
     assert f"unknown strategy {name!r}" in message
-    assert ("known strategies: load_aware, online_now, performance, priority, random, round_robin, skills, weighted"
-            in message)
+    assert ("known strategies: load_aware, online_now, performance, pool, priority, random, round_robin, skills, "
+            "weighted" in message)
 
 
 def test_choose_refuses_an_unknown_strategy():
@@ -65,12 +66,24 @@ ELIGIBLE = rep("ok", load=3, last_assigned_ms=900, skills={"spanish": 1})
 SPANISH = LeadView("l", skills=("spanish",))
 
 
-@pytest.mark.parametrize("strategy_name", sorted(policy.STRATEGIES))
+PICKING = sorted(name for name, declared in policy.STRATEGIES.items() if declared.walk != "pool")
+
+
+@pytest.mark.parametrize("strategy_name", PICKING)
 def test_choose_applies_every_filter_before_the_selector(strategy_name):
     everyone = [*INELIGIBLE.values(), ELIGIBLE]
     assert policy.choose(strategy_name, everyone, SPANISH, MOMENT) is ELIGIBLE
     assert policy.choose(strategy_name, list(INELIGIBLE.values()), SPANISH, MOMENT) is None
     assert policy.choose(strategy_name, [], SPANISH, MOMENT) is None
+
+
+def test_the_pool_strategy_picks_nobody_so_reps_claim():
+    assert policy.choose("pool", [*INELIGIBLE.values(), ELIGIBLE], SPANISH, MOMENT) is None
+    facts = {"claimed_by": "ann", "pool_queue": "open", "pooled_ms": 1500, "rule": "default"}
+    # Whatever the queue's strategy: a claim is the rep's choice.
+    for name in ("pool", "load_aware"):
+        assert policy.reason("open", name, facts) == ("no rule matched, so the default queue open; claimed from the "
+                                                      "pool of queue open by rep ann, pooled 1.5 s")
 
 
 @pytest.mark.parametrize("name", sorted(INELIGIBLE))

@@ -5,7 +5,7 @@
 -- overflow changed by the new one, deletes what the old routing left behind, and drains waiting
 -- leads to reps with room. Refused, changing nothing, when it cannot be applied safely.
 -- KEYS: the shared layout (lib.lua) for the NEW routing, then: routing history;
---       for each removed queue: members, state, ready(*), then ready, wait, wait index per OLD channel;
+--       for each removed queue: members, state, ready(*), then ready, wait, wait index per OLD channel, then pool;
 --       for each queue kept but losing channels: ready, wait, wait index per dropped channel.
 -- ARGV: the shared layout for the new routing, with ARGV[4] the version expected in force; then
 --       new routing JSON, its text as written, fingerprint, source, actor, roster version the members
@@ -13,8 +13,8 @@
 --       old channels (comma-separated), removed queue count R, R names, dropped-channel triple count T
 --       and T labels ("queue|channel"),
 --       per new queue: member count M and M rep ids, stranded lead count S and S (lead id, new queue) pairs
---       (the leads waiting in removed queues, then those held there), queues kept whose overflow changed:
---       count O and O names.
+--       (the leads waiting in removed queues, then those held there), queues kept whose overflow or pool
+--       time changed: count O and O names.
 -- Cost: beyond the members, the leads waiting in removed queues and in queues whose overflow
 -- changed, and every held lead (few: each waits for one rep for a short while).
 -- Returns {'refused', reason, ...} | {'ok', new version, drained assignments, leads routed again}
@@ -41,6 +41,8 @@ for i = 1, removed_count do
         q.ready[channel], q.wait[channel], q.waitidx[channel] = KEYS[k], KEYS[k + 1], KEYS[k + 2]
         k = k + 3
     end
+    q.pool = KEYS[k]
+    k = k + 1
     removed[#removed + 1] = q
     ctx.by_name[q.name] = ctx.by_name[q.name] or q
 end
@@ -78,6 +80,14 @@ for _, triple in ipairs(dropped) do
         reasons[#reasons + 1] = string.format('%s: %d %s on channel %s, which this routing drops; ' ..
             'let them be served or close them first, or keep the channel', triple.queue, waiting,
             waiting == 1 and 'lead waits' or 'leads wait', triple.channel)
+    end
+end
+-- Pooled leads wait for a rep of their queue to claim them: a queue cannot go while any do.
+for _, q in ipairs(removed) do
+    local pooled = redis.call('ZCARD', q.pool)
+    if pooled > 0 then
+        reasons[#reasons + 1] = string.format('queue %s: %d %s in its claim pool; let reps claim them or close ' ..
+            'them first, or keep the queue', q.name, pooled, pooled == 1 and 'lead waits' or 'leads wait')
     end
 end
 local waiting_in_removed = 0
@@ -154,13 +164,14 @@ for _, lead in ipairs(stranded) do
         drained[#drained + 1] = decide(ctx, record, q, {priority = record.lead.priority, rerouted_from = from}, 0)
     end
 end
--- The routing in force decides when a waiting lead overflows, counted from when it came to wait.
+-- The routing in force decides when a waiting lead overflows or goes to the pool, counted from when
+-- it came to wait.
 for _, q in ipairs(overflow_changed) do
     for _, channel in ipairs(ctx.channels) do
         for _, lead_id in ipairs(redis.call('ZRANGE', q.wait[channel], 0, -1)) do
-            if q.overflow_ms > 0 then
-                local record = load_record(lead_id)
-                redis.call('ZADD', KEYS[K_DUE], (record.waiting_since or record.accepted_at) + q.overflow_ms, lead_id)
+            local at = wait_due(q, load_record(lead_id))
+            if at then
+                redis.call('ZADD', KEYS[K_DUE], at, lead_id)
             else
                 redis.call('ZREM', KEYS[K_DUE], lead_id)
             end
@@ -168,7 +179,7 @@ for _, q in ipairs(overflow_changed) do
     end
 end
 for _, q in ipairs(removed) do
-    redis.call('DEL', q.members, q.state, q.ready['*'])
+    redis.call('DEL', q.members, q.state, q.ready['*'], q.pool)
     for _, channel in ipairs(old_channels) do redis.call('DEL', q.ready[channel], q.wait[channel], q.waitidx[channel]) end
 end
 for _, triple in ipairs(dropped) do redis.call('DEL', triple.ready, triple.wait, triple.waitidx) end

@@ -28,7 +28,7 @@ if rep then
     if previous == 'assigned' then record_outcome(ctx, rep, outcome) end
     redis.call('ZREM', KEYS[K_DUE], lead_id)
     record.offered_at, record.offer_until, record.offer_event = nil, nil, nil
-elseif previous == 'queued' then
+elseif previous == 'queued' or previous == 'pooled' then
     unwait(ctx, record)
 end
 record.status = 'closed'

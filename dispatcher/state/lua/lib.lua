@@ -5,13 +5,13 @@
 -- script touches arrives in KEYS; this file only picks among them.
 --
 -- Key layout shared by all scripts (see dispatcher/state/keys.py):
---   KEYS[1..22] leads, rep profiles, rep:cap, rep:load, rep:skills, rep:rank, rep:status, rep:seen,
+--   KEYS[1..23] leads, rep profiles, rep:cap, rep:load, rep:skills, rep:rank, rep:status, rep:seen,
 --               rep:last_assigned, recent assignments, assignment counter, open leads, outbox,
 --               routing, closed leads, roster version, rep:weight, owners, held leads, due,
 --               outcomes, assignment log, notifications, rep log, rep log's oldest entries,
---               offer timeouts
+--               offer timeouts, claims
 --   then one block per queue: members, state, ready(queue, "*"), ready(queue, c) for c in CHANNELS,
---               wait(queue, c) for c in CHANNELS, wait index(queue, c) for c in CHANNELS
+--               wait(queue, c) for c in CHANNELS, wait index(queue, c) for c in CHANNELS, pool
 -- ARGV layout shared by all scripts:
 --   ARGV[1] number of queues, ARGV[2] CHANNELS (comma-separated), ARGV[3] presence TTL in ms,
 --   ARGV[4] the routing version this layout was built from, ARGV[5] the default queue (where a lead
@@ -20,6 +20,9 @@
 --   overflow after ms (0 = none), overflow target, sticky wait in ms (-1 = not sticky), the
 --   strategy's options (JSON, every option filled in), offer accept timeout in ms (0 = no offers,
 --   leads are assigned), offer timeouts in a row that set a rep away (0 = never);
+--   pool after ms (0 = never by waiting), claims
+--   per hour per rep (0 = no limit), SLA first contact in ms (0 = no SLA), on breach (pool |
+--   reroute | escalate | ''), the queue a breach escalates to ('' = none);
 --   then the script's own arguments, from ctx.argi on (and its own keys, if any, from ctx.keyi on).
 --
 -- A layout built from a routing other than the one in force is refused before anything is
@@ -29,9 +32,9 @@
 local K_LEADS, K_PROFILES, K_CAP, K_LOAD, K_SKILLS, K_RANK, K_STATUS, K_SEEN, K_LAST = 1, 2, 3, 4, 5, 6, 7, 8, 9
 local K_RECENT, K_ASSIGNED, K_OPEN, K_OUTBOX, K_ROUTING, K_CLOSED, K_ROSTER = 10, 11, 12, 13, 14, 15, 16
 local K_WEIGHT, K_OWNERS, K_HELD, K_DUE, K_OUTCOMES, K_LOG = 17, 18, 19, 20, 21, 22
-local K_NOTIFY, K_REP_LOG, K_REP_OLDEST, K_OFFER_TIMEOUTS = 23, 24, 25, 26
-local FIXED_KEYS = 26
-local QUEUE_ARGS = 9
+local K_NOTIFY, K_REP_LOG, K_REP_OLDEST, K_OFFER_TIMEOUTS, K_CLAIMS = 23, 24, 25, 26, 27
+local FIXED_KEYS = 27
+local QUEUE_ARGS = 14
 -- How many of the latest assignments the supervisor page can show.
 local RECENT_KEPT = 50
 -- How many notifications the stream keeps (about: trimmed with MAXLEN ~): how far back an SSE
@@ -72,6 +75,8 @@ local function parse_context()
                    window = tonumber(ARGV[a + 2]), overflow_ms = tonumber(ARGV[a + 3]), overflow_to = ARGV[a + 4],
                    sticky_ms = tonumber(ARGV[a + 5]), options_json = ARGV[a + 6],
                    offer_ms = tonumber(ARGV[a + 7]), away_after = tonumber(ARGV[a + 8]),
+                   pool_ms = tonumber(ARGV[a + 9]), claims_per_hour = tonumber(ARGV[a + 10]),
+                   sla_ms = tonumber(ARGV[a + 11]), on_breach = ARGV[a + 12], escalate_to = ARGV[a + 13],
                    members = KEYS[k + 1], state = KEYS[k + 2],
                    ready = {['*'] = KEYS[k + 3]}, wait = {}, waitidx = {}}
         for j, channel in ipairs(ctx.channels) do
@@ -79,9 +84,10 @@ local function parse_context()
             q.wait[channel] = KEYS[k + 3 + channel_count + j]
             q.waitidx[channel] = KEYS[k + 3 + 2 * channel_count + j]
         end
+        q.pool = KEYS[k + 4 + 3 * channel_count]
         ctx.queues[i] = q
         ctx.by_name[q.name] = q
-        k = k + 3 + 3 * channel_count
+        k = k + 4 + 3 * channel_count
         a = a + QUEUE_ARGS
     end
     ctx.argi, ctx.keyi = a, k + 1
@@ -413,6 +419,9 @@ local function announce_assignment(ctx, record, event)
     local assignment = {record.id, record.rep_id, record.queue, record.strategy, record.assigned_at,
                         cjson.encode(record.facts), record.accepted_at}
     local row = cjson.encode(assignment)
+    -- The first-contact clock runs from the moment the lead is the rep's (an accepted offer included).
+    local q = ctx.by_name[record.queue]
+    if q and q.sla_ms > 0 then redis.call('ZADD', KEYS[K_DUE], ctx.now + q.sla_ms, record.id) end
     notify(record.rep_id, event == 'reassigned' and 'moved' or 'row', row)
     redis.call('LPUSH', KEYS[K_RECENT], row)
     redis.call('LTRIM', KEYS[K_RECENT], 0, RECENT_KEPT - 1)
@@ -483,6 +492,9 @@ local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     end
     record.status = 'assigned'
     record.assigned_at = ctx.now
+    -- Each assignment gives its rep the queue's whole first-contact time: a lead moved on after a
+    -- breach or a release is the new rep's to contact.
+    record.contacted_at = nil
     add_history(record, ctx.now, event, {rep_id = rep, queue = q.name, strategy = q.strategy, by = by,
                                          from_rep = type(facts.from_rep) == 'string' and facts.from_rep or nil},
                 {facts = facts})
@@ -493,6 +505,8 @@ end
 -- Gives back the unit this lead held. Only a lead still open on the rep gives one back, so a
 -- repeated release can never free capacity twice.
 local function release(ctx, rep, bucket, lead_id)
+    -- An assigned lead is due only for its first contact, which the rep it leaves no longer owes.
+    redis.call('ZREM', KEYS[K_DUE], lead_id)
     if redis.call('ZREM', KEYS[K_OPEN], rep .. '|' .. lead_id) == 0 then return end
     local before = rep_facts(rep, bucket)
     unindex_rep(ctx, rep, bucket, before)
@@ -648,9 +662,11 @@ end
 -- every filter lets through from the best entry ("first"), or from just after the queue's cursor,
 -- wrapping once ("cycle"); uniform draws ("random"); the best skill score ("best_score"). Returns
 -- the choice, with its rep_facts marked `walked` (reserve hands them to take_turn), and the facts
--- that explain it (`skipped`: reps ahead of it the filters passed over); nil when nobody can take it.
--- `exclude`: a set of reps that may not have it (the rep a lead is moved from, reps that let its offer go).
+-- that explain it (`skipped`: reps ahead of it the filters passed over); nil when nobody can take it,
+-- and always for the "pool" walk, whose leads reps claim. `exclude`: a set of reps never picked (the
+-- rep a lead is moved from, reps that let it go).
 local function pick_rep(ctx, q, channel, skills, exclude)
+    if q.s.walk == 'pool' then return nil end
     local skipped, first = 0, nil
     local function eligible(entry)
         return not exclude[entry.rep] and (not q.s.recent or is_recent_enough(ctx, q, entry.rep))
@@ -710,6 +726,15 @@ local function wait_entry(record)
                          record.accepted_at, record.id)
 end
 
+-- When a lead waiting in queue q must be looked at again: the earlier of its overflow and its move
+-- to the pool (nil: neither). move_due re-checks on wake-up which of them fell due.
+local function wait_due(q, record)
+    local since, at = record.waiting_since or record.accepted_at, nil
+    if q.overflow_ms > 0 then at = since + q.overflow_ms end
+    if q.pool_ms > 0 and (at == nil or since + q.pool_ms < at) then at = since + q.pool_ms end
+    return at
+end
+
 local function enqueue(ctx, record, q, by)
     local channel = record.lead.channel
     redis.call('ZADD', q.wait[channel], wait_score(record.lead.priority, record.accepted_at), record.id)
@@ -723,7 +748,8 @@ local function enqueue(ctx, record, q, by)
     -- The overflow clock runs from here: the queue has had this long to find anyone for it (a
     -- hold for the customer's last rep offered it to nobody else, so it does not count).
     record.waiting_since = ctx.now
-    if q.overflow_ms > 0 then redis.call('ZADD', KEYS[K_DUE], ctx.now + q.overflow_ms, record.id) end
+    local at = wait_due(q, record)
+    if at then redis.call('ZADD', KEYS[K_DUE], at, record.id) end
     add_history(record, ctx.now, 'queued', {queue = q.name, by = by})
     save_record(record)
 end
@@ -735,9 +761,15 @@ local function held_entry(record)
 end
 
 -- Takes a queued lead out of wherever it waits (the hold for its customer's last rep, or its
--- queue's wait sets, both always together) and out of `due`.
+-- queue's wait sets, both always together), or a pooled lead out of its pool, and out of `due`.
 local function unwait(ctx, record)
     redis.call('ZREM', KEYS[K_DUE], record.id)
+    if record.status == 'pooled' then
+        local q = ctx.by_name[record.queue]
+        if q then redis.call('ZREM', q.pool, record.id) end
+        record.pooled_at = nil
+        return
+    end
     if record.held_for then
         redis.call('ZREM', KEYS[K_HELD], held_entry(record))
         record.held_for, record.held_since, record.held_until = nil, nil, nil
@@ -769,14 +801,19 @@ local function best_waiting(waitidx, covers)
     return best, best_rank, best_id
 end
 
--- The reps that let this lead's offers go (rejected, timed out, returned): it is never offered to
--- them again.
-local function declined_by(record)
+-- The reps that let the lead go (an offer rejected, timed out or returned, a release, a missed
+-- first contact): it is never offered or given to them again.
+local function let_go_set(record)
     local set = {}
-    if type(record.declined) == 'table' then
-        for _, rep in ipairs(record.declined) do set[rep] = true end
+    if type(record.let_go) == 'table' then
+        for _, rep in ipairs(record.let_go) do set[rep] = true end
     end
     return set
+end
+
+local function add_let_go(record, rep)
+    if type(record.let_go) ~= 'table' then record.let_go = {} end
+    if not let_go_set(record)[rep] then record.let_go[#record.let_go + 1] = rep end
 end
 
 -- Can this rep take the lead in queue q now, by every filter of the queue's strategy? Returns
@@ -785,7 +822,7 @@ end
 local function rep_can_take(ctx, q, rep, record)
     local channel = record.lead.channel
     if redis.call('SISMEMBER', q.members, rep) == 0 then return false, 'is not a member of the queue', true end
-    if declined_by(record)[rep] then return false, 'let its offer go', true end
+    if let_go_set(record)[rep] then return false, 'let its offer go', true end
     local bucket = bucket_for(rep, channel)
     if not bucket then return false, 'takes no ' .. channel .. ' leads', true end
     if q.s.skills and not has_skills(rep, lead_skills(record)) then return false, 'lacks a skill it asks for', true end
@@ -832,7 +869,7 @@ local function drain_rep(ctx, rep, assignments)
         local channels = bucket == '*' and ctx.channels or {bucket}
         take_held(ctx, rep, bucket, assignments)
         -- Leads this rep let go wait on for others: set aside while the drain looks further, then
-        -- put back. Only leads it declined at the head of a group cost a look each.
+        -- put back. Only leads it let go at the head of a group cost a look each.
         local passed = {}
         while true do
             local load, cap = load_and_cap(rep, bucket)
@@ -854,7 +891,7 @@ local function drain_rep(ctx, rep, assignments)
             redis.call('ZREM', best_queue.wait[best_channel], best_id)
             -- Both sets change only with the lead's status, so this is a guard, not a sweep: an
             -- entry without a queued lead behind it is dropped and the search runs again.
-            if candidate and candidate.status == 'queued' and declined_by(candidate)[rep] then
+            if candidate and candidate.status == 'queued' and let_go_set(candidate)[rep] then
                 passed[#passed + 1] = {best_queue, best_channel, best, candidate}
             elseif candidate and candidate.status == 'queued' then
                 local waited = ctx.now - candidate.accepted_at
@@ -888,13 +925,43 @@ local function hold(ctx, record, q, owner, why)
     save_record(record)
 end
 
+-- Puts a lead into queue q's claim pool, best first by priority then age: nothing drains it, a
+-- rep claims it (claim.lua). A pooled lead holds no unit, waits in no wait set and is never due.
+local function to_pool(ctx, record, q, why, by)
+    redis.call('ZREM', KEYS[K_DUE], record.id)
+    redis.call('ZADD', q.pool, wait_score(record.lead.priority, record.accepted_at), record.id)
+    record.status = 'pooled'
+    record.queue = q.name
+    record.strategy = q.strategy
+    record.rep_id = cjson.null
+    record.bucket = nil
+    record.facts = nil
+    record.waiting_since = nil
+    record.pooled_at = ctx.now
+    add_history(record, ctx.now, 'pooled', {queue = q.name, why = why, by = by})
+    save_record(record)
+    emit('lead-events', record.id, 'value', cjson.encode({type = 'lead_pooled', lead_id = record.id, queue = q.name,
+                                                          why = why}))
+end
+
+-- Where a lead nobody may take now goes: a pool queue's pool, else its queue's wait sets.
+local function park(ctx, record, q, by)
+    if q.s.walk == 'pool' then
+        to_pool(ctx, record, q, 'the queue sends every lead to its pool', by)
+    else
+        enqueue(ctx, record, q, by)
+    end
+end
+
 -- Decides a lead in queue q as a new decision. A returning customer of a sticky queue goes back to
 -- its last rep when that rep can take it now; when the rep may be free soon and the lead has not
 -- been held yet (`held_ms` nil), it is held for the queue's wait; otherwise the queue's strategy
 -- picks, and when nobody can take it the lead waits in the queue. `held_ms`: how long it was held
 -- before (0: it has waited elsewhere and is not held again). Returns the assignment, or nil.
 local function decide(ctx, record, q, facts, held_ms)
+    local let_go = let_go_set(record)
     local owner = record.sticky_key and q.sticky_ms >= 0 and redis.call('HGET', KEYS[K_OWNERS], record.sticky_key)
+    if owner and let_go[owner] then owner = nil end
     if owner then
         local bucket, known, lasting = rep_can_take(ctx, q, owner, record)
         if bucket then
@@ -907,24 +974,23 @@ local function decide(ctx, record, q, facts, held_ms)
         end
         record.passed_over = {owner = owner, customer = record.sticky_key, why = known, held_ms = held_ms or 0}
     end
-    local choice, why = pick_rep(ctx, q, record.lead.channel, lead_skills(record), declined_by(record))
+    local choice, why = pick_rep(ctx, q, record.lead.channel, lead_skills(record), let_go)
     if choice then
         for name, value in pairs(why) do facts[name] = value end
         return reserve(ctx, record, q, choice.rep, choice.bucket, 'assigned', facts, choice.facts)
     end
-    enqueue(ctx, record, q)
+    park(ctx, record, q)
     return nil
 end
 
 -- The rep lets an offered lead go (`event`: rejected, offer_timed_out, offer_returned): its unit
--- comes back, it joins the lead's declined reps, and the lead is decided again in its queue (a
+-- comes back, it joins the reps that let the lead go, and the lead is decided again in its queue (a
 -- sticky owner that let it go is not waited for). Returns the assignment the new decision made, or nil.
 local function return_offer(ctx, record, event, extra)
     local rep = record.rep_id
     release(ctx, rep, record.bucket, record.id)
     redis.call('ZREM', KEYS[K_DUE], record.id)
-    if type(record.declined) ~= 'table' then record.declined = {} end
-    record.declined[#record.declined + 1] = rep
+    add_let_go(record, rep)
     local entry = extra or {}
     entry.rep_id = rep
     add_history(record, ctx.now, event, entry)

@@ -37,7 +37,7 @@ end
 if old_rep then
     release(ctx, old_rep, record.bucket, lead_id)
     record.offered_at, record.offer_until, record.offer_event = nil, nil, nil
-elseif record.status == 'queued' then
+elseif record.status == 'queued' or record.status == 'pooled' then
     unwait(ctx, record)
 end
 record.reassigned = true
@@ -47,7 +47,7 @@ local drained = {}
 if target ~= '' then
     assignment = reserve(ctx, record, q, target, target_bucket, 'reassigned', {manual = true, from_rep = old_rep or cjson.null}, nil, by)
 else
-    local exclude = declined_by(record)
+    local exclude = let_go_set(record)
     if old_rep then exclude[old_rep] = true end
     local choice, why = pick_rep(ctx, q, channel, lead_skills(record), exclude)
     if choice then
@@ -57,7 +57,7 @@ else
     else
         -- The rep it leaves drains first, so the lead cannot fall straight back to it.
         if old_rep then drain_rep(ctx, old_rep, drained) end
-        enqueue(ctx, record, q, by)
+        park(ctx, record, q, by)
         return {'ok', record.status, assignment, drained}
     end
 end

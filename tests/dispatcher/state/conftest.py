@@ -25,11 +25,13 @@ async def store_factory(stack: Any, drift_check: Callable[..., None]) -> AsyncIt
     clients: list[aioredis.Redis] = []
     stores: list[Store] = []
 
-    async def make(routing_yaml: str | None = None, *, presence_ttl_s: float = 60.0, pool_size: int = 50) -> Store:
+    async def make(routing_yaml: str | None = None, *, presence_ttl_s: float = 60.0, pool_size: int = 50,
+                   keys: Keys | None = None) -> Store:
+        """`keys`: another store's workspace, as a second worker (or a restarted one) sees it."""
         client = connect(stack.redis_url, pool_size)
         clients.append(client)
         routing = parse_routing(routing_yaml, "test routing") if routing_yaml else load_routing(None)
-        store = Store(client, Keys(f"test-{uuid.uuid4().hex[:12]}"), routing, presence_ttl_s)
+        store = Store(client, keys or Keys(f"test-{uuid.uuid4().hex[:12]}"), routing, presence_ttl_s)
         stores.append(store)
         return store
 

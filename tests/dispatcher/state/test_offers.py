@@ -97,14 +97,14 @@ async def test_a_rejected_offer_goes_to_someone_else_and_never_back(store_factor
     rejected = await store.reject_offer("l1", first)
     assert (rejected.code, rejected.detail) == ("ok", "offered")
     now = await record(store, "l1")
-    assert now["rep_id"] == other and now["declined"] == [first]
+    assert now["rep_id"] == other and now["let_go"] == [first]
     assert events(now)[-3:] == ["offered", "rejected", "offered"]
     assert await loads(store) == {first: 0, other: 1}
     # The second rep lets it go too: nobody is left, so it waits, and the first rep gaining room
     # again is not handed it back.
     await store.reject_offer("l1", other)
     now = await record(store, "l1")
-    assert now["status"] == "queued" and sorted(now["declined"]) == ["ann", "bob"]
+    assert now["status"] == "queued" and sorted(now["let_go"]) == ["ann", "bob"]
     await store.set_presence(first, "online")
     assert (await record(store, "l1"))["status"] == "queued"
     # A new rep gets it.
@@ -124,7 +124,7 @@ async def test_an_offer_runs_out_no_earlier_than_its_timeout_and_within_a_poll(s
     took = time.monotonic() - started
     assert OFFER_S - 0.02 <= took <= OFFER_S + POLL_S + SLACK_S
     now = await record(store, "l1")
-    assert "offer_timed_out" in events(now) and now["declined"] == ["ann"]
+    assert "offer_timed_out" in events(now) and now["let_go"] == ["ann"]
     assert (await store.accept_offer("l1", "ann")).code == "conflict", "a late accept changes nothing"
     assert await loads(store) == {"ann": 0, "bob": 1}
 
