@@ -50,11 +50,3 @@ def test_a_short_promotion_on_two_workers_loses_and_doubles_nothing(tmp_path):
     (row,) = [line.split() for line in run.stdout.splitlines() if line.strip().startswith("dispatcher ")]
     assert row[-3:] == ["0", "0", "0"], run.stdout  # lost, assigned twice, over capacity
 
-
-def test_the_same_promotion_against_a_bare_relay_is_audited_from_the_topics(tmp_path):
-    run, runs = play(tmp_path, "--systems", "aiokafka relay")
-    audit = runs["aiokafka relay"]["audit"]
-    assert audit["produced"] > 20 and audit["lost"] == 0 and audit["assigned"] == audit["produced"], audit
-    assert audit["latency_ms"]["p99"] > 0
-    (row,) = [line.split() for line in run.stdout.splitlines() if line.strip().startswith("aiokafka relay ")]
-    assert row[-3:] == ["0", "-", "-"], run.stdout
