@@ -30,10 +30,11 @@ def worker(worker_factory_module, tmp_path_factory):
 
 
 async def fairness_once_sampled(api):
-    """The live picture once the fairness timer has sampled three assignments in sales."""
+    """The live picture once the fairness timer has sampled every assignment: three in sales and the
+    one in experts (a sample taken between the last sale and the Spanish lead has only the sales)."""
     code, picture = await api.call("GET", "/v1/live")
-    sales = [queue for queue in picture.get("fairness", []) if queue["queue"] == "sales"] if code == 200 else []
-    return picture if sales and sales[0]["assignments"] == 3 else None
+    counts = {queue["queue"]: queue["assignments"] for queue in picture.get("fairness", [])} if code == 200 else {}
+    return picture if counts == {"sales": 3, "experts": 1} else None
 
 
 async def test_assignments_per_rep_spread_and_gini_per_queue(worker, api_factory):
