@@ -68,12 +68,15 @@ async def _dev(port: int, demo: bool, broker: str | None, redis_url: str | None,
 
     stop = _wait_for_stop_signal()
     with contextlib.ExitStack() as cleanup:
+        stack_env: dict[str, str] = {}
         if not (broker and redis_url):
             stack = EmbeddedStack(workdir)
             cleanup.callback(stack.stop)
             await asyncio.to_thread(stack.start)
             broker, redis_url = broker or stack.broker_url, redis_url or stack.redis_url
+            stack_env = stack.worker_env
         env = {
+            **stack_env,
             "DISPATCHER_BROKER": broker,
             "DISPATCHER_REDIS_URL": redis_url,
             "DISPATCHER_HTTP_PORT": str(port),

@@ -292,7 +292,7 @@ class Relay:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "loadtest.relays", self.kind, "--broker", self.stack.broker_url,
                  "--in", source, "--out", target, "--port", str(free_port())],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **self.env},
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **self.stack.worker_env, **self.env},
                 preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + timeout_s
@@ -360,8 +360,7 @@ class Dispatcher:
     async def start(self, source: str, target: str, timeout_s: float) -> None:
         env = {
             **self.env,
-            "DISPATCHER_BROKER": self.stack.broker_url,
-            "DISPATCHER_REDIS_URL": self.stack.redis_url,
+            **self.stack.worker_env,
             "DISPATCHER_TOPIC_PREFIX": self.prefix,
             "DISPATCHER_WORKSPACE": self.roster.workspace,
             "DISPATCHER_ALLOW_ANONYMOUS": "1",

@@ -92,7 +92,7 @@ def play_promotion(system: str, args: argparse.Namespace, name: str) -> dict:
     with EmbeddedStack(workdir) as stack:
         bootstrap = stack.broker_url.removeprefix("kafka://")
         env = {
-            "DISPATCHER_BROKER": stack.broker_url, "DISPATCHER_REDIS_URL": stack.redis_url,
+            **stack.worker_env,
             "DISPATCHER_TOPIC_PREFIX": prefix, "DISPATCHER_WORKSPACE": workspace,
             "DISPATCHER_ALLOW_ANONYMOUS": "1", "DISPATCHER_HTTP_BIND": "127.0.0.1",
         }

@@ -129,15 +129,12 @@ def _worker_factory(stack: EmbeddedStack, logs: Path, prefix: str) -> tuple[Work
 
     def make(*, start: bool = True, **env_overrides: str) -> WorkerProcess:
         env = {
-            "DISPATCHER_BROKER": stack.broker_url,
-            "DISPATCHER_REDIS_URL": stack.redis_url,
+            **stack.worker_env,
             "DISPATCHER_TOPIC_PREFIX": prefix,
             "DISPATCHER_WORKSPACE": scope,
             "DISPATCHER_ALLOW_ANONYMOUS": "1",
             "DISPATCHER_HTTP_BIND": "127.0.0.1",
             "DISPATCHER_WORKER_ID": f"w{len(started) + 1}",
-            # Tansu holds a new group member's first join for half the session timeout: 1.5 s, not 5.
-            "DISPATCHER_BROKER_SESSION_TIMEOUT_S": "3",
             **env_overrides,
         }
         worker = WorkerProcess(env, free_port(), logs / f"worker-{scope}-{len(started) + 1}.log")
