@@ -70,10 +70,11 @@ def has_room(rep: dict[str, Any]) -> bool:
 
 
 async def snapshot(reps: list[dict[str, Any]]) -> dict[str, Any]:
-    queues, recent = await store.queue_figures(), await store.recent_assignments()
+    (queues, breaches_by_rep), recent = await store.queue_figures(), await store.recent_assignments()
     assigned, now_ms = await store.assigned_count(), await store.now_ms()
     for rep in reps:
         rep["utilization"] = round(utilization(rep), 3)
+        rep["breaches"] = breaches_by_rep.get(rep["id"], 0)
     for queue in queues:
         online = [rep for rep in reps if rep["status"] == "online" and queue["name"] in rep["queues"]]
         queue["online"] = len(online)
@@ -86,10 +87,12 @@ async def snapshot(reps: list[dict[str, Any]]) -> dict[str, Any]:
         "reps_total": len(reps),
         "reps_by_status": {status: statuses.get(status, 0) for status in STATUSES},
         "reps": [
-            {key: rep.get(key) for key in ("id", "name", "status", "load", "capacity", "utilization", "teams")}
+            {key: rep.get(key) for key in ("id", "name", "status", "load", "capacity", "utilization", "teams", "breaches")}
             for rep in shown
         ],
         "queues": queues,
+        # Counts since the workspace began: the page shows what changed since it was opened.
+        "breaches_total": sum(breaches_by_rep.values()),
         "teams": team_figures(reps),
         "fairness": list(fairness),
         "recent": [
