@@ -108,6 +108,8 @@ def export_gauges(current: dict[str, Any], reps: list[dict[str, Any]]) -> None:
         metrics.queue_oldest_wait_seconds.labels(queue["name"]).set(queue["oldest_wait_s"])
         metrics.queue_ready_reps.labels(queue["name"]).set(queue["ready"])
         metrics.queue_online_reps.labels(queue["name"]).set(queue["online"])
+        metrics.queue_offered_leads.labels(queue["name"]).set(queue["offered"])
+        metrics.queue_pooled_leads.labels(queue["name"]).set(queue["pooled"])
     metrics.assignments_total_workspace.set(current["assigned_total"])
     for status, count in current["reps_by_status"].items():
         metrics.reps_by_status.labels(status).set(count)
