@@ -314,6 +314,7 @@ async def move_due_leads() -> None:
         for queue, rep in moved.breaches:
             metrics.sla_breaches_total.labels(queue, rep).inc()
         metrics.leads_pooled_total.inc(moved.pooled)
+        metrics.offer_answers_total.labels("ran_out").inc(moved.offers_returned)
         if moved.breaches:
             log.info("%d first-contact SLAs breached: %s", len(moved.breaches),
                      ", ".join(f"{rep} in {queue}" for queue, rep in moved.breaches))

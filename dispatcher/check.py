@@ -35,6 +35,14 @@ SNAPSHOT_ATTEMPTS = 10
 # Keys of one queue that are not per channel or bucket, then those that are.
 WHOLE_QUEUE_KINDS = ("members", "state", "pool")
 PER_CHANNEL_KINDS = ("ready", "wait", "waitidx")
+# The notifications stream is trimmed (MAXLEN ~) to about lib.lua's NOTIFY_KEPT entries; `~` trims
+# whole stream nodes only, so it may hold a node's worth more. Far beyond that, trimming has stopped.
+NOTIFY_KEPT = 100_000
+NOTIFY_SLACK = 1_000
+# The newest notifications whose shape is checked: enough to catch a step writing them wrong,
+# without reading the whole stream inside the snapshot's transaction.
+NOTIFY_CHECKED = 1_000
+NOTIFY_KINDS = ("row", "moved", "value")
 
 
 class CheckError(RuntimeError):
@@ -126,6 +134,12 @@ class Snapshot:
     wait: dict[tuple[str, str], list[tuple[str, float]]] = field(default_factory=dict)
     waitidx: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     pool: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    offers: list[str] = field(default_factory=list)
+    breach_counts: dict[str, str] = field(default_factory=dict)
+    rep_log: list[str] = field(default_factory=list)
+    rep_log_oldest: dict[str, float] = field(default_factory=dict)
+    notify_length: int = 0
+    notify_latest: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     # Keys under q: the routing in force does not name, with how many entries each holds.
     stray: dict[QueueKey, int] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)
@@ -158,11 +172,16 @@ def _pairs(fields: Mapping[str, str]) -> dict[tuple[str, str], str]:
     return {tuple(name.rsplit("|", 1)): value for name, value in fields.items() if "|" in name}  # type: ignore[misc]
 
 
-def _json_object(raw: str) -> Any:
+def _json_any(raw: str) -> Any:
+    """The JSON value of `raw`, or None when it is not JSON."""
     try:
-        value = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
+
+
+def _json_object(raw: str) -> Any:
+    value = _json_any(raw)
     return value if isinstance(value, dict) else None
 
 
@@ -197,6 +216,9 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
     pipe.hkeys(keys.rep_skills).hgetall(keys.rep_status).zrange(keys.rep_seen, 0, -1, withscores=True)
     pipe.zrange(keys.open_leads, 0, -1).zrange(keys.closed_leads, 0, -1).hgetall(keys.outcomes)
     pipe.zrange(keys.held_leads, 0, -1).zrange(keys.due, 0, -1, withscores=True).hgetall(keys.owners)
+    pipe.zrange(keys.offers, 0, -1).hgetall(keys.breach_counts)
+    pipe.zrange(keys.rep_log, 0, -1).zrange(keys.rep_log_oldest, 0, -1, withscores=True)
+    pipe.xlen(keys.notifications).xrevrange(keys.notifications, count=NOTIFY_CHECKED)
     stray = [(name, _parse_queue_key(prefix, name)) for name in listed]
     queue_keys = expected + [qk for _, qk in stray if qk is not None]
     for qk in queue_keys:
@@ -207,9 +229,10 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
         else:
             pipe.zrange(qk.name, 0, -1, withscores=qk.kind in ("wait", "pool"))
     (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes, held, due,
-     owners, *queue_replies) = pipe.execute(raise_on_error=False)
+     owners, offers, breach_counts, rep_log, rep_log_oldest, notify_length, notify_latest,
+     *queue_replies) = pipe.execute(raise_on_error=False)
     for reply in (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes,
-                  held, due, owners):
+                  held, due, owners, offers, breach_counts, rep_log, rep_log_oldest, notify_length, notify_latest):
         if isinstance(reply, Exception):
             raise CheckError(f"a workspace key cannot be read: {reply}")
     snapshot = Snapshot(
@@ -219,7 +242,8 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
         profiles={rep: _json_object(raw) for rep, raw in profiles.items()},
         capacity=_pairs(capacity), load=_pairs(load), skills={tuple(name.rsplit("|", 1)) for name in skills},  # type: ignore[misc]
         status=status, seen=dict(seen), open=open_members, closed=set(closed), outcomes=outcomes, held=held,
-        due=dict(due), owners=owners,
+        due=dict(due), owners=owners, offers=offers, breach_counts=breach_counts, rep_log=rep_log,
+        rep_log_oldest=dict(rep_log_oldest), notify_length=notify_length, notify_latest=notify_latest,
     )
     stray_names = {qk.name for _, qk in stray if qk is not None}
     for qk, reply in zip(queue_keys, queue_replies, strict=True):
@@ -328,6 +352,7 @@ class _Analysis:
         self.check_waiting()
         self.check_held()
         self.check_pools()
+        self.check_offers()
         self.check_due()
         self.check_owners()
         self.check_closed_set()
@@ -336,6 +361,9 @@ class _Analysis:
         self.check_turns()
         self.check_outcomes()
         self.check_stuck()
+        self.check_breach_counts()
+        self.check_rep_log()
+        self.check_notifications()
         self.check_stray_keys()
         return self.drift
 
@@ -396,8 +424,9 @@ class _Analysis:
                 continue
             rep, bucket, channel = record.get("rep_id"), record.get("bucket"), record["lead"].get("channel")
             if rep not in on_reps.get(lead_id, ()):
-                self.error("assigned_not_open", f"lead {lead_id} is assigned to {rep} but not in the open set, "
-                                                "so its close cannot free the unit it holds")
+                self.error("assigned_not_open", f"lead {lead_id} is {record['status']} to {rep} but not in the open "
+                                                "set, so no unit of the rep's capacity is reserved for it, or its "
+                                                "close cannot free the unit it holds")
             if rep not in self.s.profiles:
                 self.error("assigned_unknown_rep", f"lead {lead_id} is assigned to {rep}, a rep with no profile")
             elif bucket not in ("*", channel) or bucket not in self.caps.get(rep, {}):
@@ -534,6 +563,28 @@ class _Analysis:
             status = "unknown" if record is None else record["status"]
             for queue, _ in places:
                 self.error("pool_not_pooled", f"the pool of {queue} holds lead {lead_id}, which is {status}")
+
+    def check_offers(self) -> None:
+        """Every offered lead is in the offers index under its queue (the live page counts a queue's
+        offers there), and nothing else is. That it holds a unit of its rep is check_open_set's."""
+        indexed: dict[str, list[str]] = defaultdict(list)
+        for entry in self.s.offers:
+            queue, _, lead_id = entry.partition("|")
+            indexed[lead_id].append(queue)
+        for lead_id, record in sorted(self.records.items()):
+            if record["status"] != "offered":
+                continue
+            queues = indexed.pop(lead_id, [])
+            if queues != [record.get("queue")]:
+                where = ", ".join(sorted(queues)) or "nowhere"
+                self.error("offer_not_indexed", f"lead {lead_id} is offered in queue {record.get('queue')} but the "
+                                                f"offers index has it {where}, so the live page miscounts its offers")
+        for lead_id, queues in sorted(indexed.items()):
+            record = self.records.get(lead_id)
+            status = "unknown" if record is None else record["status"]
+            for queue in queues:
+                self.error("offers_index_stale", f"the offers index counts lead {lead_id} as offered in queue {queue}, "
+                                                 f"but the lead is {status}")
 
     def check_due(self) -> None:
         """Due are: a held lead (check_held); a lead waiting in a queue with an overflow or a pool
@@ -721,6 +772,61 @@ class _Analysis:
                 others = f" (and {len(able) - 1} other reps)" if len(able) > 1 else ""
                 self.error("stuck_lead", f"lead {lead_id} waits in {queue}/{channel} while rep {rep}{others} is "
                                          f"online with room in bucket {bucket} and has the skills it asks for")
+
+    def check_breach_counts(self) -> None:
+        for name, count in sorted(self.s.breach_counts.items()):
+            queue, _, rep = name.partition("|")
+            if not (queue and rep and count.isdigit() and int(count) > 0):
+                self.error("unreadable_breach_count", f"breach counts field {name!r} = {count!r} is not "
+                                                      "\"queue|rep\" -> a count above 0 as the breach step writes it")
+
+    def check_rep_log(self) -> None:
+        """Entries are "rep|time (µs, 16 digits)|event id|JSON" with the event's id in its JSON; every
+        rep with entries is dated in `log:reps:oldest` no later than its oldest entry, or the
+        retention step (forget_rep_log.lua), which visits only the reps dated before its cutoff,
+        keeps them for ever."""
+        first: dict[str, int] = {}
+        counted: Counter[str] = Counter()
+        for entry in self.s.rep_log:
+            rep, micros, event_id, body = (entry.split("|", 3) + ["", "", ""])[:4]
+            value = _json_object(body)
+            if not (len(micros) == 16 and micros.isdigit() and value is not None and value.get("event_id") == event_id):
+                self.error("unreadable_rep_log", f"rep log entry {entry[:80]!r} is not \"rep|time|event id|JSON\" "
+                                                 "as the steps write it")
+                continue
+            counted[rep] += 1
+            first.setdefault(rep, int(micros) // 1000)
+        for rep in sorted(counted):
+            if rep not in self.s.profiles:
+                self.error("rep_log_unknown_rep", f"the rep log holds {counted[rep]} entries of rep {rep}, which has "
+                                                  "no profile")
+            dated = self.s.rep_log_oldest.get(rep)
+            if dated is None:
+                self.error("rep_log_undated", f"rep {rep} has {counted[rep]} entries in the rep log but no date in "
+                                              "log:reps:oldest, so the retention never drops them")
+            elif dated > first[rep]:
+                self.error("rep_log_dated_late", f"rep {rep} is dated {dated:.0f} in log:reps:oldest, after its oldest "
+                                                 f"rep log entry at {first[rep]}, so the retention keeps that entry "
+                                                 "too long")
+        for rep in sorted(set(self.s.rep_log_oldest) - set(counted)):
+            self.warning("rep_log_empty_date", f"rep {rep} is dated in log:reps:oldest but has no rep log entries "
+                                               "(the retention drops the date when it visits)")
+
+    def check_notifications(self) -> None:
+        """The newest notifications each name a rep with a profile and carry one assignment row or
+        value (notify.py and the webhook relay read them so); the stream stays trimmed."""
+        if self.s.notify_length > NOTIFY_KEPT + NOTIFY_SLACK:
+            self.error("notify_untrimmed", f"the notifications stream holds {self.s.notify_length} entries, over the "
+                                           f"about {NOTIFY_KEPT} it is trimmed to: its trimming has stopped")
+        for entry_id, fields in self.s.notify_latest:
+            kinds = [kind for kind in NOTIFY_KINDS if kind in fields]
+            rep = fields.get("rep")
+            if not rep or len(kinds) != 1 or _json_any(fields[kinds[0]]) is None:
+                self.error("unreadable_notification", f"notification {entry_id} has fields {sorted(fields)}, not a "
+                                                      "rep and one JSON row, moved or value: SSE clients and "
+                                                      "webhooks cannot read it")
+            elif rep not in self.s.profiles:
+                self.error("notification_unknown_rep", f"notification {entry_id} is for rep {rep}, which has no profile")
 
     def check_stray_keys(self) -> None:
         for qk, count in sorted(self.s.stray.items(), key=lambda item: item[0].name):

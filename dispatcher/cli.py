@@ -57,11 +57,13 @@ def dev(http_port: int | None, demo: bool, broker: str | None, redis_url: str | 
     settings = Settings()
     guarded = bool(_keyring(settings))
     workdir = Path(tempfile.mkdtemp(prefix="dispatcher-dev-"))
-    asyncio.run(_dev(port, demo, broker, redis_url, workdir, settings.api_tokens if guarded else None))
+    # The demo puts a routing of its own (offers, a pool, SLAs) unless a routing file says what to use.
+    plan_routing = settings.routing is None
+    asyncio.run(_dev(port, demo, broker, redis_url, workdir, settings.api_tokens if guarded else None, plan_routing))
 
 
 async def _dev(port: int, demo: bool, broker: str | None, redis_url: str | None, workdir: Path,
-               api_tokens: list[str] | None) -> None:
+               api_tokens: list[str] | None, demo_routing: bool = True) -> None:
     """`api_tokens` is None when the dev stack runs open (no tokens configured)."""
     from dispatcher.demo import DemoPlan, run_demo
     from dispatcher.embedded import EmbeddedStack, WorkerProcess
@@ -96,7 +98,8 @@ async def _dev(port: int, demo: bool, broker: str | None, redis_url: str | None,
         # A line of its own, so the ready line stays exactly what scripts wait for.
         click.echo(_addresses(broker, redis_url))
         if demo:
-            demo_task = asyncio.create_task(run_demo(f"http://127.0.0.1:{port}", DemoPlan(), stop, token=demo_token))
+            demo_task = asyncio.create_task(run_demo(f"http://127.0.0.1:{port}", DemoPlan(own_routing=demo_routing), stop,
+                                                     token=demo_token))
         await _keep_worker_running(worker, stop)
         if demo:
             await demo_task

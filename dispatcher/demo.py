@@ -1,6 +1,9 @@
 """A simulated floor for `dispatcher dev`: a roster of reps who come, go and close leads, and a stream
 of leads with promotion bursts, all driven through the public HTTP API so the demo exercises exactly
-what a real CRM integration would."""
+what a real CRM integration would. Its routing (put over HTTP) offers most leads with an accept
+timeout and a first-contact SLA, and sends grade-A and B leads to the last team's queue, which pools the
+leads nobody takes in time: reps accept most offers, reject some and let a few run out, record first
+contact for most leads and miss a few, and now and then claim from the pool."""
 
 from __future__ import annotations
 
@@ -83,6 +86,16 @@ class DemoPlan:
     polls_per_second: float = 50.0
     max_tracked_leads: int = 1000
     max_concurrent_requests: int = 16
+    # The routing the demo puts over HTTP (False: keep the routing in force, e.g. the user's file).
+    own_routing: bool = True
+    accept_timeout_s: float = 15.0
+    mean_answer_s: float = 2.0
+    accept_share: float = 0.85
+    reject_share: float = 0.1
+    first_contact_s: float = 45.0
+    contact_share: float = 0.9
+    pool_after_s: float = 20.0
+    claim_every_s: float = 3.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -105,10 +118,35 @@ class DemoPlan:
             problems.append("probabilities must be between 0 and 1")
         if not 0 < self.heartbeat_every_s[0] <= self.heartbeat_every_s[1]:
             problems.append("heartbeat_every_s must be an increasing pair of positive seconds")
+        if not 0 <= self.accept_share + self.reject_share <= 1 or min(self.accept_share, self.reject_share) < 0:
+            problems.append("accept_share and reject_share must be >= 0 and add up to at most 1")
+        if not 0 <= self.contact_share <= 1:
+            problems.append("contact_share must be between 0 and 1")
+        if min(self.accept_timeout_s, self.mean_answer_s, self.first_contact_s, self.pool_after_s,
+               self.claim_every_s) <= 0:
+            problems.append("offer, answer, contact, pool and claim times must be > 0")
         if self.polls_per_second <= 0 or self.max_tracked_leads < 1 or self.max_concurrent_requests < 1:
             problems.append("polls_per_second, max_tracked_leads and max_concurrent_requests must be positive")
         if problems:
             raise ValueError("; ".join(problems))
+
+
+def demo_routing(plan: DemoPlan) -> dict[str, Any]:
+    """The routing the demo puts (PUT /v1/routing): every lead offered in `default` over all reps,
+    with a first-contact SLA that re-routes a missed lead; grade-A and B English leads to the last team's
+    queue, whose leads waiting too long, or not contacted in time, go to its claim pool."""
+    sla = {"first_contact_s": plan.first_contact_s}
+    return {
+        "channels": list(_CHANNEL_WEIGHTS),
+        "queues": {
+            "key-accounts": {"strategy": "priority", "members": {"teams": [plan.teams[-1]]},
+                             "pool": {"after_s": plan.pool_after_s}, "sla": {**sla, "on_breach": "pool"}},
+            "default": {"offer": {"accept_timeout_s": plan.accept_timeout_s, "away_after_timeouts": 3},
+                        "sla": {**sla, "on_breach": "reroute"}},
+        },
+        "rules": [{"when": {"attributes": {"grade": ["A", "B"], "language": "english"}}, "queue": "key-accounts"}],
+        "default_queue": "default",
+    }
 
 
 def demo_roster(plan: DemoPlan, rng: random.Random) -> list[tuple[str, dict]]:
@@ -346,12 +384,16 @@ class _TrackedLead:
     posted_at: float
     polls: int = 0
     rep_id: str | None = None
+    # The rep the lead was last seen offered to: each offer is answered (or let run out) once.
+    offered_to: str | None = None
 
 
 @dataclass(order=True)
 class _Due:
     at: float
     lead_id: str = field(compare=False)
+    # What a rep does then: accept, reject, contact (for polls and closes the agenda says it).
+    action: str = field(default="", compare=False)
 
 
 class _Floor:
@@ -372,6 +414,9 @@ class _Floor:
         self._tracked: dict[str, _TrackedLead] = {}
         self._polls_due: list[_Due] = []
         self._closes_due: list[_Due] = []
+        self._answers_due: list[_Due] = []
+        self._status: dict[str, str] = {}
+        self._pool_team = [rep_id for rep_id, body in self._roster if plan.teams[-1] in body["teams"]]
         self._in_flight: set[asyncio.Task] = set()
         self._saturated = False
 
@@ -383,8 +428,10 @@ class _Floor:
         )
         on_break = set(self._rng.sample([rep_id for rep_id, _ in self._roster],
                                         min(self._plan.reps_taking_breaks, len(self._roster))))
+        if self._plan.own_routing:
+            await self._call("PUT", "/v1/routing", demo_routing(self._plan))
         lives = [self._start(self._live_as_rep(rep_id, body, rep_id in on_break)) for rep_id, body in self._roster]
-        loops = [self._start(self._arrivals()), self._start(self._work_leads())]
+        loops = [self._start(self._arrivals()), self._start(self._work_leads()), self._start(self._claim_from_pool())]
         try:
             await self._stop.wait()
         finally:
@@ -412,8 +459,10 @@ class _Floor:
             return False
         return True
 
-    async def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any] | None:
-        """The answer as (status, JSON or None), or None when there was no answer (logged)."""
+    async def _call(self, method: str, path: str, body: dict | None = None,
+                    quiet: tuple[int, ...] = ()) -> tuple[int, Any] | None:
+        """The answer as (status, JSON or None), or None when there was no answer (logged). `quiet`:
+        refusals that are part of the floor's life (an offer that ran out, a pool lead taken first)."""
         try:
             async with self._slots:
                 async with self._session.request(method, self._base_url + path, json=body) as response:
@@ -426,7 +475,7 @@ class _Floor:
             payload = json.loads(text) if text else None
         except ValueError:
             payload = None
-        if status >= 500 or (status >= 400 and status != 404):
+        if status >= 500 or (status >= 400 and status != 404 and status not in quiet):
             detail = payload.get("error") if isinstance(payload, dict) else text[:200]
             self._complaints.say(f"{method} {path.split('/')[2]} {status}", f"{method} {path} got {status}: {detail}")
         return status, payload
@@ -450,6 +499,7 @@ class _Floor:
                     return
                 enlisted = await self._enlist(rep_id, body)
                 continue
+            self._status[rep_id] = status
             answer = await self._call("POST", f"/v1/reps/{rep_id}/presence", {"status": status})
             if answer is not None and answer[0] == 404:
                 # The dispatcher forgot this rep (a wiped redis, say): join the floor again.
@@ -543,6 +593,9 @@ class _Floor:
             now = loop.time()
             while self._closes_due and self._closes_due[0].at <= now:
                 self._spawn(self._close(heapq.heappop(self._closes_due).lead_id))
+            while self._answers_due and self._answers_due[0].at <= now:
+                due = heapq.heappop(self._answers_due)
+                self._spawn(self._answer(due.lead_id, due.action))
             for _ in range(polls_per_tick):
                 if not self._polls_due or self._polls_due[0].at > now:
                     break
@@ -555,10 +608,11 @@ class _Floor:
         status, payload = answer if answer is not None else (None, None)
         lead_status = payload.get("status") if status == 200 and isinstance(payload, dict) else None
         if lead_status == "assigned":
-            tracked.rep_id = payload.get("rep_id")
-            self._schedule(self._closes_due, lead_id, self._rng.expovariate(1 / self._plan.mean_handle_time_s))
+            self._take(lead_id, tracked, payload.get("rep_id"))
+        elif lead_status == "offered":
+            self._consider_offer(lead_id, tracked, payload.get("rep_id"))
         elif lead_status in ("pooled", "closed"):
-            # Nobody on this floor claims from the pool, and a closed lead is someone else's doing.
+            # A pooled lead is the claimers' now (they track what they claim); a closed lead is done.
             del self._tracked[lead_id]
         elif status == 404 and asyncio.get_running_loop().time() - tracked.posted_at > _UNKNOWN_LEAD_GIVE_UP_S:
             log.info("demo gives up on lead %s: the dispatcher never knew it", lead_id)
@@ -568,6 +622,54 @@ class _Floor:
             # longer, so they are looked at less and less often.
             next_look_s = min(_FIRST_POLL_DELAY_S * 2**tracked.polls, _MAX_POLL_INTERVAL_S)
             self._schedule(self._polls_due, lead_id, next_look_s)
+
+    def _consider_offer(self, lead_id: str, tracked: _TrackedLead, rep_id: str | None) -> None:
+        """The rep an offer reached answers it after a moment's thought, or lets it run out; either
+        way the lead is looked at again after the offer's end, to follow it where it went."""
+        plan, rng = self._plan, self._rng
+        if rep_id != tracked.offered_to:
+            tracked.offered_to = rep_id
+            roll, answer_s = rng.random(), min(rng.expovariate(1 / plan.mean_answer_s), plan.accept_timeout_s * 0.8)
+            if roll < plan.accept_share + plan.reject_share:
+                action = "accept" if roll < plan.accept_share else "reject"
+                heapq.heappush(self._answers_due, _Due(asyncio.get_running_loop().time() + answer_s, lead_id, action))
+                self._schedule(self._polls_due, lead_id, answer_s + _FIRST_POLL_DELAY_S)
+                return
+        self._schedule(self._polls_due, lead_id, plan.accept_timeout_s + _FIRST_POLL_DELAY_S)
+
+    def _take(self, lead_id: str, tracked: _TrackedLead, rep_id: str | None) -> None:
+        """A lead now the rep's: most are contacted within the SLA, then closed; a missed one is
+        looked at again after its deadline, when the breach has moved it on."""
+        plan, rng = self._plan, self._rng
+        tracked.rep_id, tracked.offered_to = rep_id, None
+        handle_s = rng.expovariate(1 / plan.mean_handle_time_s)
+        if rng.random() < plan.contact_share:
+            contact_s = min(handle_s, plan.first_contact_s) * rng.uniform(0.1, 0.6)
+            heapq.heappush(self._answers_due, _Due(asyncio.get_running_loop().time() + contact_s, lead_id, "contact"))
+            self._schedule(self._closes_due, lead_id, max(handle_s, contact_s + _TICK_S))
+        else:
+            self._schedule(self._polls_due, lead_id, plan.first_contact_s + 2 * _FIRST_POLL_DELAY_S)
+
+    async def _answer(self, lead_id: str, action: str) -> None:
+        # 409: the offer ran out or the lead moved on meanwhile, as on a real floor.
+        await self._call("POST", f"/v1/leads/{lead_id}/{action}", quiet=(409,))
+
+    async def _claim_from_pool(self) -> None:
+        """Now and then a rep of the pool's team with the time for it takes a lead from the pool."""
+        if await self._wait_for_roster():
+            return
+        while not await self._rest(self._rng.expovariate(1 / self._plan.claim_every_s)):
+            online = [rep_id for rep_id in self._pool_team if self._status.get(rep_id) == "online"]
+            answer = await self._call("GET", "/v1/pool?queue=key-accounts", quiet=(404,))
+            pooled = answer[1].get("leads") if answer and answer[0] == 200 and isinstance(answer[1], dict) else None
+            if not online or not pooled or len(self._tracked) >= self._plan.max_tracked_leads:
+                continue
+            lead_id, rep_id = self._rng.choice(pooled)["id"], self._rng.choice(online)
+            # 409: someone was first or the rep is full; 422: the rep lacks a skill the lead asks for.
+            claimed = await self._call("POST", f"/v1/pool/{lead_id}/claim", {"rep_id": rep_id}, quiet=(409, 422))
+            if claimed is not None and claimed[0] == 200 and lead_id not in self._tracked:
+                self._tracked[lead_id] = _TrackedLead(posted_at=asyncio.get_running_loop().time())
+                self._schedule(self._polls_due, lead_id, 0)
 
     async def _close(self, lead_id: str) -> None:
         rep_id = self._tracked[lead_id].rep_id

@@ -70,10 +70,11 @@ def has_room(rep: dict[str, Any]) -> bool:
 
 
 async def snapshot(reps: list[dict[str, Any]]) -> dict[str, Any]:
-    queues, recent = await store.queue_figures(), await store.recent_assignments()
+    (queues, breaches_by_rep), recent = await store.queue_figures(), await store.recent_assignments()
     assigned, now_ms = await store.assigned_count(), await store.now_ms()
     for rep in reps:
         rep["utilization"] = round(utilization(rep), 3)
+        rep["breaches"] = breaches_by_rep.get(rep["id"], 0)
     for queue in queues:
         online = [rep for rep in reps if rep["status"] == "online" and queue["name"] in rep["queues"]]
         queue["online"] = len(online)
@@ -86,10 +87,12 @@ async def snapshot(reps: list[dict[str, Any]]) -> dict[str, Any]:
         "reps_total": len(reps),
         "reps_by_status": {status: statuses.get(status, 0) for status in STATUSES},
         "reps": [
-            {key: rep.get(key) for key in ("id", "name", "status", "load", "capacity", "utilization", "teams")}
+            {key: rep.get(key) for key in ("id", "name", "status", "load", "capacity", "utilization", "teams", "breaches")}
             for rep in shown
         ],
         "queues": queues,
+        # Counts since the workspace began: the page shows what changed since it was opened.
+        "breaches_total": sum(breaches_by_rep.values()),
         "teams": team_figures(reps),
         "fairness": list(fairness),
         "recent": [
@@ -105,6 +108,8 @@ def export_gauges(current: dict[str, Any], reps: list[dict[str, Any]]) -> None:
         metrics.queue_oldest_wait_seconds.labels(queue["name"]).set(queue["oldest_wait_s"])
         metrics.queue_ready_reps.labels(queue["name"]).set(queue["ready"])
         metrics.queue_online_reps.labels(queue["name"]).set(queue["online"])
+        metrics.queue_offered_leads.labels(queue["name"]).set(queue["offered"])
+        metrics.queue_pooled_leads.labels(queue["name"]).set(queue["pooled"])
     metrics.assignments_total_workspace.set(current["assigned_total"])
     for status, count in current["reps_by_status"].items():
         metrics.reps_by_status.labels(status).set(count)

@@ -44,6 +44,12 @@ sla_breaches_total = Counter(
 leads_pooled_total = Counter(
     "dispatcher_leads_pooled_total", "Leads moved into a queue's claim pool by the due step (waited too long)"
 )
+offer_answers_total = Counter(
+    "dispatcher_offer_answers_total",
+    "How offers ended: accepted or rejected (over HTTP), or ran_out (timed out, or returned by a rep that left)",
+    ["answer"],
+)
+pool_claims_total = Counter("dispatcher_pool_claims_total", "Leads claimed from a claim pool over HTTP")
 leads_dlq_total = Counter("dispatcher_leads_dlq_total", "Inputs sent to the dead-letter topic", ["reason"])
 http_rejected_total = Counter(
     "dispatcher_http_rejected_total", "HTTP requests refused for bad input", ["endpoint", "status"]
@@ -80,6 +86,9 @@ redis_unavailable_total = Counter(
 # The operations that count here from the start, so the alert's rate() has a series before the first refusal.
 for operation in ("decide", "http"):
     redis_unavailable_total.labels(operation)
+# Likewise every way an offer ends and every webhook result: the dashboard's rates have a series from the start.
+for answer in ("accepted", "rejected", "ran_out"):
+    offer_answers_total.labels(answer)
 background_failures_total = Counter(
     "dispatcher_background_failures_total", "Runs of a timer or background task that failed and were retried",
     ["task"],
@@ -105,6 +114,8 @@ webhook_deliveries_total = Counter(
     "dispatcher_webhook_deliveries_total", "Webhook POSTs by result: delivered, retried (a failed try), dead (given up); relay_error: redis failed the relay",
     ["result"],
 )
+for result in ("delivered", "retried", "dead"):
+    webhook_deliveries_total.labels(result)
 routing_reloads_total = Counter(
     "dispatcher_routing_reloads_total",
     "Routing changes seen, by result (applied, refused, unsettled: a file still being written)", ["result"]
@@ -125,6 +136,8 @@ queue_oldest_wait_seconds = Gauge(
     "dispatcher_queue_oldest_wait_seconds", "How long the oldest waiting lead has waited", ["queue"]
 )
 queue_online_reps = Gauge("dispatcher_queue_online_reps", "Member reps online now", ["queue"])
+queue_offered_leads = Gauge("dispatcher_queue_offered_leads", "Leads offered to a rep, awaiting an accept", ["queue"])
+queue_pooled_leads = Gauge("dispatcher_queue_pooled_leads", "Leads in the queue's claim pool", ["queue"])
 queue_ready_reps = Gauge("dispatcher_queue_ready_reps", "Reps online with room in the queue", ["queue"])
 reps_by_status = Gauge("dispatcher_reps_by_status", "Reps by effective status, each rep once", ["status"])
 team_reps_by_status = Gauge("dispatcher_reps", "Reps by effective status and team (a rep in two teams counts in both)",

@@ -178,8 +178,15 @@ def _schemas() -> dict[str, Any]:
                 "reps_by_status": by_status,
                 "reps": {"type": "array", "items": _object(["id", "status", "load", "capacity", "utilization"], {
                     "id": {"type": "string"}, "status": {"enum": STATUSES}, "utilization": {"type": "number"},
+                    "breaches": {"type": "integer", "description": "first-contact SLA breaches since the workspace began"},
                 })},
-                "queues": {"type": "array", "items": _object(["name"], {"name": {"type": "string"}})},
+                "queues": {"type": "array", "items": _object(["name"], {
+                    "name": {"type": "string"},
+                    "offered": {"type": "integer", "description": "leads offered to a rep, awaiting an accept"},
+                    "pooled": {"type": "integer", "description": "leads in the queue's claim pool"},
+                    "breaches": {"type": "integer", "description": "first-contact SLA breaches since the workspace began"},
+                })},
+                "breaches_total": {"type": "integer", "description": "first-contact SLA breaches since the workspace began"},
                 "teams": {"type": "array", "items": _object(["name", "reps", "load", "capacity_online", "utilization"], {
                     "name": {"type": "string"}, "reps": by_status, "load": by_status,
                     "capacity_online": {"type": "integer"}, "utilization": _nullable({"type": "number"}),

@@ -182,6 +182,7 @@ class _OfferAnswer(View):
         outcome = await step(lead_id, request["rep_id"], actor=request["actor"])
         if refused := refused_or_counted(outcome, self.answer):
             return refused
+        metrics.offer_answers_total.labels(f"{self.answer}ed").inc()
         return json_response(lead_view(await store.lead(lead_id)))
 
 
@@ -269,6 +270,7 @@ class PoolClaim(View):
         outcome = await store.claim(lead_id, claim.rep_id, actor=request["actor"])
         if refused := refused_or_counted(outcome, "claim"):
             return refused
+        metrics.pool_claims_total.inc()
         return json_response(lead_view(await store.lead(lead_id)))
 
 

@@ -193,6 +193,20 @@ class Keys:
         return self._key("claims")
 
     @property
+    def offers(self) -> str:
+        """ZSET (scores 0) of "queue|lead" for every offered lead, kept in step with the lead's status
+        by lib.lua's save_record (the record remembers its entry): a queue's offers awaiting an answer
+        are one ZLEXCOUNT, read every second by the live page."""
+        return self._key("offers")
+
+    @property
+    def breach_counts(self) -> str:
+        """HASH "queue|rep" -> first-contact SLA breaches of that rep in that queue since the workspace
+        began, counted by the breach in move_due.lua: the live page's breaches per queue and per rep
+        in one HGETALL (bounded by the queue and rep pairs that ever breached, not by leads)."""
+        return self._key("stats:breaches")
+
+    @property
     def queue_prefix(self) -> str:
         """What every per-queue key below starts with (`dispatcher check` scans for leftovers by it)."""
         return self._key("q:")
@@ -235,5 +249,5 @@ class Keys:
             self.recent_assignments, self.assigned_count, self.open_leads, self.outbox, self.routing,
             self.closed_leads, self.roster_version, self.rep_weight, self.owners, self.held_leads, self.due,
             self.outcomes, self.assignment_log, self.notifications, self.rep_log, self.rep_log_oldest,
-            self.offer_timeouts, self.claims,
+            self.offer_timeouts, self.claims, self.offers, self.breach_counts,
         ]

@@ -3,6 +3,7 @@ change nothing, so they are plain commands, pipelined where one answer needs sev
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -149,12 +150,18 @@ class Reads(Layout):
             })
         return sorted(reps, key=lambda rep: rep["id"])
 
-    async def queue_figures(self) -> list[dict[str, Any]]:
-        """Per queue: leads waiting, how long the oldest has waited, members."""
+    async def queue_figures(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """Per queue: leads waiting, how long the oldest has waited, members, leads offered (awaiting
+        an accept), pooled (in the claim pool), and SLA breaches since the workspace began; and those
+        breaches per rep. One pipeline of counts: nothing here grows with the leads."""
         k, now_ms = self.keys, await self.now_ms()
         pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(k.breach_counts)
         for queue in self.routing.queues:
             pipe.scard(k.queue_members(queue.name))
+            # '}' sorts after '|' and after every character of a name: the end of this queue's range.
+            pipe.zlexcount(k.offers, f"[{queue.name}|", f"({queue.name}}}")
+            pipe.zcard(k.queue_pool(queue.name))
             for channel in self.routing.channels:
                 wait = k.queue_wait(queue.name, channel)
                 pipe.zcard(wait)
@@ -164,9 +171,15 @@ class Reads(Layout):
                     pipe.zrangebyscore(wait, band * WAIT_BAND, (band + 1) * WAIT_BAND - 1, start=0, num=1,
                                        withscores=True)
         replies = iter(await pipe.execute())
+        breaches_by_queue: collections.Counter[str] = collections.Counter()
+        breaches_by_rep: collections.Counter[str] = collections.Counter()
+        for field, count in next(replies).items():
+            queue_name, _, rep = field.partition("|")
+            breaches_by_queue[queue_name] += int(count)
+            breaches_by_rep[rep] += int(count)
         figures = []
         for queue in self.routing.queues:
-            members = next(replies)
+            members, offered, pooled = next(replies), next(replies), next(replies)
             waiting, oldest_accepted = 0, None
             for _ in self.routing.channels:
                 waiting += next(replies)
@@ -180,8 +193,11 @@ class Reads(Layout):
                 "members": members,
                 "waiting": waiting,
                 "oldest_wait_s": (now_ms - oldest_accepted) / 1000 if oldest_accepted is not None else 0.0,
+                "offered": offered,
+                "pooled": pooled,
+                "breaches": breaches_by_queue[queue.name],
             })
-        return figures
+        return figures, dict(breaches_by_rep)
 
     async def fairness(self, window_s: int) -> list[dict[str, Any]]:
         """Per queue of the routing in hand, over the last `window_s`: assignments per rep (every

@@ -83,7 +83,10 @@ def prometheus(tmp_path, worker_factory):
 async def test_every_dashboard_and_alert_expression_returns_data(prometheus, stack):
     worker, base = prometheus
     stop = asyncio.Event()
-    plan = DemoPlan(reps=12, leads_per_second=20, burst_every_s=8, burst_length_s=2, mean_handle_time_s=2)
+    # Offers, first contacts and pool times of seconds, so offers end every way, leads are pooled and
+    # claimed, and first contacts are missed while the test watches.
+    plan = DemoPlan(reps=12, leads_per_second=20, burst_every_s=8, burst_length_s=2, mean_handle_time_s=2,
+                    accept_timeout_s=1.5, mean_answer_s=0.3, first_contact_s=1.5, pool_after_s=1, claim_every_s=0.3)
     demo = asyncio.create_task(run_demo(f"http://127.0.0.1:{worker.http_port}", plan, stop))
     prefix = worker.env["DISPATCHER_TOPIC_PREFIX"]
     # Counters must be seen at zero first: increase() does not count a series' first sample.

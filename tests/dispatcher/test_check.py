@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from click.testing import CliRunner, Result
 
-from dispatcher.check import check_workspace, wait_entry
+from dispatcher.check import NOTIFY_KEPT, NOTIFY_SLACK, check_workspace, wait_entry
 from dispatcher.cli import main
 from dispatcher.embedded import free_port
 from dispatcher.routing import parse_routing
@@ -132,8 +132,8 @@ async def capacity_unlike_profile(f: Floor) -> set[str]:
 
 async def assigned_lead_not_open(f: Floor) -> set[str]:
     await f.redis.zrem(f.keys.open_leads, f"ana|{f.ana_lead}")
-    return {(f"error: lead {f.ana_lead} is assigned to ana but not in the open set, so its close cannot free the "
-            "unit it holds"),
+    return {(f"error: lead {f.ana_lead} is assigned to ana but not in the open set, so no unit of the rep's capacity "
+             "is reserved for it, or its close cannot free the unit it holds"),
             "error: rep ana bucket *: load is 2, but it has 1 open leads there"}
 
 
@@ -296,6 +296,47 @@ async def owner_without_a_profile(f: Floor) -> set[str]:
     return {"error: customer customer_id=c-9's last rep is ghost, a rep with no profile"}
 
 
+async def rep_log_entry_unreadable(f: Floor) -> set[str]:
+    await f.redis.zadd(f.keys.rep_log, {"ana|123|e-1|{}": 0})
+    return {"error: rep log entry 'ana|123|e-1|{}' is not \"rep|time|event id|JSON\" as the steps write it"}
+
+
+async def rep_log_of_a_rep_never_dated(f: Floor) -> set[str]:
+    await f.redis.zrem(f.keys.rep_log_oldest, "bo")
+    entries = await f.redis.zrange(f.keys.rep_log, "[bo|", "(bo}", bylex=True)
+    return {f"error: rep bo has {len(entries)} entries in the rep log but no date in log:reps:oldest, so the "
+            "retention never drops them"}
+
+
+async def rep_log_dated_after_its_oldest_entry(f: Floor) -> set[str]:
+    (first, *_) = await f.redis.zrange(f.keys.rep_log, "[bo|", "(bo}", bylex=True)
+    oldest_ms = int(first.split("|")[1]) // 1000
+    await f.redis.zadd(f.keys.rep_log_oldest, {"bo": oldest_ms + 5000})
+    return {f"error: rep bo is dated {oldest_ms + 5000} in log:reps:oldest, after its oldest rep log entry at "
+            f"{oldest_ms}, so the retention keeps that entry too long"}
+
+
+async def notification_without_a_body(f: Floor) -> set[str]:
+    entry_id = await f.redis.xadd(f.keys.notifications, {"rep": "ana"})
+    return {f"error: notification {entry_id} has fields ['rep'], not a rep and one JSON row, moved or value: SSE "
+            "clients and webhooks cannot read it"}
+
+
+async def notification_for_a_rep_without_a_profile(f: Floor) -> set[str]:
+    entry_id = await f.redis.xadd(f.keys.notifications, {"rep": "ghost", "value": '{"type": "offer"}'})
+    return {f"error: notification {entry_id} is for rep ghost, which has no profile"}
+
+
+async def notifications_no_longer_trimmed(f: Floor) -> set[str]:
+    pipe = f.redis.pipeline(transaction=False)
+    for _ in range(NOTIFY_KEPT + NOTIFY_SLACK):
+        pipe.xadd(f.keys.notifications, {"rep": "ana", "value": "{}"})
+    await pipe.execute()
+    length = await f.redis.xlen(f.keys.notifications)
+    return {f"error: the notifications stream holds {length} entries, over the about {NOTIFY_KEPT} it is trimmed to: "
+            "its trimming has stopped"}
+
+
 CORRUPTIONS = [
     load_above_open_leads, load_over_capacity, load_in_a_bucket_without_capacity, negative_load,
     capacity_unlike_profile, assigned_lead_not_open, closed_lead_still_open, lead_open_on_two_reps, unknown_lead_open,
@@ -304,7 +345,9 @@ CORRUPTIONS = [
     key_the_dispatcher_never_writes, closed_lead_not_dated, open_lead_dated_as_closed, qualified_rep_not_a_member,
     unqualified_member, idle_rep_missing_from_ready_index, lead_waits_while_a_rep_has_room, unreadable_lead_record,
     due_entry_of_a_closed_lead, due_entry_in_a_queue_without_overflow, held_entry_of_an_assigned_lead,
-    held_lead_still_in_its_wait_set, owner_without_a_profile,
+    held_lead_still_in_its_wait_set, owner_without_a_profile, rep_log_entry_unreadable, rep_log_of_a_rep_never_dated,
+    rep_log_dated_after_its_oldest_entry, notification_without_a_body, notification_for_a_rep_without_a_profile,
+    notifications_no_longer_trimmed,
 ]
 
 
@@ -316,6 +359,103 @@ async def test_each_kind_of_drift_is_reported_in_words(floor, corrupt: Corruptio
     assert lines_of(result, "error") == expected
     assert result.exit_code == 1
     assert result.output.splitlines()[-1].startswith(f"drift: {len(expected)} errors, 0 warnings in ")
+
+
+LIFE_ROUTING = """
+queues:
+  offers: {members: {teams: [o]}, offer: {accept_timeout_s: 300}}
+  pool: {strategy: pool, members: {teams: [p]}}
+  sla: {members: {teams: [s]}, sla: {first_contact_s: 300, on_breach: reroute}}
+rules:
+  - {when: {attributes: {q: offers}}, queue: offers}
+  - {when: {attributes: {q: pool}}, queue: pool}
+default_queue: sla
+"""
+
+
+@pytest.fixture
+async def life(stack, store_factory, rep_factory) -> Floor:  # noqa: F811 - fixtures imported above
+    """A lead in each state after the first decision: offered to oz, pooled in pool, assigned to sy
+    awaiting first contact, and assigned to sy and contacted."""
+    store = await store_factory(LIFE_ROUTING)
+    await store.apply_routing(store.routing)
+    for rep_id, team in (("oz", "o"), ("pa", "p"), ("sy", "s")):
+        await rep_factory(store, rep_id, capacity=3, teams=[team])
+    assert (await store.assign(lead("offered-1", attributes={"q": "offers"}), "p@o")).status == "offered"
+    assert (await store.assign(lead("pooled-1", attributes={"q": "pool"}), "p@p")).status == "pooled"
+    for lead_id in ("sla-1", "sla-done"):
+        assert (await store.assign(lead(lead_id), f"p@{lead_id}")).status == "assigned"
+    assert (await store.contact("sla-done")).ok
+    return Floor(store, stack.redis_url, "sla-1", "")
+
+
+async def offer_without_its_unit(f: Floor) -> set[str]:
+    await f.redis.zrem(f.keys.open_leads, "oz|offered-1")
+    await f.redis.hset(f.keys.rep_load, "oz|*", 0)
+    return {"error: lead offered-1 is offered to oz but not in the open set, so no unit of the rep's capacity is "
+            "reserved for it, or its close cannot free the unit it holds"}
+
+
+async def pooled_lead_holding_a_unit(f: Floor) -> set[str]:
+    await f.redis.zadd(f.keys.open_leads, {"pa|pooled-1": 0})
+    await f.redis.hset(f.keys.rep_load, "pa|*", 1)
+    return {"error: lead pooled-1 is pooled but still in the open set of rep pa",
+            "error: rep pa bucket *: load is 1, but it has 0 open leads there"}
+
+
+async def sla_deadline_of_a_contacted_lead(f: Floor) -> set[str]:
+    await f.redis.zadd(f.keys.due, {"sla-done": 7})
+    return {"error: lead sla-done is assigned with no first contact owed (queue sla), but is due at 7"}
+
+
+async def sla_deadline_of_a_pooled_lead(f: Floor) -> set[str]:
+    await f.redis.zadd(f.keys.due, {"pooled-1": 7})
+    return {"error: lead pooled-1 is pooled but due at 7"}
+
+
+async def sla_deadline_missing(f: Floor) -> set[str]:
+    await f.redis.zrem(f.keys.due, "sla-1")
+    wanted = (await f.record("sla-1"))["assigned_at"] + 300_000
+    return {f"error: lead sla-1 awaits first contact in queue sla (300 s) and should be due at {wanted}, but is due "
+            "at None, so a missed contact is not caught"}
+
+
+async def offer_missing_from_the_offers_index(f: Floor) -> set[str]:
+    await f.redis.zrem(f.keys.offers, "offers|offered-1")
+    return {"error: lead offered-1 is offered in queue offers but the offers index has it nowhere, so the live page "
+            "miscounts its offers"}
+
+
+async def assigned_lead_left_in_the_offers_index(f: Floor) -> set[str]:
+    await f.redis.zadd(f.keys.offers, {"sla|sla-1": 0})
+    return {"error: the offers index counts lead sla-1 as offered in queue sla, but the lead is assigned"}
+
+
+async def breach_count_unreadable(f: Floor) -> set[str]:
+    await f.redis.hset(f.keys.breach_counts, "sla|sy", "many")
+    return {"error: breach counts field 'sla|sy' = 'many' is not \"queue|rep\" -> a count above 0 as the breach "
+            "step writes it"}
+
+
+LIFE_CORRUPTIONS = [
+    offer_without_its_unit, pooled_lead_holding_a_unit, sla_deadline_of_a_contacted_lead, sla_deadline_of_a_pooled_lead,
+    sla_deadline_missing, offer_missing_from_the_offers_index, assigned_lead_left_in_the_offers_index,
+    breach_count_unreadable,
+]
+
+
+async def test_offers_pools_and_sla_deadlines_made_by_the_steps_are_clean(life):
+    result = run_check(life.redis_url, life.keys.workspace)
+    assert result.output.splitlines() == ["ok: 4 leads, 3 reps, 3 queues checked"]
+
+
+@pytest.mark.drift_expected
+@pytest.mark.parametrize("corrupt", LIFE_CORRUPTIONS, ids=lambda corrupt: corrupt.__name__)
+async def test_each_kind_of_offer_pool_and_sla_drift_is_reported_in_words(life, corrupt: Corruption):
+    expected = await corrupt(life)
+    result = run_check(life.redis_url, life.keys.workspace)
+    assert lines_of(result, "error") == expected
+    assert result.exit_code == 1
 
 
 async def test_stale_ready_entries_are_warnings_and_exit_zero(floor):

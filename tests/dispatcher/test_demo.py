@@ -1,15 +1,18 @@
 import asyncio
+import json
 import random
 import re
 import socket
 import time
 from collections import Counter
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from dispatcher.demo import DemoPlan, _arrival_rate, _LeadMaker, _serves, demo_roster, run_demo
+from dispatcher.demo import DemoPlan, _arrival_rate, _LeadMaker, _serves, demo_roster, demo_routing, run_demo
+from dispatcher.routing import parse_routing
 
 LEAD_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 SCALAR = (str, int, float, bool)
@@ -307,3 +310,51 @@ async def test_demo_that_is_stopped_before_it_starts_returns_at_once():
     stop = asyncio.Event()
     stop.set()
     await asyncio.wait_for(run_demo("http://127.0.0.1:9", DemoPlan(), stop), timeout=0.5)
+
+
+# --- the floor against a real worker: offers, the pool and SLAs ---------------------------------
+
+# Seconds where the default floor takes tens of them: offers run out after 0.8 s, first contact is
+# due within 0.8 s, leads go to the pool after 0.5 s, and a rep looks at the pool five times a second.
+LIFE_PLAN = DemoPlan(
+    reps=6, teams=("floor", "keys"), leads_per_second=8, burst_length_s=0, mean_handle_time_s=1.0,
+    heartbeat_every_s=(0.5, 1.0), away_probability_per_min=0, reps_taking_breaks=0, polls_per_second=200,
+    accept_timeout_s=0.8, mean_answer_s=0.1, accept_share=0.7, reject_share=0.15, first_contact_s=0.8,
+    contact_share=0.7, pool_after_s=0.5, claim_every_s=0.2, seed=5,
+)
+LIFE_EVENTS = {"accepted", "rejected", "offer_timed_out", "claimed", "contacted", "sla_breached"}
+
+
+def test_the_demo_routing_is_one_a_worker_accepts():
+    routing = parse_routing(json.dumps(demo_routing(DemoPlan())), "demo")
+    assert routing.by_name["default"].offer and routing.by_name["default"].sla
+    assert routing.by_name["key-accounts"].pool.after_s == DemoPlan().pool_after_s
+
+
+async def test_the_floor_accepts_rejects_and_misses_offers_claims_from_the_pool_and_breaches(worker_factory):
+    worker = worker_factory(DISPATCHER_DUE_POLL_S="0.1")
+    base = f"http://127.0.0.1:{worker.http_port}"
+    rep_ids = [rep_id for rep_id, _ in demo_roster(LIFE_PLAN, random.Random(LIFE_PLAN.seed))]
+    stop = asyncio.Event()
+    demo = asyncio.create_task(run_demo(base, LIFE_PLAN, stop))
+    seen: Counter[str] = Counter()
+    try:
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 25
+            while time.monotonic() < deadline and not LIFE_EVENTS <= set(seen):
+                await asyncio.sleep(1.0)
+                seen.clear()
+                for rep_id in rep_ids:
+                    async with session.get(f"{base}/v1/reps/{rep_id}/history?limit=500") as response:
+                        events = (await response.json()).get("events", [])
+                    seen.update(event.get("event") for event in events)
+            async with session.get(f"{base}/v1/routing") as response:
+                routing = await response.json()
+    finally:
+        stop.set()
+        await asyncio.wait_for(demo, timeout=5)
+    assert routing["source"] == "PUT /v1/routing" and set(routing["spec"]["queues"]) == {"default", "key-accounts"}
+    assert LIFE_EVENTS <= set(seen), f"missing {LIFE_EVENTS - set(seen)} in {dict(seen)}"
+    # Most offers are accepted and most leads contacted: the floor looks like a working one.
+    assert seen["accepted"] > seen["rejected"] + seen["offer_timed_out"]
+    assert seen["contacted"] > seen["sla_breached"]

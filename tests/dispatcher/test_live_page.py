@@ -206,7 +206,7 @@ def assignment(lead_id: str, rep_id: str, at: str, latency_ms: int, queue: str =
 
 
 REPS = [
-    rep("olga-over", "online", 5, 4),
+    {**rep("olga-over", "online", 5, 4), "breaches": 40},
     rep("chen-channel", "online", {"chat": 3, "call": 0}, {"chat": 2, "call": 1}, ("support", "enterprise")),
     rep("fay-full", "online", 4, 4),
     rep("will-warn", "online", 3, 4),
@@ -215,9 +215,12 @@ REPS = [
     rep("nina-night", "away", 2, 2, ("night-shift",)),
 ]
 QUEUES = [
-    {"name": "general", "strategy": "load_aware", "members": 6, "waiting": 0, "oldest_wait_s": 0.0, "online": 4, "ready": 1},
-    {"name": "spanish", "strategy": "load_aware", "members": 2, "waiting": 3, "oldest_wait_s": 45.2, "online": 2, "ready": 0},
-    {"name": "promo", "strategy": "online_now", "members": 6, "waiting": 7, "oldest_wait_s": 130.5, "online": 4, "ready": 0},
+    {"name": "general", "strategy": "load_aware", "members": 6, "waiting": 0, "oldest_wait_s": 0.0, "online": 4, "ready": 1,
+     "offered": 3, "pooled": 0, "breaches": 0},
+    {"name": "spanish", "strategy": "load_aware", "members": 2, "waiting": 3, "oldest_wait_s": 45.2, "online": 2, "ready": 0,
+     "offered": 0, "pooled": 2, "breaches": 5},
+    {"name": "promo", "strategy": "online_now", "members": 6, "waiting": 7, "oldest_wait_s": 130.5, "online": 4, "ready": 0,
+     "offered": 0, "pooled": 0, "breaches": 40},
 ]
 # The server's team figures for REPS: online reps' open leads over their capacity; night-shift has
 # open leads (an away rep keeps them) and no one online.
@@ -242,12 +245,15 @@ FAIRNESS = [
 FIRST = {
     "at": "2026-03-01T10:00:00.000Z", "assigned_total": 100, "reps_total": 7,
     "reps_by_status": {"online": 4, "away": 2, "offline": 1}, "reps": REPS, "queues": QUEUES, "teams": TEAMS,
-    "fairness": FAIRNESS,
+    "fairness": FAIRNESS, "breaches_total": 45,
     "recent": [assignment("lead-2", "will-warn", "2026-03-01T09:59:59.900Z", 4),
                assignment("lead-1", "fay-full", "2026-03-01T09:59:58.000Z", 10)],
 }
+# A second later: two breaches in spanish, both will-warn's (counts since the workspace began).
 SECOND = {
     **FIRST, "at": "2026-03-01T10:00:01.000Z", "assigned_total": 130,
+    "queues": [QUEUES[0], {**QUEUES[1], "breaches": 7}, QUEUES[2]], "breaches_total": 47,
+    "reps": [{**r, "breaches": r.get("breaches", 0) + (2 if r["id"] == "will-warn" else 0)} for r in REPS],
     "recent": [assignment("lead-3", "olga-over", "2026-03-01T10:00:00.500Z", 20, "promo"), *FIRST["recent"]],
 }
 
@@ -352,6 +358,31 @@ async def _colours_and_warnings(page, streams):
         assert all("access_token" not in url for url in streams)
     finally:
         await page.close()
+
+
+async def test_offers_pool_and_breaches_since_the_page_opened_show_per_queue_and_rep():
+    async with chromium() as browser:
+        page, errors, _, _ = await crafted_page(browser)
+        row = '#queues tr[data-queue="{}"] td.{}'
+        try:
+            await page.wait_for_selector('#recent li[data-lead="lead-3"]')
+            figures = {queue: [await page.text_content(row.format(queue, column)) for column in ("offered", "pooled", "breaches")]
+                       for queue in ("general", "spanish", "promo")}
+            # The workspace's counts before the page opened (promo's 40) are not this page's breaches.
+            assert figures == {"general": ["3", "0", "0"], "spanish": ["0", "2", "2"], "promo": ["0", "0", "0"]}
+            assert await computed(page, row.format("spanish", "breaches"), "color") == RED
+            assert await computed(page, row.format("spanish", "pooled"), "color") == AMBER
+            assert "7 since the workspace began" in await page.get_attribute(row.format("spanish", "breaches"), "title")
+            assert await page.text_content("#breaches-total") == "2"
+            assert await page.get_attribute("#breaches-kpi", "data-level") == "breach"
+            tile = '#reps [data-rep="{}"]'
+            assert await page.text_content(tile.format("will-warn") + " .breaches") == "2 missed"
+            assert await page.is_visible(tile.format("will-warn") + " .breaches")
+            assert not await page.is_visible(tile.format("olga-over") + " .breaches")
+            assert "2 first contacts missed" in await page.get_attribute(tile.format("will-warn"), "title")
+        finally:
+            await page.close()
+    assert not errors, errors
 
 
 async def test_a_team_with_no_one_online_says_so_instead_of_a_percentage():

@@ -5,11 +5,11 @@
 -- script touches arrives in KEYS; this file only picks among them.
 --
 -- Key layout shared by all scripts (see dispatcher/state/keys.py):
---   KEYS[1..23] leads, rep profiles, rep:cap, rep:load, rep:skills, rep:rank, rep:status, rep:seen,
+--   KEYS[1..29] leads, rep profiles, rep:cap, rep:load, rep:skills, rep:rank, rep:status, rep:seen,
 --               rep:last_assigned, recent assignments, assignment counter, open leads, outbox,
 --               routing, closed leads, roster version, rep:weight, owners, held leads, due,
 --               outcomes, assignment log, notifications, rep log, rep log's oldest entries,
---               offer timeouts, claims
+--               offer timeouts, claims, offers, breach counts
 --   then one block per queue: members, state, ready(queue, "*"), ready(queue, c) for c in CHANNELS,
 --               wait(queue, c) for c in CHANNELS, wait index(queue, c) for c in CHANNELS, pool
 -- ARGV layout shared by all scripts:
@@ -32,8 +32,8 @@
 local K_LEADS, K_PROFILES, K_CAP, K_LOAD, K_SKILLS, K_RANK, K_STATUS, K_SEEN, K_LAST = 1, 2, 3, 4, 5, 6, 7, 8, 9
 local K_RECENT, K_ASSIGNED, K_OPEN, K_OUTBOX, K_ROUTING, K_CLOSED, K_ROSTER = 10, 11, 12, 13, 14, 15, 16
 local K_WEIGHT, K_OWNERS, K_HELD, K_DUE, K_OUTCOMES, K_LOG = 17, 18, 19, 20, 21, 22
-local K_NOTIFY, K_REP_LOG, K_REP_OLDEST, K_OFFER_TIMEOUTS, K_CLAIMS = 23, 24, 25, 26, 27
-local FIXED_KEYS = 27
+local K_NOTIFY, K_REP_LOG, K_REP_OLDEST, K_OFFER_TIMEOUTS, K_CLAIMS, K_OFFERS, K_BREACHES = 23, 24, 25, 26, 27, 28, 29
+local FIXED_KEYS = 29
 local QUEUE_ARGS = 14
 -- How many of the latest assignments the supervisor page can show.
 local RECENT_KEPT = 50
@@ -260,7 +260,15 @@ local function load_record(lead_id)
     return cjson.decode(raw)
 end
 
+-- The offers index follows the status saved here, so every step that offers a lead or ends an offer
+-- (accept, reject, timeout, return, close, reassign, routing change) keeps it without a line of its own.
 local function save_record(record)
+    local entry = record.status == 'offered' and record.queue .. '|' .. record.id or nil
+    if record.offer_entry ~= entry then
+        if record.offer_entry then redis.call('ZREM', KEYS[K_OFFERS], record.offer_entry) end
+        if entry then redis.call('ZADD', KEYS[K_OFFERS], 0, entry) end
+        record.offer_entry = entry
+    end
     redis.call('HSET', KEYS[K_LEADS], record.id, cjson.encode(record))
 end
 

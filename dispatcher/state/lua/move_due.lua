@@ -60,6 +60,7 @@ local function breach(record, q)
     add_history(record, ctx.now, 'sla_breached', {rep_id = rep, queue = q.name, after_s = after_s, deadline = at,
                                                   on_breach = q.on_breach, to_queue = target.name})
     breaches[#breaches + 1] = q.name .. '|' .. rep
+    redis.call('HINCRBY', KEYS[K_BREACHES], q.name .. '|' .. rep, 1)
     local facts = {priority = record.lead.priority, from_rep = rep, sla_breached = true}
     if q.on_breach == 'pool' then
         to_pool(ctx, record, q, string.format('rep %s did not contact it within %g s', rep, q.sla_ms / 1000))

@@ -243,3 +243,26 @@ async def test_a_replay_never_offers_twice(store_factory, rep_factory):
     assert events(await record(store, "l1")).count("offered") == 1
     assert await loads(store) == {"ann": 1}
     assert [e["lead_id"] for e in await outbox(store, "rep-events") if e.get("type") == "offer"] == ["l1"]
+
+
+async def offered_figure(store) -> int:
+    (queue,), _ = await store.queue_figures()
+    return queue["offered"]
+
+
+async def test_the_live_figures_count_a_lead_as_offered_exactly_while_it_is(store_factory, rep_factory):
+    store = await store_factory(LONG_OFFER)
+    await rep_factory(store, "ann", capacity=2)
+    await rep_factory(store, "bob", capacity=2)
+    first = await offered(store, "l1")
+    await offered(store, "l2")
+    assert await offered_figure(store) == 2
+    # Re-offered to the other rep: still one offer of the queue, not two.
+    await store.reject_offer("l1", first)
+    assert (await record(store, "l1"))["status"] == "offered"
+    assert await offered_figure(store) == 2
+    assert (await store.accept_offer("l2", (await record(store, "l2"))["rep_id"])).ok
+    assert await offered_figure(store) == 1
+    assert (await store.close("l1", "lost")).ok
+    assert await offered_figure(store) == 0
+    assert await store.client.zcard(store.keys.offers) == 0

@@ -245,6 +245,12 @@ async def test_a_breach_with_on_breach_pool_frees_the_rep_and_pools_the_lead(sto
     assert entry["rep_id"] == "ann" and entry["after_s"] >= SLA_S
     (event,) = [e for e in await events(store, "lead-events") if e.get("event") == "sla_breached"]
     assert (event["rep_id"], event["to_queue"], event["on_breach"]) == ("ann", "to_pool", "pool")
+    # The live page's figures: the breach counted for the queue and the rep, the lead in the pool.
+    queues, breaches_by_rep = await store.queue_figures()
+    figures = {queue["name"]: queue for queue in queues}
+    assert (figures["to_pool"]["breaches"], figures["to_pool"]["pooled"]) == (1, 1)
+    assert figures["reroute"]["breaches"] == figures["reroute"]["pooled"] == 0
+    assert breaches_by_rep == {"ann": 1}
 
 
 async def test_a_breach_with_on_breach_reroute_goes_to_another_rep(store_factory, rep_factory):
