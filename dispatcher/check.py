@@ -35,6 +35,8 @@ SNAPSHOT_ATTEMPTS = 10
 # Keys of one queue that are not per channel or bucket, then those that are.
 WHOLE_QUEUE_KINDS = ("members", "state", "pool")
 PER_CHANNEL_KINDS = ("ready", "wait", "waitidx")
+# A shift boundary this long past, still not applied: no worker runs the shift timer.
+SHIFT_OVERDUE_MS = 60_000
 
 
 class CheckError(RuntimeError):
@@ -126,6 +128,8 @@ class Snapshot:
     wait: dict[tuple[str, str], list[tuple[str, float]]] = field(default_factory=dict)
     waitidx: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     pool: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    shift: dict[str, str] = field(default_factory=dict)  # rep -> "on" | "off"; none: always on shift
+    shift_due: dict[str, float] = field(default_factory=dict)  # rep -> when its shift state next flips (ms)
     # Keys under q: the routing in force does not name, with how many entries each holds.
     stray: dict[QueueKey, int] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)
@@ -197,6 +201,7 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
     pipe.hkeys(keys.rep_skills).hgetall(keys.rep_status).zrange(keys.rep_seen, 0, -1, withscores=True)
     pipe.zrange(keys.open_leads, 0, -1).zrange(keys.closed_leads, 0, -1).hgetall(keys.outcomes)
     pipe.zrange(keys.held_leads, 0, -1).zrange(keys.due, 0, -1, withscores=True).hgetall(keys.owners)
+    pipe.hgetall(keys.rep_shift).zrange(keys.rep_shift_due, 0, -1, withscores=True)
     stray = [(name, _parse_queue_key(prefix, name)) for name in listed]
     queue_keys = expected + [qk for _, qk in stray if qk is not None]
     for qk in queue_keys:
@@ -207,9 +212,9 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
         else:
             pipe.zrange(qk.name, 0, -1, withscores=qk.kind in ("wait", "pool"))
     (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes, held, due,
-     owners, *queue_replies) = pipe.execute(raise_on_error=False)
+     owners, shift, shift_due, *queue_replies) = pipe.execute(raise_on_error=False)
     for reply in (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes,
-                  held, due, owners):
+                  held, due, owners, shift, shift_due):
         if isinstance(reply, Exception):
             raise CheckError(f"a workspace key cannot be read: {reply}")
     snapshot = Snapshot(
@@ -219,7 +224,7 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
         profiles={rep: _json_object(raw) for rep, raw in profiles.items()},
         capacity=_pairs(capacity), load=_pairs(load), skills={tuple(name.rsplit("|", 1)) for name in skills},  # type: ignore[misc]
         status=status, seen=dict(seen), open=open_members, closed=set(closed), outcomes=outcomes, held=held,
-        due=dict(due), owners=owners,
+        due=dict(due), owners=owners, shift=shift, shift_due=dict(shift_due),
     )
     stray_names = {qk.name for _, qk in stray if qk is not None}
     for qk, reply in zip(queue_keys, queue_replies, strict=True):
@@ -309,6 +314,13 @@ class _Analysis:
     def present(self, rep: str) -> bool:
         return self.s.status.get(rep) == "online" and self.s.seen.get(rep, 0) >= self.s.now_ms - self.presence_ttl_ms
 
+    def on_shift(self, rep: str) -> bool:
+        return self.s.shift.get(rep) != "off"
+
+    def can_work(self, rep: str) -> bool:
+        """Whether the scripts may give the rep new work (lib.lua can_work): present and on shift."""
+        return self.present(rep) and self.on_shift(rep)
+
     def recent_enough(self, queue: Queue, rep: str) -> bool:
         window = queue.heartbeat_window_ms
         return window <= 0 or self.s.seen.get(rep, 0) >= self.s.now_ms - window
@@ -333,6 +345,7 @@ class _Analysis:
         self.check_closed_set()
         self.check_members()
         self.check_ready()
+        self.check_shifts()
         self.check_turns()
         self.check_outcomes()
         self.check_stuck()
@@ -639,7 +652,7 @@ class _Analysis:
                         self.warning("stale_ready_entry", f"ready index {queue.name}/{bucket} holds rep {rep}, which "
                                                           f"{why} (dropped when a decision meets it)")
                 for rep in sorted(members - indexed):
-                    if self.bucket_for(rep, bucket) == bucket and self.present(rep) and self.room(rep, bucket):
+                    if self.bucket_for(rep, bucket) == bucket and self.can_work(rep) and self.room(rep, bucket):
                         self.error("ready_missing", f"rep {rep} is online with room in bucket {bucket} but missing "
                                                     f"from the ready index of queue {queue.name}, so none of the "
                                                     "queue's leads reach it")
@@ -653,9 +666,33 @@ class _Analysis:
             return "does not spend that capacity bucket"
         if not self.present(rep):
             return "is not online"
+        if not self.on_shift(rep):
+            return "is off shift"
         if not self.room(rep, bucket):
             return "is full"
         return ""
+
+    def check_shifts(self) -> None:
+        """Shift states are "on" or "off", of reps with a profile; an off-shift rep is in no ready
+        index. Going off shift takes the rep out of every index in the step that records it, so an
+        entry of an off-shift rep that spends one capacity bucket is an error: leads would reach it
+        outside its hours if pick_rep did not check. A rep with several buckets may keep entries
+        with an old sort key in its other buckets (check_ready says why), warned of there. A boundary
+        long past means no worker runs the shift timer."""
+        for rep, state in sorted(self.s.shift.items()):
+            if state not in ("on", "off"):
+                self.error("unknown_shift", f"rep {rep} has shift state {state!r}; the states are on and off")
+        for rep in sorted((set(self.s.shift) | set(self.s.shift_due)) - set(self.s.profiles)):
+            self.error("shift_without_rep", f"rep {rep} has a shift state or boundary but no profile")
+        for rep, at in sorted(self.s.shift_due.items()):
+            if at < self.s.now_ms - SHIFT_OVERDUE_MS:
+                self.warning("shift_overdue", f"rep {rep}'s shift state was due to change {(self.s.now_ms - at) / 1000:.0f} s "
+                                              "ago: is the shift timer running on any worker?")
+        for (queue, bucket), entries in sorted(self.s.ready.items()):
+            for entry in entries:
+                rep = entry.rsplit("|", 1)[-1]
+                if not self.on_shift(rep) and len(self.caps.get(rep, {})) == 1:
+                    self.error("off_shift_indexed", f"rep {rep} is off shift but in the ready index {queue}/{bucket}")
 
     def check_turns(self) -> None:
         """A weighted queue's ready entry is sorted by the rep's pass as stored, and a rep that can
@@ -703,7 +740,7 @@ class _Analysis:
             for channel in self.routing.channels:
                 takers[queue.name, channel] = [
                     (rep, bucket) for rep in sorted(members)
-                    if (bucket := self.bucket_for(rep, channel)) and self.present(rep)
+                    if (bucket := self.bucket_for(rep, channel)) and self.can_work(rep)
                     and self.room(rep, bucket) and self.recent_enough(queue, rep)
                 ]
         for lead_id, record in sorted(self.records.items()):
