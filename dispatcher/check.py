@@ -648,7 +648,14 @@ class _Analysis:
                     rep = entry.rsplit("|", 1)[-1]
                     indexed.add(rep)
                     why = self._stale_because(rep, bucket, members)
-                    if why:
+                    if why == "is off shift" and len(self.caps.get(rep, {})) == 1:
+                        # Going off shift takes the rep out of every index in the step that records
+                        # it; only a rep with several buckets may keep entries with an old sort key
+                        # in its other buckets (reserve, above). Only pick_rep's own check keeps
+                        # leads from this rep outside its hours.
+                        self.error("off_shift_indexed", f"rep {rep} is off shift but in the ready index "
+                                                        f"{queue.name}/{bucket}")
+                    elif why:
                         self.warning("stale_ready_entry", f"ready index {queue.name}/{bucket} holds rep {rep}, which "
                                                           f"{why} (dropped when a decision meets it)")
                 for rep in sorted(members - indexed):
@@ -673,26 +680,17 @@ class _Analysis:
         return ""
 
     def check_shifts(self) -> None:
-        """Shift states are "on" or "off", of reps with a profile; an off-shift rep is in no ready
-        index. Going off shift takes the rep out of every index in the step that records it, so an
-        entry of an off-shift rep that spends one capacity bucket is an error: leads would reach it
-        outside its hours if pick_rep did not check. A rep with several buckets may keep entries
-        with an old sort key in its other buckets (check_ready says why), warned of there. A boundary
-        long past means no worker runs the shift timer."""
+        """Shift states are "on" or "off", of reps with a profile (an off-shift rep in a ready index:
+        check_ready). A boundary long past means no worker runs the shift timer."""
         for rep, state in sorted(self.s.shift.items()):
             if state not in ("on", "off"):
                 self.error("unknown_shift", f"rep {rep} has shift state {state!r}; the states are on and off")
         for rep in sorted((set(self.s.shift) | set(self.s.shift_due)) - set(self.s.profiles)):
             self.error("shift_without_rep", f"rep {rep} has a shift state or boundary but no profile")
         for rep, at in sorted(self.s.shift_due.items()):
-            if at < self.s.now_ms - SHIFT_OVERDUE_MS:
+            if rep in self.s.profiles and at < self.s.now_ms - SHIFT_OVERDUE_MS:
                 self.warning("shift_overdue", f"rep {rep}'s shift state was due to change {(self.s.now_ms - at) / 1000:.0f} s "
                                               "ago: is the shift timer running on any worker?")
-        for (queue, bucket), entries in sorted(self.s.ready.items()):
-            for entry in entries:
-                rep = entry.rsplit("|", 1)[-1]
-                if not self.on_shift(rep) and len(self.caps.get(rep, {})) == 1:
-                    self.error("off_shift_indexed", f"rep {rep} is off shift but in the ready index {queue}/{bucket}")
 
     def check_turns(self) -> None:
         """A weighted queue's ready entry is sorted by the rep's pass as stored, and a rep that can

@@ -13,7 +13,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,6 +22,9 @@ DAY_MS = 86_400_000
 # After the last absence ends, the weekly hours alone decide, and they repeat every week: a flip not
 # found within a week (plus a day for a DST change at either end) never comes.
 WEEK_MS = 8 * DAY_MS
+# Absences lie within these: the search for the next change walks past an absence's end by a week,
+# and Python's datetimes end with the year 9999.
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
 
 
 class ScheduleError(ValueError):
@@ -50,6 +53,8 @@ def _instant_ms(text: str, where: str) -> int:
                             f"such as 2026-12-24T09:00:00+01:00; got {text!r}") from None
     if at.tzinfo is None:
         raise ScheduleError(f"{where} must include a UTC offset (such as +01:00 or Z); got {text!r}")
+    if not EARLIEST <= at < LATEST:
+        raise ScheduleError(f"{where} must lie in the years 1970 to 2199; got {text!r}")
     return int(at.timestamp() * 1000)
 
 

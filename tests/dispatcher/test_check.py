@@ -296,6 +296,19 @@ async def owner_without_a_profile(f: Floor) -> set[str]:
     return {"error: customer customer_id=c-9's last rep is ghost, a rep with no profile"}
 
 
+async def off_shift_rep_still_indexed(f: Floor) -> set[str]:
+    # Set off shift behind the scripts' back: nothing took dee out of its queues' ready indexes.
+    await f.redis.hset(f.keys.rep_shift, "dee", "off")
+    return {"error: rep dee is off shift but in the ready index vip/*"}
+
+
+async def shift_states_of_no_use(f: Floor) -> set[str]:
+    await f.redis.hset(f.keys.rep_shift, "ana", "maybe")
+    await f.redis.zadd(f.keys.rep_shift_due, {"ghost": 1})
+    return {"error: rep ana has shift state 'maybe'; the states are on and off",
+            "error: rep ghost has a shift state or boundary but no profile"}
+
+
 CORRUPTIONS = [
     load_above_open_leads, load_over_capacity, load_in_a_bucket_without_capacity, negative_load,
     capacity_unlike_profile, assigned_lead_not_open, closed_lead_still_open, lead_open_on_two_reps, unknown_lead_open,
@@ -304,7 +317,7 @@ CORRUPTIONS = [
     key_the_dispatcher_never_writes, closed_lead_not_dated, open_lead_dated_as_closed, qualified_rep_not_a_member,
     unqualified_member, idle_rep_missing_from_ready_index, lead_waits_while_a_rep_has_room, unreadable_lead_record,
     due_entry_of_a_closed_lead, due_entry_in_a_queue_without_overflow, held_entry_of_an_assigned_lead,
-    held_lead_still_in_its_wait_set, owner_without_a_profile,
+    held_lead_still_in_its_wait_set, owner_without_a_profile, off_shift_rep_still_indexed, shift_states_of_no_use,
 ]
 
 
@@ -316,6 +329,15 @@ async def test_each_kind_of_drift_is_reported_in_words(floor, corrupt: Corruptio
     assert lines_of(result, "error") == expected
     assert result.exit_code == 1
     assert result.output.splitlines()[-1].startswith(f"drift: {len(expected)} errors, 0 warnings in ")
+
+
+async def test_a_shift_boundary_long_past_is_a_warning(floor):
+    """No worker runs the shift timer: nothing is inconsistent yet, but dee's shift never changes."""
+    await floor.redis.zadd(floor.keys.rep_shift_due, {"dee": 1})
+    result = run_check(floor.redis_url, floor.keys.workspace)
+    assert result.exit_code == 0, result.output
+    (warning,) = lines_of(result, "warning")
+    assert warning.startswith("warning: rep dee's shift state was due to change ") and "shift timer" in warning
 
 
 async def test_stale_ready_entries_are_warnings_and_exit_zero(floor):

@@ -98,6 +98,8 @@ def test_a_long_absence_is_skipped_not_walked():
     ({"absences": [{"from": "2026-12-02T00:00:00", "to": "2026-12-03T00:00:00Z"}]},
      "schedule.absences[0].from must include a UTC offset"),
     ({"absences": [{"from": "tomorrow", "to": "2026-12-03T00:00:00Z"}]}, "schedule.absences[0].from must be an ISO-8601"),
+    ({"absences": [{"from": "2026-12-01T00:00:00Z", "to": "9999-12-31T23:59:59Z"}]},
+     "schedule.absences[0].to must lie in the years 1970 to 2199"),
 ])
 def test_bad_schedules_are_refused_in_words(raw, words):
     with pytest.raises(ScheduleError, match=r"^" + words.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):

@@ -138,18 +138,22 @@ async def test_going_off_shift_returns_offers_and_keeps_assigned_leads(store_fac
     now = await store.now_ms()
     # On shift now, off from 0.4 s on for an hour.
     schedule = {"absences": [{"from": iso(now + 400), "to": iso(now + 3_600_000)}]}
-    await rep_factory(store, "ann", capacity=2, teams=["offers"], schedule=schedule)
+    await rep_factory(store, "ann", capacity=3, teams=["offers"], schedule=schedule)
     assert (await store.assign(lead("kept"), "p@kept")).assignment.rep_id == "ann"
     await store.assign(lead("offer", attributes={"q": "offers"}), "p@offer")
     assert (await store.lead("offer"))["rep_id"] == "ann"
     await rep_factory(store, "bob", capacity=2, teams=["offers"])
+    await rep_factory(store, "dan", capacity=1, schedule=schedule)  # idle: no offer to return, no lead
     await until_due(store, "ann")
     applied = await store.apply_shifts()
-    assert applied.changed == (("ann", False),)
+    assert applied.changed == (("ann", False), ("dan", False))
     offer = await store.lead("offer")
     assert (offer["status"], offer["rep_id"]) == ("offered", "bob"), "returned and offered to someone else now"
     assert offer["history"][-2]["event"] == "offer_returned" and offer["history"][-2]["why"] == "went off shift"
     assert await store.open_leads_of("ann") == ["kept"], "its own lead stays with it"
+    indexes = [store.keys.queue_ready(queue, "*") for queue in ("general", "offers")]
+    assert [e for key in indexes for e in await store.client.zrange(key, 0, -1) if e.endswith(("|ann", "|dan"))] \
+        == [], "with room, but out of every ready index"
     # Nothing new reaches it, though it has room and a lower load than bob.
     assert (await store.assign(lead("later"), "p@later")).assignment.rep_id == "bob"
     ann = await rep_object(store, "ann")
