@@ -1,7 +1,8 @@
 """Stream processors and the worker's background work: `assign_leads` turns each lead on the
 `leads` topic into one atomic decision in Redis and one assignment event; `relay_outbox` sends
 the events every other step wrote into the outbox; the timers keep the routing in step with the
-file and with the other workers, and forget closed leads and logged assignments after their retention.
+file and with the other workers, move what fell due (leads, rep shifts), and forget closed leads and
+logged assignments after their retention.
 
 Delivery is at-least-once: a lead's offset is acknowledged (and so committed) only after its
 decision is made and its event (or its dead letter) delivered. A redelivery after a crash carries
@@ -322,6 +323,21 @@ async def move_due_leads() -> None:
             log.info("%d sticky holds ran out, %d leads overflowed, %d assigned", moved.holds_ended, moved.overflowed,
                      len(moved.assignments))
         if not moved.left:
+            return
+
+
+@app.timer(interval=settings.due_poll_s)
+@survives("apply_shifts")
+async def apply_shifts() -> None:
+    """Reps whose schedule starts or ends their shift by now (working hours, absences): the state is
+    computed here, applied by one compare-and-set step per rep, so workers running this at once
+    apply each boundary once. Coming on shift drains waiting leads to the rep at once."""
+    while True:
+        applied = await store.apply_shifts(DUE_BATCH)
+        count_assignments(applied.assignments)
+        if applied.changed:
+            log.info("shifts changed: %s", ", ".join(f"{rep} {'on' if on else 'off'}" for rep, on in applied.changed))
+        if not applied.more:
             return
 
 

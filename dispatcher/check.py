@@ -43,6 +43,8 @@ NOTIFY_SLACK = 1_000
 # without reading the whole stream inside the snapshot's transaction.
 NOTIFY_CHECKED = 1_000
 NOTIFY_KINDS = ("row", "moved", "value")
+# A shift boundary this long past, still not applied: no worker runs the shift timer.
+SHIFT_OVERDUE_MS = 60_000
 
 
 class CheckError(RuntimeError):
@@ -140,6 +142,8 @@ class Snapshot:
     rep_log_oldest: dict[str, float] = field(default_factory=dict)
     notify_length: int = 0
     notify_latest: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    shift: dict[str, str] = field(default_factory=dict)  # rep -> "on" | "off"; none: always on shift
+    shift_due: dict[str, float] = field(default_factory=dict)  # rep -> when its shift state next flips (ms)
     # Keys under q: the routing in force does not name, with how many entries each holds.
     stray: dict[QueueKey, int] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)
@@ -219,6 +223,7 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
     pipe.zrange(keys.offers, 0, -1).hgetall(keys.breach_counts)
     pipe.zrange(keys.rep_log, 0, -1).zrange(keys.rep_log_oldest, 0, -1, withscores=True)
     pipe.xlen(keys.notifications).xrevrange(keys.notifications, count=NOTIFY_CHECKED)
+    pipe.hgetall(keys.rep_shift).zrange(keys.rep_shift_due, 0, -1, withscores=True)
     stray = [(name, _parse_queue_key(prefix, name)) for name in listed]
     queue_keys = expected + [qk for _, qk in stray if qk is not None]
     for qk in queue_keys:
@@ -229,10 +234,11 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
         else:
             pipe.zrange(qk.name, 0, -1, withscores=qk.kind in ("wait", "pool"))
     (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes, held, due,
-     owners, offers, breach_counts, rep_log, rep_log_oldest, notify_length, notify_latest,
+     owners, offers, breach_counts, rep_log, rep_log_oldest, notify_length, notify_latest, shift, shift_due,
      *queue_replies) = pipe.execute(raise_on_error=False)
     for reply in (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes,
-                  held, due, owners, offers, breach_counts, rep_log, rep_log_oldest, notify_length, notify_latest):
+                  held, due, owners, offers, breach_counts, rep_log, rep_log_oldest, notify_length, notify_latest,
+                  shift, shift_due):
         if isinstance(reply, Exception):
             raise CheckError(f"a workspace key cannot be read: {reply}")
     snapshot = Snapshot(
@@ -244,6 +250,7 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
         status=status, seen=dict(seen), open=open_members, closed=set(closed), outcomes=outcomes, held=held,
         due=dict(due), owners=owners, offers=offers, breach_counts=breach_counts, rep_log=rep_log,
         rep_log_oldest=dict(rep_log_oldest), notify_length=notify_length, notify_latest=notify_latest,
+        shift=shift, shift_due=dict(shift_due),
     )
     stray_names = {qk.name for _, qk in stray if qk is not None}
     for qk, reply in zip(queue_keys, queue_replies, strict=True):
@@ -333,6 +340,13 @@ class _Analysis:
     def present(self, rep: str) -> bool:
         return self.s.status.get(rep) == "online" and self.s.seen.get(rep, 0) >= self.s.now_ms - self.presence_ttl_ms
 
+    def on_shift(self, rep: str) -> bool:
+        return self.s.shift.get(rep) != "off"
+
+    def can_work(self, rep: str) -> bool:
+        """Whether the scripts may give the rep new work (lib.lua can_work): present and on shift."""
+        return self.present(rep) and self.on_shift(rep)
+
     def recent_enough(self, queue: Queue, rep: str) -> bool:
         window = queue.heartbeat_window_ms
         return window <= 0 or self.s.seen.get(rep, 0) >= self.s.now_ms - window
@@ -358,6 +372,7 @@ class _Analysis:
         self.check_closed_set()
         self.check_members()
         self.check_ready()
+        self.check_shifts()
         self.check_turns()
         self.check_outcomes()
         self.check_stuck()
@@ -686,11 +701,18 @@ class _Analysis:
                     rep = entry.rsplit("|", 1)[-1]
                     indexed.add(rep)
                     why = self._stale_because(rep, bucket, members)
-                    if why:
+                    if why == "is off shift" and len(self.caps.get(rep, {})) == 1:
+                        # Going off shift takes the rep out of every index in the step that records
+                        # it; only a rep with several buckets may keep entries with an old sort key
+                        # in its other buckets (reserve, above). Only pick_rep's own check keeps
+                        # leads from this rep outside its hours.
+                        self.error("off_shift_indexed", f"rep {rep} is off shift but in the ready index "
+                                                        f"{queue.name}/{bucket}")
+                    elif why:
                         self.warning("stale_ready_entry", f"ready index {queue.name}/{bucket} holds rep {rep}, which "
                                                           f"{why} (dropped when a decision meets it)")
                 for rep in sorted(members - indexed):
-                    if self.bucket_for(rep, bucket) == bucket and self.present(rep) and self.room(rep, bucket):
+                    if self.bucket_for(rep, bucket) == bucket and self.can_work(rep) and self.room(rep, bucket):
                         self.error("ready_missing", f"rep {rep} is online with room in bucket {bucket} but missing "
                                                     f"from the ready index of queue {queue.name}, so none of the "
                                                     "queue's leads reach it")
@@ -704,9 +726,24 @@ class _Analysis:
             return "does not spend that capacity bucket"
         if not self.present(rep):
             return "is not online"
+        if not self.on_shift(rep):
+            return "is off shift"
         if not self.room(rep, bucket):
             return "is full"
         return ""
+
+    def check_shifts(self) -> None:
+        """Shift states are "on" or "off", of reps with a profile (an off-shift rep in a ready index:
+        check_ready). A boundary long past means no worker runs the shift timer."""
+        for rep, state in sorted(self.s.shift.items()):
+            if state not in ("on", "off"):
+                self.error("unknown_shift", f"rep {rep} has shift state {state!r}; the states are on and off")
+        for rep in sorted((set(self.s.shift) | set(self.s.shift_due)) - set(self.s.profiles)):
+            self.error("shift_without_rep", f"rep {rep} has a shift state or boundary but no profile")
+        for rep, at in sorted(self.s.shift_due.items()):
+            if rep in self.s.profiles and at < self.s.now_ms - SHIFT_OVERDUE_MS:
+                self.warning("shift_overdue", f"rep {rep}'s shift state was due to change {(self.s.now_ms - at) / 1000:.0f} s "
+                                              "ago: is the shift timer running on any worker?")
 
     def check_turns(self) -> None:
         """A weighted queue's ready entry is sorted by the rep's pass as stored, and a rep that can
@@ -754,7 +791,7 @@ class _Analysis:
             for channel in self.routing.channels:
                 takers[queue.name, channel] = [
                     (rep, bucket) for rep in sorted(members)
-                    if (bucket := self.bucket_for(rep, channel)) and self.present(rep)
+                    if (bucket := self.bucket_for(rep, channel)) and self.can_work(rep)
                     and self.room(rep, bucket) and self.recent_enough(queue, rep)
                 ]
         for lead_id, record in sorted(self.records.items()):

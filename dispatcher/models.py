@@ -15,6 +15,7 @@ from msgspec import Meta
 from msgspec import inspect as shapes
 
 from dispatcher.routing import NAME_PATTERN, Routing
+from dispatcher.schedule import ScheduleError, parse_schedule
 from strategies.base import MAX_WEIGHT, MIN_WEIGHT
 
 # \Z, not $: `$` also matches before a trailing newline, which would let "id\n" through.
@@ -61,6 +62,34 @@ class Lead(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     attributes: Attributes = {}
 
 
+WINDOW_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]-(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)\Z"
+Window = Annotated[str, Meta(pattern=WINDOW_PATTERN, description='a window "HH:MM-HH:MM" (00:00 to 24:00)')]
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+Instant = Annotated[str, Meta(min_length=1, max_length=64, description="an ISO-8601 date and time with a UTC offset")]
+
+
+class Absence(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Off shift from `from` up to `to` (ISO-8601 with a UTC offset), whatever the hours say."""
+
+    what: ClassVar[str] = "absence"
+    from_: Instant = msgspec.field(name="from")
+    to: Instant
+    reason: Text | None = None
+
+
+class Schedule(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """When the rep works: weekly `hours` in its IANA `timezone` (a day not listed is a day off; no
+    `hours` at all is always on shift), and `absences`. Off shift it gets no new leads, offers,
+    claims or drains; the leads it has stay with it. Windows of a day may not overlap and must end
+    after they start."""
+
+    what: ClassVar[str] = "schedule"
+    timezone: Annotated[str, Meta(min_length=1, max_length=64)] = "UTC"
+    # Omitted: always on shift, absences aside; a day not listed is a day off.
+    hours: dict[Day, Annotated[list[Window], Meta(max_length=12)]] | None = None
+    absences: Annotated[list[Absence], Meta(max_length=100)] = []
+
+
 class RepProfile(msgspec.Struct, forbid_unknown_fields=True):
     what: ClassVar[str] = "rep profile"
     capacity: Count | Annotated[dict[Name, Count], Meta(min_length=1, max_length=32)]
@@ -68,6 +97,7 @@ class RepProfile(msgspec.Struct, forbid_unknown_fields=True):
     skills: Annotated[dict[Name, Level], Meta(max_length=64)] = {}
     attributes: Attributes = {}
     teams: Annotated[list[Name], Meta(max_length=32)] = []
+    schedule: Schedule | None = None
 
 
 class PresenceChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -145,7 +175,16 @@ def usable_profile(raw: bytes, routing: Routing, *, max_bytes: int) -> dict[str,
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not MIN_WEIGHT <= weight <= MAX_WEIGHT:
         raise BadInput(f"attributes.weight must be a number from {MIN_WEIGHT:g} to {MAX_WEIGHT:g} "
                        "(the rep's share in weighted queues; 2 takes twice the leads of 1)")
-    return msgspec.to_builtins(profile)
+    usable = msgspec.to_builtins(profile)
+    # A profile without a schedule is stored as before schedules existed: always on shift.
+    if profile.schedule is None:
+        del usable["schedule"]
+    else:
+        try:
+            parse_schedule(usable["schedule"])
+        except ScheduleError as exc:
+            raise BadInput(f"invalid rep profile: {exc}") from None
+    return usable
 
 
 # --- msgspec's messages in the API's words ----------------------------------------------------
@@ -178,11 +217,14 @@ def _in_words(message: str, raw: bytes, shape: type) -> str:
         problem, where = message, "$`"
     where = where.removesuffix("`")
     _, _, container = where.partition("` in `")
-    if problem.startswith("Object missing required field `"):
-        return f"{_field_name(problem)} is required"
-    if problem.startswith("Object contains unknown field `"):
-        known = ", ".join(field.encode_name for field in msgspec.structs.fields(shape))
-        return f"unknown field {_quoted_json(_field_name(problem))}; the fields are {known}"
+    if problem.startswith(("Object missing required field `", "Object contains unknown field `")):
+        # The object the field is missing from (or unknown in): the body, or a nested one (a schedule).
+        annotation, _, subject = _walk(shape, raw, where) if where != "$" else (shape, None, "")
+        name = f"{subject}.{_field_name(problem)}" if subject else _field_name(problem)
+        if problem.startswith("Object missing required field `"):
+            return f"{name} is required"
+        known = ", ".join(field.encode_name for field in msgspec.structs.fields(_member(annotation, msgspec.Struct)))
+        return f"unknown field {_quoted_json(name)}; the fields{f' of {subject}' if subject else ''} are {known}"
     if container:
         annotation, value, subject = _walk(shape, raw, container)
         key_type, _ = get_args(_member(annotation, dict))

@@ -86,7 +86,7 @@ def _schemas() -> dict[str, Any]:
             "duplicate": {"type": "boolean", "description": "true when this id was accepted before"},
         }),
         "Rep": {
-            **_object(["id", "status", "load", "capacity", "queues"], {
+            **_object(["id", "status", "load", "capacity", "queues", "on_shift", "shift_changes_at"], {
                 **profile,
                 "id": {"type": "string"},
                 "status": {"enum": STATUSES, "description": "offline as well when no heartbeat came within presence_ttl_s"},
@@ -95,8 +95,13 @@ def _schemas() -> dict[str, Any]:
                 "queues": {"type": "array", "items": {"type": "string"}},
                 "last_seen_at": _nullable(time),
                 "last_assigned_at": _nullable(time),
+                "on_shift": {"type": "boolean",
+                             "description": "whether its schedule has it working now (always true without a "
+                                            "schedule); off shift it gets no new leads, offers, claims or drains"},
+                "shift_changes_at": {**_nullable(time),
+                                     "description": "when on_shift next flips by its schedule; null for never"},
             }),
-            "description": "A rep: the profile as last put, its presence and its open leads.",
+            "description": "A rep: the profile as last put, its presence, its shift and its open leads.",
         },
         "Reps": _object(["reps"], {"reps": {"type": "array", "items": _ref("Rep")}}),
         "RepLeads": _object(["rep_id", "leads"], {

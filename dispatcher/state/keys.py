@@ -207,6 +207,20 @@ class Keys:
         return self._key("stats:breaches")
 
     @property
+    def rep_shift(self) -> str:
+        """HASH rep id -> "on" | "off": whether its schedule has it on shift, as last applied (upsert_rep,
+        shift). A rep without an entry (no schedule) is always on shift; an off-shift rep is in no ready
+        index and gets no new leads, offers, claims or drains."""
+        return self._key("rep:shift")
+
+    @property
+    def rep_shift_due(self) -> str:
+        """ZSET rep id scored by when its shift state next flips (ms): the shift timer recomputes the
+        reps that are due (Python computes schedules; Lua has no time zones). A rep whose schedule
+        never flips again has no entry."""
+        return self._key("rep:shift_due")
+
+    @property
     def queue_prefix(self) -> str:
         """What every per-queue key below starts with (`dispatcher check` scans for leftovers by it)."""
         return self._key("q:")
@@ -249,5 +263,6 @@ class Keys:
             self.recent_assignments, self.assigned_count, self.open_leads, self.outbox, self.routing,
             self.closed_leads, self.roster_version, self.rep_weight, self.owners, self.held_leads, self.due,
             self.outcomes, self.assignment_log, self.notifications, self.rep_log, self.rep_log_oldest,
-            self.offer_timeouts, self.claims, self.offers, self.breach_counts,
+            self.offer_timeouts, self.claims, self.offers, self.breach_counts, self.rep_shift,
+            self.rep_shift_due,
         ]

@@ -30,7 +30,7 @@ from strategies.base import MIN_WEIGHT, OUTCOME_DAYS, PASS_SCALE, Strategy
 
 LUA_DIR = Path(__file__).parent / "lua"
 SCRIPT_NAMES = ("accept", "assign", "close", "presence", "upsert_rep", "reassign", "apply_routing", "expire_closed",
-                "move_due", "forget_rep_log", "accept_offer", "reject_offer", "claim", "release", "contact")
+                "move_due", "forget_rep_log", "accept_offer", "reject_offer", "claim", "release", "contact", "shift")
 # A step built for a routing that is no longer in force is refused before it writes (lib.lua);
 # the caller adopts the routing in force and builds the step again.
 STALE = "STALE_"

@@ -103,18 +103,24 @@ class Reads(Layout):
                  "applied_at": iso_ms(entry["at"]), "by": entry.get("by")} for entry in entries]
 
     async def reps(self, rep_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """Rep objects as the API shows them: profile, effective status, load shaped like capacity."""
+        """Rep objects as the API shows them: profile, effective status, load shaped like capacity,
+        shift state and when it next changes."""
         k = self.keys
         pipe = self.client.pipeline(transaction=False)
         if rep_ids is None:
             pipe.hgetall(k.rep_profiles).hgetall(k.rep_status).zrange(k.rep_seen, 0, -1, withscores=True)
             pipe.hgetall(k.rep_load).hgetall(k.rep_last_assigned).time()
-            profiles_raw, status, seen, load, last, now = await pipe.execute()
+            pipe.hgetall(k.rep_shift).zrange(k.rep_shift_due, 0, -1, withscores=True)
+            profiles_raw, status, seen, load, last, now, shift, shift_due = await pipe.execute()
+            changes = dict(shift_due)
             profiles = {rep_id: orjson.loads(raw) for rep_id, raw in profiles_raw.items()}
         else:
             pipe.hmget(k.rep_profiles, rep_ids).hmget(k.rep_status, rep_ids)
             pipe.zmscore(k.rep_seen, rep_ids).hmget(k.rep_last_assigned, rep_ids).time()
-            raw_list, status_list, seen_list, last_list, now = await pipe.execute()
+            pipe.hmget(k.rep_shift, rep_ids).zmscore(k.rep_shift_due, rep_ids)
+            raw_list, status_list, seen_list, last_list, now, shift_list, due_list = await pipe.execute()
+            shift = dict(zip(rep_ids, shift_list, strict=True))
+            changes = dict(zip(rep_ids, due_list, strict=True))
             profiles = {r: orjson.loads(p) for r, p in zip(rep_ids, raw_list, strict=True) if p is not None}
             # Only these reps' load fields, named by their capacity: the whole load hash holds
             # every rep's, and a rep's own requests (presence, its leads) must not cost O(roster).
@@ -147,6 +153,9 @@ class Reads(Layout):
                 "queues": self.routing.queues_for(profile),
                 "last_seen_at": iso_ms(heard) if heard else None,
                 "last_assigned_at": iso_ms(last_assigned) if last_assigned else None,
+                # As the scripts route by it: no entry is a rep without a schedule, always on shift.
+                "on_shift": shift.get(rep_id) != "off",
+                "shift_changes_at": iso_ms(changes[rep_id]) if changes.get(rep_id) else None,
             })
         return sorted(reps, key=lambda rep: rep["id"])
 

@@ -125,3 +125,14 @@ class DueMoved:
     offers_returned: int = 0
     pooled: int = 0
     breaches: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ShiftsApplied:
+    """What one shift timer run did: the reps whose shift state it changed, as (rep, on shift) pairs,
+    the assignments that made (drains, returned offers decided again), and whether reps were left
+    due for the next run (it takes a bounded batch)."""
+
+    changed: tuple[tuple[str, bool], ...]
+    assignments: tuple[Assignment, ...]
+    more: bool

@@ -3,6 +3,7 @@ atomically; this module lays out the script's own arguments and reads its answer
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import orjson
 from redis.exceptions import NoScriptError, ResponseError
 
 from dispatcher.routing import Queue, Route, Routing
+from dispatcher.schedule import shift_at
 from dispatcher.state.layout import Layout, is_stale, is_unavailable
 from dispatcher.state.results import (
     Assignment,
@@ -18,6 +20,7 @@ from dispatcher.state.results import (
     Outcome,
     RoutingChange,
     RoutingRefused,
+    ShiftsApplied,
     lead_event,
 )
 
@@ -138,6 +141,31 @@ class Writes(Layout):
         return DueMoved(tuple(Assignment.from_script(r) for r in row[0]), int(row[1]), int(row[2]), int(row[3]),
                         int(row[4]), int(row[5]), tuple(tuple(label.split("|", 1)) for label in row[6]))
 
+    async def apply_shifts(self, limit: int = 200) -> ShiftsApplied:
+        """Reps whose schedule flips their shift state by now, up to `limit`: the state and the next
+        boundary computed here from the profile, applied by lua/shift.lua only if the boundary and
+        the profile are still the ones read, so workers running this at once apply each boundary once."""
+        now = await self.now_ms()
+        due = await self.client.zrangebyscore(self.keys.rep_shift_due, "-inf", now, start=0, num=limit + 1,
+                                              withscores=True)
+        reps = due[:limit]
+        profiles = await self.client.hmget(self.keys.rep_profiles, [rep for rep, _ in reps]) if reps else []
+        changed, assignments = [], []
+        for (rep, boundary), raw in zip(reps, profiles, strict=True):
+            if raw is None:
+                # A rep without a profile has no schedule to follow: forget when it was due.
+                await self.client.zrem(self.keys.rep_shift_due, rep)
+                continue
+            on, changes_at = shift_at(orjson.loads(raw).get("schedule"), now)
+            sha = hashlib.sha1(raw.encode()).hexdigest()
+            args = (rep, int(boundary), sha, "on" if on else "off", changes_at or 0)
+            row = await self._step("shift", lambda args=args: args)
+            if row[0] == "ok":
+                if int(row[1]):
+                    changed.append((rep, on))
+                assignments.extend(Assignment.from_script(r) for r in row[2])
+        return ShiftsApplied(tuple(changed), tuple(assignments), len(due) > limit)
+
     async def accept_offer(self, lead_id: str, rep_id: str | None, *, actor: str = "") -> Outcome:
         """The rep the lead is offered to takes it; `rep_id` None lets a supervisor accept for that rep."""
         row = await self._step("accept_offer", lambda: (lead_id, rep_id or "", actor))
@@ -179,13 +207,17 @@ class Writes(Layout):
         return Outcome("ok", row[1], tuple(Assignment.from_script(r) for r in row[2]))
 
     async def upsert_rep(self, rep_id: str, profile: Mapping[str, Any], *, actor: str = "") -> Outcome:
+        """`profile` as models.usable_profile gives it (a schedule already checked): its shift state
+        is computed here, at Redis's clock, and applied in the same step."""
+        on, changes_at = shift_at(profile.get("schedule"), await self.now_ms())
         capacity = profile["capacity"]
         capacity_spec = f"*={capacity}" if isinstance(capacity, int) else ",".join(f"{c}={n}" for c, n in capacity.items())
         skills_spec = ",".join(f"{skill}={level}" for skill, level in profile.get("skills", {}).items())
         attributes = profile.get("attributes") or {}
         rank, weight = attributes.get("rank", 0), attributes.get("weight", 1)
         row = await self._step("upsert_rep", lambda: (rep_id, orjson.dumps(profile), capacity_spec, skills_spec, rank,
-                                                      ",".join(self.routing.queues_for(profile)), actor, weight))
+                                                      ",".join(self.routing.queues_for(profile)), actor, weight,
+                                                      "on" if on else "off", changes_at or 0))
         if row[0] == "conflict":
             return Outcome("conflict", row[1])
         return Outcome("ok", row[1], tuple(Assignment.from_script(r) for r in row[2]))

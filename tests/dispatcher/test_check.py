@@ -335,6 +335,17 @@ async def notifications_no_longer_trimmed(f: Floor) -> set[str]:
     length = await f.redis.xlen(f.keys.notifications)
     return {f"error: the notifications stream holds {length} entries, over the about {NOTIFY_KEPT} it is trimmed to: "
             "its trimming has stopped"}
+async def off_shift_rep_still_indexed(f: Floor) -> set[str]:
+    # Set off shift behind the scripts' back: nothing took dee out of its queues' ready indexes.
+    await f.redis.hset(f.keys.rep_shift, "dee", "off")
+    return {"error: rep dee is off shift but in the ready index vip/*"}
+
+
+async def shift_states_of_no_use(f: Floor) -> set[str]:
+    await f.redis.hset(f.keys.rep_shift, "ana", "maybe")
+    await f.redis.zadd(f.keys.rep_shift_due, {"ghost": 1})
+    return {"error: rep ana has shift state 'maybe'; the states are on and off",
+            "error: rep ghost has a shift state or boundary but no profile"}
 
 
 CORRUPTIONS = [
@@ -347,7 +358,7 @@ CORRUPTIONS = [
     due_entry_of_a_closed_lead, due_entry_in_a_queue_without_overflow, held_entry_of_an_assigned_lead,
     held_lead_still_in_its_wait_set, owner_without_a_profile, rep_log_entry_unreadable, rep_log_of_a_rep_never_dated,
     rep_log_dated_after_its_oldest_entry, notification_without_a_body, notification_for_a_rep_without_a_profile,
-    notifications_no_longer_trimmed,
+    notifications_no_longer_trimmed, off_shift_rep_still_indexed, shift_states_of_no_use,
 ]
 
 
@@ -456,6 +467,13 @@ async def test_each_kind_of_offer_pool_and_sla_drift_is_reported_in_words(life, 
     result = run_check(life.redis_url, life.keys.workspace)
     assert lines_of(result, "error") == expected
     assert result.exit_code == 1
+async def test_a_shift_boundary_long_past_is_a_warning(floor):
+    """No worker runs the shift timer: nothing is inconsistent yet, but dee's shift never changes."""
+    await floor.redis.zadd(floor.keys.rep_shift_due, {"dee": 1})
+    result = run_check(floor.redis_url, floor.keys.workspace)
+    assert result.exit_code == 0, result.output
+    (warning,) = lines_of(result, "warning")
+    assert warning.startswith("warning: rep dee's shift state was due to change ") and "shift timer" in warning
 
 
 async def test_stale_ready_entries_are_warnings_and_exit_zero(floor):

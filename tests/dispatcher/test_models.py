@@ -254,7 +254,29 @@ def test_weights_from_a_hundredth_to_1000_are_accepted(weight):
     (b'{"capacity": 1, "attributes": {"weight": false}}', WEIGHT),
     (b'{"capacity": 1, "attributes": {"weight": [2]}}', WEIGHT),
     (b'{"skills": {}}', "invalid rep profile: capacity is required"),
-    (b'{"capcity": 1}', 'invalid rep profile: unknown field "capcity"; the fields are capacity, name, skills, attributes, teams'),
+    (b'{"capcity": 1}',
+     'invalid rep profile: unknown field "capcity"; the fields are capacity, name, skills, attributes, teams, schedule'),
+    (b'{"capacity": 1, "schedule": {"timezone": "Mars/Olympus"}}',
+     "invalid rep profile: schedule.timezone must be an IANA time zone such as Europe/Berlin or UTC; got 'Mars/Olympus'"),
+    (b'{"capacity": 1, "schedule": {"hours": {"mon": ["9-17"]}}}',
+     'invalid rep profile: schedule.hours.mon[0] must be a window "HH:MM-HH:MM" (00:00 to 24:00); got "9-17"'),
+    (b'{"capacity": 1, "schedule": {"hours": {"mon": ["09:00-24:30"]}}}',
+     'invalid rep profile: schedule.hours.mon[0] must be a window "HH:MM-HH:MM" (00:00 to 24:00); got "09:00-24:30"'),
+    (b'{"capacity": 1, "schedule": {"hours": {"monday": []}}}',
+     'invalid rep profile: schedule.hours has the key "monday"; keys must be one of mon, tue, wed, thu, fri, sat, sun'),
+    (b'{"capacity": 1, "schedule": {"hours": {"fri": ["13:00-17:00", "09:00-13:30"]}}}',
+     "invalid rep profile: schedule.hours.fri: windows 09:00-13:30 and 13:00-17:00 overlap"),
+    (b'{"capacity": 1, "schedule": {"hours": {"fri": ["17:00-17:00"]}}}',
+     "invalid rep profile: schedule.hours.fri: window 17:00-17:00 must end after it starts (use 00:00-24:00 for the "
+     "whole day; a shift past midnight is two windows, one on each day)"),
+    (b'{"capacity": 1, "schedule": {"absences": [{"from": "2026-12-24T00:00:00Z"}]}}',
+     "invalid rep profile: schedule.absences[0].to is required"),
+    (b'{"capacity": 1, "schedule": {"absences": [{"from": "2026-12-24T00:00:00Z", "to": "2026-12-24T00:00:00Z"}]}}',
+     "invalid rep profile: schedule.absences[0]: from (2026-12-24T00:00:00Z) must be before to (2026-12-24T00:00:00Z)"),
+    (b'{"capacity": 1, "schedule": {"absences": [{"from": "2026-12-24", "to": "2026-12-25T00:00:00Z"}]}}',
+     "invalid rep profile: schedule.absences[0].from must include a UTC offset (such as +01:00 or Z); got '2026-12-24'"),
+    (b'{"capacity": 1, "schedule": {"tz": "UTC"}}',
+     'invalid rep profile: unknown field "schedule.tz"; the fields of schedule are timezone, hours, absences'),
     (b"[1]", "invalid rep profile: the body must be a JSON object; got [1]"),
 ])
 def test_bad_profiles_are_refused_with_the_reason(raw, message):
@@ -263,6 +285,14 @@ def test_bad_profiles_are_refused_with_the_reason(raw, message):
         profile(raw, routing)
     assert refused.value.kind == "invalid"
     assert str(refused.value) == message
+
+
+def test_a_schedule_is_kept_as_given_and_no_schedule_is_no_field():
+    routing = parse_routing("channels: [web, chat]", "t")
+    assert "schedule" not in profile(b'{"capacity": 1}', routing)
+    given = {"timezone": "Europe/Berlin", "hours": {"mon": ["09:00-12:00", "13:00-17:00"], "sat": ["00:00-24:00"]},
+             "absences": [{"from": "2026-12-24T00:00:00+01:00", "to": "2026-12-27T00:00:00+01:00", "reason": "holidays"}]}
+    assert profile(orjson.dumps({"capacity": 1, "schedule": given}), routing)["schedule"] == given
 
 
 def test_decode_gives_a_rep_profile_struct():

@@ -55,7 +55,8 @@ def test_patterns_are_the_models_own_in_ecma_262():
     """JSON Schema patterns are ECMA-262, where `$` ends the text and \\Z means nothing; the models
     say \\Z because Python's `$` would also match before a final newline."""
     found = set(patterns(document()))
-    assert found == {pattern.removesuffix("\\Z") + "$" for pattern in (models.ID_PATTERN, models.NAME_PATTERN)}
+    assert found == {pattern.removesuffix("\\Z") + "$" for pattern in (models.ID_PATTERN, models.NAME_PATTERN,
+                                                                             models.WINDOW_PATTERN)}
 
 
 def test_every_guarded_operation_documents_the_error_shape_and_the_auth_refusals():

@@ -9,7 +9,7 @@
 --               rep:last_assigned, recent assignments, assignment counter, open leads, outbox,
 --               routing, closed leads, roster version, rep:weight, owners, held leads, due,
 --               outcomes, assignment log, notifications, rep log, rep log's oldest entries,
---               offer timeouts, claims, offers, breach counts
+--               offer timeouts, claims, offers, breach counts, rep:shift, rep:shift_due
 --   then one block per queue: members, state, ready(queue, "*"), ready(queue, c) for c in CHANNELS,
 --               wait(queue, c) for c in CHANNELS, wait index(queue, c) for c in CHANNELS, pool
 -- ARGV layout shared by all scripts:
@@ -33,7 +33,8 @@ local K_LEADS, K_PROFILES, K_CAP, K_LOAD, K_SKILLS, K_RANK, K_STATUS, K_SEEN, K_
 local K_RECENT, K_ASSIGNED, K_OPEN, K_OUTBOX, K_ROUTING, K_CLOSED, K_ROSTER = 10, 11, 12, 13, 14, 15, 16
 local K_WEIGHT, K_OWNERS, K_HELD, K_DUE, K_OUTCOMES, K_LOG = 17, 18, 19, 20, 21, 22
 local K_NOTIFY, K_REP_LOG, K_REP_OLDEST, K_OFFER_TIMEOUTS, K_CLAIMS, K_OFFERS, K_BREACHES = 23, 24, 25, 26, 27, 28, 29
-local FIXED_KEYS = 29
+local K_SHIFT, K_SHIFT_DUE = 30, 31
+local FIXED_KEYS = 31
 local QUEUE_ARGS = 14
 -- How many of the latest assignments the supervisor page can show.
 local RECENT_KEPT = 50
@@ -136,6 +137,40 @@ local function is_present(ctx, rep)
     return seen >= ctx.now - ctx.presence_ttl
 end
 
+-- Whether the rep's schedule has it on shift, as Python last computed it (shift.lua, upsert_rep.lua);
+-- a rep without a schedule has no entry and is always on shift.
+local function on_shift(rep)
+    return redis.call('HGET', KEYS[K_SHIFT], rep) ~= 'off'
+end
+
+-- May the rep be given new work now: online with fresh heartbeats, and on shift.
+local function can_work(ctx, rep)
+    return on_shift(rep) and is_present(ctx, rep)
+end
+
+-- An instant (ms since 1970) as ISO-8601 UTC to the second, for refusals in words: days to a civil
+-- date by Howard Hinnant's algorithm (Redis Lua has no os.date).
+local function iso_utc(ms)
+    local seconds = math.floor(ms / 1000)
+    local days, rest = math.floor(seconds / 86400), seconds % 86400
+    local z = days + 719468
+    local era = math.floor(z / 146097)
+    local doe = z - era * 146097
+    local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+    local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+    local mp = math.floor((5 * doy + 2) / 153)
+    local month = mp < 10 and mp + 3 or mp - 9
+    local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+    return string.format('%04d-%02d-%02dT%02d:%02d:%02dZ', year, month, doy - math.floor((153 * mp + 2) / 5) + 1,
+                         math.floor(rest / 3600), math.floor(rest % 3600 / 60), rest % 60)
+end
+
+-- Why an off-shift rep cannot take work, in words: until when.
+local function off_shift_words(rep)
+    local until_ms = redis.call('ZSCORE', KEYS[K_SHIFT_DUE], rep)
+    return until_ms and ('is off shift until ' .. iso_utc(tonumber(until_ms))) or 'is off shift'
+end
+
 local function is_recent_enough(ctx, q, rep)
     if q.window <= 0 then return true end
     local seen = tonumber(redis.call('ZSCORE', KEYS[K_SEEN], rep) or '0')
@@ -211,7 +246,7 @@ end
 -- Puts the rep into the ready index of every queue it belongs to, if it can take work there now.
 -- `facts` are its facts after the change; `present` skips the presence check a caller just made.
 local function index_rep(ctx, rep, bucket, facts, present)
-    if not present and not is_present(ctx, rep) then return end
+    if not present and not can_work(ctx, rep) then return end
     facts = facts or rep_facts(rep, bucket)
     if facts.load >= facts.cap then return end
     for _, q in ipairs(ctx.queues) do
@@ -566,7 +601,7 @@ local function live_entry(ctx, q, channel, key, bucket, member)
     local rep = string.match(member, '([^|]+)$')
     local facts = rep_facts(rep, bucket)
     local fresh_member, has_room = member_of(q, rep, facts), facts.load < facts.cap
-    local present = is_present(ctx, rep)
+    local present = can_work(ctx, rep)
     local member_now = redis.call('SISMEMBER', q.members, rep) == 1
     if fresh_member == member and has_room and present and member_now and bucket_for(rep, channel) == bucket then
         return {rep = rep, bucket = bucket, facts = facts}
@@ -834,6 +869,7 @@ local function rep_can_take(ctx, q, rep, record)
     local bucket = bucket_for(rep, channel)
     if not bucket then return false, 'takes no ' .. channel .. ' leads', true end
     if q.s.skills and not has_skills(rep, lead_skills(record)) then return false, 'lacks a skill it asks for', true end
+    if not on_shift(rep) then return false, off_shift_words(rep) end
     if not is_present(ctx, rep) then return false, 'was not online' end
     local facts = rep_facts(rep, bucket)
     if facts.load >= facts.cap then return false, string.format('was at capacity (%d of %d)', facts.load, facts.cap) end
@@ -867,7 +903,7 @@ end
 local function anything() return true end
 
 local function drain_rep(ctx, rep, assignments)
-    if not is_present(ctx, rep) then return end
+    if not can_work(ctx, rep) then return end
     local covered = {}
     local function covers(signature)
         if covered[signature] == nil then covered[signature] = has_skills(rep, split(signature, '+')) end
@@ -1031,4 +1067,34 @@ local function set_status(ctx, rep, status, actor)
                                                        previous = previous, by = actor ~= '' and actor or nil}))
     end
     return previous
+end
+
+-- Applies a rep's shift state ('on' | 'off') and when it next flips (ms; 0 = never), both computed
+-- by Python from the rep's schedule (dispatcher/schedule.py). Going off shift ends new work as going
+-- away does: out of every ready index, and every offer it has not answered is returned and decided
+-- again for someone else now (an off-shift rep is not expected to answer, and an offer waiting on it
+-- would keep the lead from everyone until its timeout); the leads it already has stay with it.
+-- Coming on shift indexes it (index_rep's catch_up starts it level with the others in weighted
+-- queues: hours off shift earn no burst of leads) and drains waiting leads to it. A change goes to
+-- rep-events. Returns true if the state changed.
+local function set_shift(ctx, rep, state, next_ms, actor, assignments)
+    local previous = on_shift(rep) and 'on' or 'off'
+    redis.call('HSET', KEYS[K_SHIFT], rep, state)
+    if next_ms > 0 then
+        redis.call('ZADD', KEYS[K_SHIFT_DUE], next_ms, rep)
+    else
+        redis.call('ZREM', KEYS[K_SHIFT_DUE], rep)
+    end
+    if previous == state then return false end
+    emit('rep-events', rep, 'value', cjson.encode({type = 'shift', rep_id = rep, on_shift = state == 'on',
+                                                   changes_at = next_ms > 0 and next_ms or cjson.null,
+                                                   by = actor ~= '' and actor or nil}))
+    if state == 'off' then
+        unindex_rep_everywhere(ctx, rep)
+        return_offers_of(ctx, rep, 'offer_returned', {why = 'went off shift'}, assignments)
+    else
+        index_rep_everywhere(ctx, rep)
+        drain_rep(ctx, rep, assignments)
+    end
+    return true
 end

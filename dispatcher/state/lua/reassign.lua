@@ -27,6 +27,7 @@ if target ~= '' then
     if target == old_rep then return {'refused', 'conflict', string.format('lead %s is already assigned to %s', lead_id, target)} end
     target_bucket = bucket_for(target, channel)
     if not target_bucket then return {'refused', 'conflict', string.format('rep %s takes no %s leads', target, channel)} end
+    if not on_shift(target) then return {'refused', 'conflict', 'rep ' .. target .. ' ' .. off_shift_words(target)} end
     if not is_present(ctx, target) then return {'refused', 'conflict', string.format('rep %s is not online', target)} end
     local load, cap = load_and_cap(target, target_bucket)
     if load >= cap then

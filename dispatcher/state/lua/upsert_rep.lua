@@ -4,15 +4,17 @@
 -- KEYS: the shared layout (lib.lua), all channels.
 -- ARGV: the shared layout, then rep id, profile JSON, capacity ("*=3" or "web=2,chat=4"),
 --       skills ("spanish=7,billing=3"), rank, names of the queues the rep belongs to (comma-separated),
---       actor ('' when unnamed), weight (its share in weighted queues).
+--       actor ('' when unnamed), weight (its share in weighted queues), shift state ('on' | 'off') and
+--       when it next flips (ms; 0 = never), computed by Python from the profile's schedule at the time
+--       of the call (no schedule: 'on', 0), applied in this step (lib.lua set_shift).
 -- Every accepted change moves the roster version on (apply_routing builds memberships from a
 -- roster it read earlier and must know it is still that roster) and goes to rep-events.
--- Returns {'conflict', message} | {'ok', 'created' | 'updated', drained assignments}
+-- Returns {'conflict', message} | {'ok', 'created' | 'updated', drained or re-decided assignments}
 local ctx = parse_context()
 local rep, profile_json = ARGV[ctx.argi], ARGV[ctx.argi + 1]
 local capacity_spec, skills_spec = ARGV[ctx.argi + 2], ARGV[ctx.argi + 3]
 local rank, queue_names, actor = ARGV[ctx.argi + 4], ARGV[ctx.argi + 5], ARGV[ctx.argi + 6]
-local weight = ARGV[ctx.argi + 7]
+local weight, shift, shift_next = ARGV[ctx.argi + 7], ARGV[ctx.argi + 8], tonumber(ARGV[ctx.argi + 9])
 
 local function parse_pairs(spec)
     local pairs_found = {}
@@ -68,7 +70,9 @@ redis.call('INCR', KEYS[K_ROSTER])
 -- The profile as given, not decoded and encoded again: cjson would turn an empty list into {}.
 emit('rep-events', rep, 'value', string.format('{"type":"profile","rep_id":%s,"by":%s,"profile":%s}',
                                                cjson.encode(rep), actor ~= '' and cjson.encode(actor) or 'null', profile_json))
-index_rep_everywhere(ctx, rep)
 local drained = {}
+-- Out of every index since the unindex above; going off shift returns its offers.
+set_shift(ctx, rep, shift, shift_next, actor, drained)
+index_rep_everywhere(ctx, rep)
 drain_rep(ctx, rep, drained)
 return {'ok', existed and 'updated' or 'created', drained}

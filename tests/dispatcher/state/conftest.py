@@ -56,8 +56,11 @@ def rep_factory() -> Callable[..., Awaitable[None]]:
         attributes: dict[str, Any] | None = None,
         teams: list[str] | None = None,
         status: str = "online",
+        schedule: dict[str, Any] | None = None,
     ) -> None:
         profile = {"capacity": capacity, "skills": skills or {}, "attributes": attributes or {}, "teams": teams or []}
+        if schedule is not None:
+            profile["schedule"] = schedule
         outcome = await store.upsert_rep(rep_id, profile)
         assert outcome.ok, outcome.detail
         assert (await store.set_presence(rep_id, status)).ok
