@@ -983,6 +983,20 @@ local function decide(ctx, record, q, facts, held_ms)
     return nil
 end
 
+-- The lead as offered to `rep` ('' for whichever rep it is offered to): its record, or nil and the
+-- refusal that an answer to the offer (accept, reject) returns, having changed nothing.
+local function offered_to(lead_id, rep)
+    local record = load_record(lead_id)
+    if not record then return nil, {'refused', 'not_found', 'unknown lead ' .. lead_id} end
+    if record.status ~= 'offered' then
+        return nil, {'refused', 'conflict', string.format('lead %s is %s, not offered', lead_id, record.status)}
+    end
+    if rep ~= '' and record.rep_id ~= rep then
+        return nil, {'refused', 'conflict', string.format('lead %s is offered to another rep', lead_id)}
+    end
+    return record
+end
+
 -- The rep lets an offered lead go (`event`: rejected, offer_timed_out, offer_returned): its unit
 -- comes back, it joins the reps that let the lead go, and the lead is decided again in its queue (a
 -- sticky owner that let it go is not waited for). Returns the assignment the new decision made, or nil.
