@@ -735,16 +735,27 @@ local function wait_due(q, record)
     return at
 end
 
-local function enqueue(ctx, record, q, by)
+-- Puts a queued lead into both wait sets of queue q for its channel (unwait takes it out).
+local function wait_in(q, record)
     local channel = record.lead.channel
     redis.call('ZADD', q.wait[channel], wait_score(record.lead.priority, record.accepted_at), record.id)
     redis.call('ZADD', q.waitidx[channel], 0, wait_entry(record))
-    record.status = 'queued'
+end
+
+-- A lead that belongs to no rep now (waiting, held or pooled) in queue q: nothing of a past
+-- assignment or offer stays on its record to be read as current.
+local function unassign(record, q, status)
+    record.status = status
     record.queue = q.name
     record.strategy = q.strategy
     record.rep_id = cjson.null
     record.bucket = nil
     record.facts = nil
+end
+
+local function enqueue(ctx, record, q, by)
+    wait_in(q, record)
+    unassign(record, q, 'queued')
     -- The overflow clock runs from here: the queue has had this long to find anyone for it (a
     -- hold for the customer's last rep offered it to nobody else, so it does not count).
     record.waiting_since = ctx.now
@@ -892,30 +903,21 @@ local function drain_rep(ctx, rep, assignments)
             -- Both sets change only with the lead's status, so this is a guard, not a sweep: an
             -- entry without a queued lead behind it is dropped and the search runs again.
             if candidate and candidate.status == 'queued' and let_go_set(candidate)[rep] then
-                passed[#passed + 1] = {best_queue, best_channel, best, candidate}
+                passed[#passed + 1] = {best_queue, candidate}
             elseif candidate and candidate.status == 'queued' then
                 local waited = ctx.now - candidate.accepted_at
                 assignments[#assignments + 1] = reserve(ctx, candidate, best_queue, rep, bucket, 'assigned',
                     {drained = true, waited_ms = waited, priority = candidate.lead.priority})
             end
         end
-        for _, set_aside in ipairs(passed) do
-            local q, channel, entry, candidate = unpack(set_aside)
-            redis.call('ZADD', q.waitidx[channel], 0, entry)
-            redis.call('ZADD', q.wait[channel], wait_score(candidate.lead.priority, candidate.accepted_at), candidate.id)
-        end
+        for _, set_aside in ipairs(passed) do wait_in(set_aside[1], set_aside[2]) end
     end
 end
 
 -- Holds a lead for its customer's last rep, which may be free soon: nobody else is offered it
 -- until that rep takes it (drain_rep) or the hold runs out (move_due).
 local function hold(ctx, record, q, owner, why)
-    record.status = 'queued'
-    record.queue = q.name
-    record.strategy = q.strategy
-    record.rep_id = cjson.null
-    record.bucket = nil
-    record.facts = nil
+    unassign(record, q, 'queued')
     record.held_for = owner
     record.held_since = ctx.now
     record.held_until = ctx.now + q.sticky_ms
@@ -930,12 +932,7 @@ end
 local function to_pool(ctx, record, q, why, by)
     redis.call('ZREM', KEYS[K_DUE], record.id)
     redis.call('ZADD', q.pool, wait_score(record.lead.priority, record.accepted_at), record.id)
-    record.status = 'pooled'
-    record.queue = q.name
-    record.strategy = q.strategy
-    record.rep_id = cjson.null
-    record.bucket = nil
-    record.facts = nil
+    unassign(record, q, 'pooled')
     record.waiting_since = nil
     record.pooled_at = ctx.now
     add_history(record, ctx.now, 'pooled', {queue = q.name, why = why, by = by})
