@@ -587,7 +587,8 @@ class _Analysis:
                                       f"at {due}, so a missed contact is not caught")
 
     def check_owners(self) -> None:
-        for customer, rep in sorted(self.s.owners.items()):
+        for customer, owner in sorted(self.s.owners.items()):
+            rep = owner.split("|", 1)[0]
             if rep not in self.s.profiles:
                 self.error("owner_unknown_rep", f"customer {customer}'s last rep is {rep}, a rep with no profile")
 

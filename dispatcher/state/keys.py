@@ -118,7 +118,8 @@ class Keys:
 
     @property
     def owners(self) -> str:
-        """HASH customer ("field=value", as a sticky queue names it) -> the rep its last lead went to."""
+        """HASH customer ("field=value", as a sticky queue names it) -> "rep|lead": the rep its last lead
+        went to, and that lead, whose expiry (expire_closed.lua) takes the entry with it."""
         return self._key("owners")
 
     @property

@@ -452,8 +452,9 @@ local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     -- An assigned lead has nothing due (a drain takes leads whose overflow was still ahead).
     redis.call('ZREM', KEYS[K_DUE], record.id)
     -- The customer's owner is whoever took its last lead, however it got there (a supervisor's
-    -- move included), so its next lead follows the rep that knows it.
-    if record.sticky_key then redis.call('HSET', KEYS[K_OWNERS], record.sticky_key, rep) end
+    -- move included), so its next lead follows the rep that knows it. The entry names that lead
+    -- too ("rep|lead"): it goes when that lead is forgotten (expire_closed.lua).
+    if record.sticky_key then redis.call('HSET', KEYS[K_OWNERS], record.sticky_key, rep .. '|' .. record.id) end
     redis.call('HINCRBY', KEYS[K_LOAD], rep .. '|' .. bucket, 1)
     redis.call('ZADD', KEYS[K_OPEN], 0, rep .. '|' .. record.id)
     redis.call('HSET', KEYS[K_LAST], rep, ctx.now)
@@ -958,6 +959,7 @@ end
 local function decide(ctx, record, q, facts, held_ms)
     local let_go = let_go_set(record)
     local owner = record.sticky_key and q.sticky_ms >= 0 and redis.call('HGET', KEYS[K_OWNERS], record.sticky_key)
+    owner = owner and string.match(owner, '^[^|]+')
     if owner and let_go[owner] then owner = nil end
     if owner then
         local bucket, known, lasting = rep_can_take(ctx, q, owner, record)
