@@ -191,11 +191,17 @@ local function member_of(q, rep, facts)
     return member_for(q.order, rep, facts.load, facts.cap, facts.last, facts.rank, pass)
 end
 
--- A rep entering a weighted queue's ready index starts no further back than the queue's virtual
--- time ("vt", the pass the last turn was taken at): time away, full or outside the queue earns no
--- burst of leads. Reps already in the index are never behind it, so indexing them again is a no-op.
-local function catch_up(q, rep)
-    local vt = tonumber(redis.call('HGET', q.state, 'vt') or '0')
+-- A rep entering a weighted queue's ready index starts no further back than the virtual time of
+-- the walks it joins: time away, full or outside the queue earns no burst of leads. A walk for a
+-- lead meets only the '*' index and its channel's, so each channel has its own virtual time
+-- ("vt|<channel>", the pass its last turn was taken at; take_turn) and "vt" is the highest of them:
+-- a rep of the '*' bucket joins every channel's walks and starts at "vt", a rep of one channel's
+-- bucket at that channel's (at "vt" before that channel's first turn). One virtual time for all
+-- channels would leave a rep that only one channel's walks meet behind the others' turns.
+-- Reps already in the index are never behind it, so indexing them again is a no-op.
+local function catch_up(q, rep, bucket)
+    local own, highest = unpack(redis.call('HMGET', q.state, 'vt|' .. bucket, 'vt'))
+    local vt = tonumber(bucket ~= '*' and own or highest or '0')
     if turn_pass(q, rep) < vt then redis.call('HSET', q.state, 'pass|' .. rep, vt) end
 end
 
@@ -216,7 +222,7 @@ local function index_rep(ctx, rep, bucket, facts, present)
     if facts.load >= facts.cap then return end
     for _, q in ipairs(ctx.queues) do
         if redis.call('SISMEMBER', q.members, rep) == 1 then
-            if q.s.turn then catch_up(q, rep) end
+            if q.s.turn then catch_up(q, rep, bucket) end
             local member = member_of(q, rep, facts)
             if member then redis.call('ZADD', q.ready[bucket], 0, member) end
         end
@@ -376,8 +382,11 @@ local function take_turn(ctx, q, rep, walked, facts)
         weight = tonumber(redis.call('HGET', KEYS[K_WEIGHT], rep) or '1')
     end
     if walked then
-        -- The first rep the walk met with room has the lowest pass of the index: the virtual time.
-        redis.call('HSET', q.state, 'vt', walked.first == rep and pass or turn_pass(q, walked.first))
+        -- The first rep the walk met with room has the lowest pass of the indexes it walked: the
+        -- virtual time of the lead's channel (catch_up).
+        local vt = walked.first == rep and pass or turn_pass(q, walked.first)
+        redis.call('HSET', q.state, 'vt|' .. walked.channel, vt)
+        if vt > tonumber(redis.call('HGET', q.state, 'vt') or '0') then redis.call('HSET', q.state, 'vt', vt) end
     end
     redis.call('HSET', q.state, 'pass|' .. rep, pass + math.floor(PASS_SCALE / math.max(weight, MIN_WEIGHT) + 0.5))
     facts.weight, facts.pass = weight, pass
@@ -696,7 +705,7 @@ local function pick_rep(ctx, q, channel, skills, exclude)
         choice = walk_ready(ctx, q, channel, nil, nil, visit)
     end
     if not choice then return nil end
-    choice.facts.walked = {first = first, ready = ready}
+    choice.facts.walked = {first = first, ready = ready, channel = channel}
     return choice, why or {skipped = skipped}
 end
 
