@@ -653,7 +653,8 @@ class _Analysis:
                                       f"at {due}, so a missed contact is not caught")
 
     def check_owners(self) -> None:
-        for customer, rep in sorted(self.s.owners.items()):
+        for customer, owner in sorted(self.s.owners.items()):
+            rep = owner.split("|", 1)[0]
             if rep not in self.s.profiles:
                 self.error("owner_unknown_rep", f"customer {customer}'s last rep is {rep}, a rep with no profile")
 
@@ -747,15 +748,17 @@ class _Analysis:
 
     def check_turns(self) -> None:
         """A weighted queue's ready entry is sorted by the rep's pass as stored, and a rep that can
-        take the queue's work is never behind the queue's virtual time: one behind it would take a
-        burst of leads to catch up (lib.lua's catch_up brings reps entering the index level)."""
+        take the queue's work is never behind the virtual time of the walks that meet it (a channel's
+        index: that channel's, "vt|<channel>"; the '*' index: every channel's, whose highest is "vt"):
+        one behind it would take a burst of leads to catch up (lib.lua's catch_up brings reps
+        entering an index level)."""
         for queue in self.routing.queues:
             if not policy.strategy(queue.strategy).turn:
                 continue
             state = self.s.state.get(queue.name, {})
-            vt = int(state.get("vt", 0))
             members = self.s.members.get(queue.name, set())
             for bucket in ("*", *self.routing.channels):
+                vt = int(state.get("vt" if bucket == "*" else f"vt|{bucket}", 0))
                 for entry in self.s.ready.get((queue.name, bucket), []):
                     pass_text, rep = entry.split("|", 1)
                     if self._stale_because(rep, bucket, members) or int(pass_text) != int(state.get(f"pass|{rep}", 0)):

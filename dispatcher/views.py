@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from dispatcher import fairness, live, metrics, openapi
 from dispatcher.app import app, hub, settings, store
@@ -153,18 +154,36 @@ class Lead(View):
         return json_response(lead_view(record))
 
 
+async def lead_step(request: Request, lead_id: str, endpoint: str,
+                    step: Callable[[Any], Awaitable[Outcome | Response]],
+                    shape: type[Any] | None = None, empty: Any = None, counted: Counter | None = None) -> Response:
+    """A step on one lead, as every lead endpoint runs it: the lead id and the body (of `shape`;
+    none read without one; `empty` stands for a blank body where one may be left out) refused in
+    words when bad, then `step` on the decoded body, then the step's refusal or the lead as it is
+    after the step, with `counted` counted once the step went through. `step` may answer with a
+    Response of its own for a refusal only it can make."""
+    raw = await request.read() if shape else b""
+    try:
+        check_id(lead_id, "lead")
+        blank = empty is not None and not raw.strip()
+        body = empty if shape is None or blank else decode(raw, shape, max_bytes=settings.max_body_bytes)
+    except BadInput as exc:
+        return refusal(exc, endpoint)
+    outcome = await step(body)
+    if not isinstance(outcome, Outcome):
+        return outcome
+    if refused := refused_or_counted(outcome, endpoint):
+        return refused
+    if counted is not None:
+        counted.inc()
+    return json_response(lead_view(await store.lead(lead_id)))
+
+
 @app.page("/v1/leads/{lead_id}/close")
 class LeadClose(View):
     async def post(self, request: Request, lead_id: str) -> Response:
-        try:
-            check_id(lead_id, "lead")
-            close = decode(await request.read(), CloseRequest, max_bytes=settings.max_body_bytes)
-        except BadInput as exc:
-            return refusal(exc, "close")
-        outcome = await store.close(lead_id, close.outcome, actor=request["actor"], only_rep=request["rep_id"])
-        if refused := refused_or_counted(outcome, "close"):
-            return refused
-        return json_response(lead_view(await store.lead(lead_id)))
+        return await lead_step(request, lead_id, "close", lambda close: store.close(
+            lead_id, close.outcome, actor=request["actor"], only_rep=request["rep_id"]), CloseRequest)
 
 
 class _OfferAnswer(View):
@@ -174,16 +193,10 @@ class _OfferAnswer(View):
     answer = ""
 
     async def post(self, request: Request, lead_id: str) -> Response:
-        try:
-            check_id(lead_id, "lead")
-        except BadInput as exc:
-            return refusal(exc, self.answer)
         step = store.accept_offer if self.answer == "accept" else store.reject_offer
-        outcome = await step(lead_id, request["rep_id"], actor=request["actor"])
-        if refused := refused_or_counted(outcome, self.answer):
-            return refused
-        metrics.offer_answers_total.labels(f"{self.answer}ed").inc()
-        return json_response(lead_view(await store.lead(lead_id)))
+        return await lead_step(request, lead_id, self.answer,
+                               lambda _: step(lead_id, request["rep_id"], actor=request["actor"]),
+                               counted=metrics.offer_answers_total.labels(f"{self.answer}ed"))
 
 
 @app.page("/v1/leads/{lead_id}/accept")
@@ -199,16 +212,8 @@ class LeadReject(_OfferAnswer):
 @app.page("/v1/leads/{lead_id}/reassign")
 class LeadReassign(View):
     async def post(self, request: Request, lead_id: str) -> Response:
-        raw = await request.read()
-        try:
-            check_id(lead_id, "lead")
-            move = decode(raw, ReassignRequest, max_bytes=settings.max_body_bytes) if raw.strip() else ReassignRequest()
-        except BadInput as exc:
-            return refusal(exc, "reassign")
-        outcome = await store.reassign(lead_id, move.rep_id, actor=request["actor"])
-        if refused := refused_or_counted(outcome, "reassign"):
-            return refused
-        return json_response(lead_view(await store.lead(lead_id)))
+        return await lead_step(request, lead_id, "reassign", lambda move: store.reassign(
+            lead_id, move.rep_id, actor=request["actor"]), ReassignRequest, empty=ReassignRequest())
 
 
 @app.page("/v1/leads/{lead_id}/release")
@@ -216,15 +221,8 @@ class LeadRelease(View):
     """The rep holding a lead hands it back: it goes to another rep of its queue, never back."""
 
     async def post(self, request: Request, lead_id: str) -> Response:
-        try:
-            check_id(lead_id, "lead")
-            release = decode(await request.read(), ReleaseRequest, max_bytes=settings.max_body_bytes)
-        except BadInput as exc:
-            return refusal(exc, "release")
-        outcome = await store.release(lead_id, release.reason, actor=request["actor"], only_rep=request["rep_id"])
-        if refused := refused_or_counted(outcome, "release"):
-            return refused
-        return json_response(lead_view(await store.lead(lead_id)))
+        return await lead_step(request, lead_id, "release", lambda release: store.release(
+            lead_id, release.reason, actor=request["actor"], only_rep=request["rep_id"]), ReleaseRequest)
 
 
 @app.page("/v1/leads/{lead_id}/contact")
@@ -232,14 +230,8 @@ class LeadContact(View):
     """The first contact of an assigned lead: stops its queue's SLA clock."""
 
     async def post(self, request: Request, lead_id: str) -> Response:
-        try:
-            check_id(lead_id, "lead")
-        except BadInput as exc:
-            return refusal(exc, "contact")
-        outcome = await store.contact(lead_id, actor=request["actor"], only_rep=request["rep_id"])
-        if refused := refused_or_counted(outcome, "contact"):
-            return refused
-        return json_response(lead_view(await store.lead(lead_id)))
+        return await lead_step(request, lead_id, "contact", lambda _: store.contact(
+            lead_id, actor=request["actor"], only_rep=request["rep_id"]))
 
 
 @app.page("/v1/pool")
@@ -259,19 +251,13 @@ class Pool(View):
 @app.page("/v1/pool/{lead_id}/claim")
 class PoolClaim(View):
     async def post(self, request: Request, lead_id: str) -> Response:
-        try:
-            check_id(lead_id, "lead")
-            claim = decode(await request.read(), ClaimRequest, max_bytes=settings.max_body_bytes)
-        except BadInput as exc:
-            return refusal(exc, "claim")
-        if request["rep_id"] is not None and claim.rep_id != request["rep_id"]:
-            return rejected(403, f"this token is bound to rep {request['rep_id']} and may not claim for rep "
-                                 f"{claim.rep_id}", "claim")
-        outcome = await store.claim(lead_id, claim.rep_id, actor=request["actor"])
-        if refused := refused_or_counted(outcome, "claim"):
-            return refused
-        metrics.pool_claims_total.inc()
-        return json_response(lead_view(await store.lead(lead_id)))
+        async def claim_for(claim: ClaimRequest) -> Outcome | Response:
+            if request["rep_id"] is not None and claim.rep_id != request["rep_id"]:
+                return rejected(403, f"this token is bound to rep {request['rep_id']} and may not claim for rep "
+                                     f"{claim.rep_id}", "claim")
+            return await store.claim(lead_id, claim.rep_id, actor=request["actor"])
+
+        return await lead_step(request, lead_id, "claim", claim_for, ClaimRequest, counted=metrics.pool_claims_total)
 
 
 @app.page("/v1/reps")

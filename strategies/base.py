@@ -164,10 +164,11 @@ def stride(weight: float) -> int:
     return math.floor(PASS_SCALE / max(weight, MIN_WEIGHT) + 0.5)
 
 
-def pass_of(queue: QueueView, rep_id: str) -> int:
-    """The rep's place in the queue's weighted turns: its pass, never behind the queue's virtual
-    time (a rep entering the ready index starts there, so time away earns no burst of leads)."""
-    return max(int(queue.state.get(f"pass|{rep_id}", 0)), int(queue.state.get("vt", 0)))
+def pass_of(queue: QueueView, rep_id: str, channel: str) -> int:
+    """The rep's place in the queue's weighted turns for a lead of `channel`: its pass, never behind
+    that channel's virtual time (a rep entering the ready index starts there, so time away earns no
+    burst of leads; lib.lua's catch_up says why each channel has its own)."""
+    return max(int(queue.state.get(f"pass|{rep_id}", 0)), int(queue.state.get(f"vt|{channel}", 0)))
 
 
 def rank_key(rep: RepState) -> int:

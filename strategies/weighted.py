@@ -5,8 +5,8 @@ Stride scheduling (base.TURNS): each rep has a pass per queue, the ready index i
 (ties by rep id), the lowest pass takes the lead and its pass grows by PASS_SCALE / weight. With
 weights 1 and 2 over 5 leads the reps get 2 and 3, over 3N leads exactly N and 2N, and the weight-1
 rep never gets two in a row. A rep entering the index (online again, room freed, joining) starts
-at the queue's virtual time, the pass of the rep the last turn went to first, so time away earns
-no catch-up burst. Every lead the rep takes in the queue (a drain, a supervisor's move too) adds
+at the virtual time of the lead channels it takes, the pass of the rep the channel's last turn went
+to first, so time away earns no catch-up burst. Every lead the rep takes in the queue (a drain, a supervisor's move too) adds
 to its pass: the pass measures service received. One decision costs what load_aware's does.
 
 Chosen over "smooth weighted round robin" (nginx), which visits every rep on each pick: O(n) per
@@ -31,7 +31,7 @@ from strategies.base import (
 
 
 def select(candidates: Sequence[RepState], lead: LeadView, queue: QueueView = ANY_QUEUE) -> RepState | None:
-    return min(candidates, key=lambda rep: (pass_of(queue, rep.id), rep.id), default=None)
+    return min(candidates, key=lambda rep: (pass_of(queue, rep.id, lead.channel), rep.id), default=None)
 
 
 def describe_turns(facts: Mapping[str, Any]) -> str:

@@ -118,7 +118,8 @@ class Keys:
 
     @property
     def owners(self) -> str:
-        """HASH customer ("field=value", as a sticky queue names it) -> the rep its last lead went to."""
+        """HASH customer ("field=value", as a sticky queue names it) -> "rep|lead": the rep its last lead
+        went to, and that lead, whose expiry (expire_closed.lua) takes the entry with it."""
         return self._key("owners")
 
     @property
@@ -232,7 +233,8 @@ class Keys:
     def queue_state(self, queue: str) -> str:
         """HASH of what the queue's strategy remembers between decisions, so it survives restarts
         and roster changes: "cursor" (the rep a rotation served last), "pass|rep" (a rep's weighted
-        turns, strategies/base.py TURNS), "vt" (the pass the last weighted turn was taken at),
+        turns, strategies/base.py TURNS), "vt|<channel>" (the pass the channel's last weighted turn was
+        taken at), "vt" (the highest of those),
         "draws" (random draws so far, one input of each draw)."""
         return self._key(f"q:{queue}:state")
 

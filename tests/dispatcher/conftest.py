@@ -45,6 +45,22 @@ async def api_factory():
         await session.close()
 
 
+@pytest.fixture
+def two_workers(worker_factory, api_factory, tmp_path):
+    """Starts two workers on one routing file whose due timers run every `poll_s`, as the tests of
+    timer-driven moves need (both timers race for each move); returns an Api on the first worker
+    and both workers."""
+
+    async def make(routing_yaml: str, poll_s: float) -> tuple[Api, tuple[Any, Any]]:
+        routing = tmp_path / "routing.yaml"
+        routing.write_text(routing_yaml)
+        settings = {"DISPATCHER_ROUTING": str(routing), "DISPATCHER_DUE_POLL_S": str(poll_s)}
+        workers = worker_factory(**settings), worker_factory(**settings)
+        return await api_factory(workers[0]), workers
+
+    return make
+
+
 def topic(worker, name: str) -> str:
     return worker.env["DISPATCHER_TOPIC_PREFIX"] + name
 

@@ -21,12 +21,8 @@ default_queue: timed
 """
 
 
-async def test_pool_claims_and_an_sla_breach_through_two_workers(worker_factory, api_factory, stack, tmp_path):
-    routing = tmp_path / "routing.yaml"
-    routing.write_text(ROUTING)
-    settings = {"DISPATCHER_ROUTING": str(routing), "DISPATCHER_DUE_POLL_S": str(POLL_S)}
-    first_worker, second_worker = worker_factory(**settings), worker_factory(**settings)
-    api = await api_factory(first_worker)
+async def test_pool_claims_and_an_sla_breach_through_two_workers(two_workers, stack):
+    api, (_, second_worker) = await two_workers(ROUTING, POLL_S)
     await api.rep("ana", capacity=1, teams=["open", "timed"])
     await api.rep("bo", capacity=1, teams=["open"])
 

@@ -25,12 +25,8 @@ default_queue: wide
 """
 
 
-async def test_a_held_lead_falls_back_then_overflows_through_the_timers(worker_factory, api_factory, stack, tmp_path):
-    routing = tmp_path / "routing.yaml"
-    routing.write_text(ROUTING)
-    settings = {"DISPATCHER_ROUTING": str(routing), "DISPATCHER_DUE_POLL_S": str(POLL_S)}
-    first_worker, second_worker = worker_factory(**settings), worker_factory(**settings)
-    api = await api_factory(first_worker)
+async def test_a_held_lead_falls_back_then_overflows_through_the_timers(two_workers, stack):
+    api, (_, second_worker) = await two_workers(ROUTING, POLL_S)
     await api.rep("ana", capacity=1, teams=["loyal"])
     await api.rep("bo", capacity=1)
     customer = {"customer_id": "c-7", "attributes": {"source": "loyal"}}

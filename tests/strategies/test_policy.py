@@ -128,7 +128,7 @@ def _index_member(order: tuple[str, ...], r: RepState, queue: QueueView) -> str:
     for name in order:
         code = ORDER_CODES[name]
         if code == "p":
-            parts.append(f"{pass_of(queue, r.id):016d}")
+            parts.append(f"{pass_of(queue, r.id, LEAD.channel):016d}")
         elif code == "u":
             parts.append(f"{r.load * 1_000_000_000 // r.capacity:010d}")
         elif code == "l":
@@ -147,7 +147,7 @@ ROSTER = [
 
 
 # Passes as a weighted queue stores them: some reps behind the virtual time, some tied, some unset.
-TURNS = QueueView("q", state={"vt": "2000000", **{f"pass|r{i}": str((i * 7 % 5) * 900_000) for i in range(0, 40, 3)}})
+TURNS = QueueView("q", state={f"vt|{LEAD.channel}": "2000000", "vt": "9000000", **{f"pass|r{i}": str((i * 7 % 5) * 900_000) for i in range(0, 40, 3)}})
 
 
 @pytest.mark.parametrize("module", [load_aware, online_now, priority, round_robin, weighted, performance, skills])

@@ -67,11 +67,11 @@ def test_shares_are_smooth_for_uneven_weights():
 
 
 def test_a_rep_behind_the_virtual_time_counts_from_it():
-    queue = QueueView("wt", state={"vt": "5000000", "pass|back": "0", "pass|here": "5500000"})
+    queue = QueueView("wt", state={"vt|web": "5000000", "vt": "9000000", "pass|back": "0", "pass|here": "5500000"})
     assert weighted.select([rep("here"), rep("back")], LEAD, queue).id == "back"
-    level = QueueView("wt", state={"vt": "5500000", "pass|back": "0", "pass|here": "5500000"})
+    level = QueueView("wt", state={"vt|web": "5500000", "pass|back": "0", "pass|here": "5500000"})
     assert weighted.select([rep("here"), rep("back")], LEAD, level).id == "back"  # tie: by id
-    ahead = QueueView("wt", state={"vt": "5000000", "pass|back": "0", "pass|here": "4000000"})
+    ahead = QueueView("wt", state={"vt|web": "5000000", "vt": "9000000", "pass|back": "0", "pass|here": "4000000"})
     assert weighted.select([rep("here"), rep("back")], LEAD, ahead).id == "back"
 
 

@@ -10,14 +10,8 @@
 local ctx = parse_context()
 local lead_id, rep, actor = ARGV[ctx.argi], ARGV[ctx.argi + 1], ARGV[ctx.argi + 2]
 
-local record = load_record(lead_id)
-if not record then return {'refused', 'not_found', 'unknown lead ' .. lead_id} end
-if record.status ~= 'offered' then
-    return {'refused', 'conflict', string.format('lead %s is %s, not offered', lead_id, record.status)}
-end
-if rep ~= '' and record.rep_id ~= rep then
-    return {'refused', 'conflict', string.format('lead %s is offered to another rep', lead_id)}
-end
+local record, refusal = offered_to(lead_id, rep)
+if not record then return refusal end
 -- Checked against the offer's end, not against `due`: the due step may not have run yet.
 if ctx.now >= record.offer_until then
     return {'refused', 'conflict', string.format('the offer of lead %s to rep %s ran out %d ms ago', lead_id,

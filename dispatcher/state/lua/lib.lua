@@ -226,11 +226,17 @@ local function member_of(q, rep, facts)
     return member_for(q.order, rep, facts.load, facts.cap, facts.last, facts.rank, pass)
 end
 
--- A rep entering a weighted queue's ready index starts no further back than the queue's virtual
--- time ("vt", the pass the last turn was taken at): time away, full or outside the queue earns no
--- burst of leads. Reps already in the index are never behind it, so indexing them again is a no-op.
-local function catch_up(q, rep)
-    local vt = tonumber(redis.call('HGET', q.state, 'vt') or '0')
+-- A rep entering a weighted queue's ready index starts no further back than the virtual time of
+-- the walks it joins: time away, full or outside the queue earns no burst of leads. A walk for a
+-- lead meets only the '*' index and its channel's, so each channel has its own virtual time
+-- ("vt|<channel>", the pass its last turn was taken at; take_turn) and "vt" is the highest of them:
+-- a rep of the '*' bucket joins every channel's walks and starts at "vt", a rep of one channel's
+-- bucket at that channel's (at "vt" before that channel's first turn). One virtual time for all
+-- channels would leave a rep that only one channel's walks meet behind the others' turns.
+-- Reps already in the index are never behind it, so indexing them again is a no-op.
+local function catch_up(q, rep, bucket)
+    local own, highest = unpack(redis.call('HMGET', q.state, 'vt|' .. bucket, 'vt'))
+    local vt = tonumber(bucket ~= '*' and own or highest or '0')
     if turn_pass(q, rep) < vt then redis.call('HSET', q.state, 'pass|' .. rep, vt) end
 end
 
@@ -251,7 +257,7 @@ local function index_rep(ctx, rep, bucket, facts, present)
     if facts.load >= facts.cap then return end
     for _, q in ipairs(ctx.queues) do
         if redis.call('SISMEMBER', q.members, rep) == 1 then
-            if q.s.turn then catch_up(q, rep) end
+            if q.s.turn then catch_up(q, rep, bucket) end
             local member = member_of(q, rep, facts)
             if member then redis.call('ZADD', q.ready[bucket], 0, member) end
         end
@@ -419,8 +425,11 @@ local function take_turn(ctx, q, rep, walked, facts)
         weight = tonumber(redis.call('HGET', KEYS[K_WEIGHT], rep) or '1')
     end
     if walked then
-        -- The first rep the walk met with room has the lowest pass of the index: the virtual time.
-        redis.call('HSET', q.state, 'vt', walked.first == rep and pass or turn_pass(q, walked.first))
+        -- The first rep the walk met with room has the lowest pass of the indexes it walked: the
+        -- virtual time of the lead's channel (catch_up).
+        local vt = walked.first == rep and pass or turn_pass(q, walked.first)
+        redis.call('HSET', q.state, 'vt|' .. walked.channel, vt)
+        if vt > tonumber(redis.call('HGET', q.state, 'vt') or '0') then redis.call('HSET', q.state, 'vt', vt) end
     end
     redis.call('HSET', q.state, 'pass|' .. rep, pass + math.floor(PASS_SCALE / math.max(weight, MIN_WEIGHT) + 0.5))
     facts.weight, facts.pass = weight, pass
@@ -495,8 +504,9 @@ local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     -- An assigned lead has nothing due (a drain takes leads whose overflow was still ahead).
     redis.call('ZREM', KEYS[K_DUE], record.id)
     -- The customer's owner is whoever took its last lead, however it got there (a supervisor's
-    -- move included), so its next lead follows the rep that knows it.
-    if record.sticky_key then redis.call('HSET', KEYS[K_OWNERS], record.sticky_key, rep) end
+    -- move included), so its next lead follows the rep that knows it. The entry names that lead
+    -- too ("rep|lead"): it goes when that lead is forgotten (expire_closed.lua).
+    if record.sticky_key then redis.call('HSET', KEYS[K_OWNERS], record.sticky_key, rep .. '|' .. record.id) end
     redis.call('HINCRBY', KEYS[K_LOAD], rep .. '|' .. bucket, 1)
     redis.call('ZADD', KEYS[K_OPEN], 0, rep .. '|' .. record.id)
     redis.call('HSET', KEYS[K_LAST], rep, ctx.now)
@@ -738,7 +748,7 @@ local function pick_rep(ctx, q, channel, skills, exclude)
         choice = walk_ready(ctx, q, channel, nil, nil, visit)
     end
     if not choice then return nil end
-    choice.facts.walked = {first = first, ready = ready}
+    choice.facts.walked = {first = first, ready = ready, channel = channel}
     return choice, why or {skipped = skipped}
 end
 
@@ -778,16 +788,27 @@ local function wait_due(q, record)
     return at
 end
 
-local function enqueue(ctx, record, q, by)
+-- Puts a queued lead into both wait sets of queue q for its channel (unwait takes it out).
+local function wait_in(q, record)
     local channel = record.lead.channel
     redis.call('ZADD', q.wait[channel], wait_score(record.lead.priority, record.accepted_at), record.id)
     redis.call('ZADD', q.waitidx[channel], 0, wait_entry(record))
-    record.status = 'queued'
+end
+
+-- A lead that belongs to no rep now (waiting, held or pooled) in queue q: nothing of a past
+-- assignment or offer stays on its record to be read as current.
+local function unassign(record, q, status)
+    record.status = status
     record.queue = q.name
     record.strategy = q.strategy
     record.rep_id = cjson.null
     record.bucket = nil
     record.facts = nil
+end
+
+local function enqueue(ctx, record, q, by)
+    wait_in(q, record)
+    unassign(record, q, 'queued')
     -- The overflow clock runs from here: the queue has had this long to find anyone for it (a
     -- hold for the customer's last rep offered it to nobody else, so it does not count).
     record.waiting_since = ctx.now
@@ -936,30 +957,21 @@ local function drain_rep(ctx, rep, assignments)
             -- Both sets change only with the lead's status, so this is a guard, not a sweep: an
             -- entry without a queued lead behind it is dropped and the search runs again.
             if candidate and candidate.status == 'queued' and let_go_set(candidate)[rep] then
-                passed[#passed + 1] = {best_queue, best_channel, best, candidate}
+                passed[#passed + 1] = {best_queue, candidate}
             elseif candidate and candidate.status == 'queued' then
                 local waited = ctx.now - candidate.accepted_at
                 assignments[#assignments + 1] = reserve(ctx, candidate, best_queue, rep, bucket, 'assigned',
                     {drained = true, waited_ms = waited, priority = candidate.lead.priority})
             end
         end
-        for _, set_aside in ipairs(passed) do
-            local q, channel, entry, candidate = unpack(set_aside)
-            redis.call('ZADD', q.waitidx[channel], 0, entry)
-            redis.call('ZADD', q.wait[channel], wait_score(candidate.lead.priority, candidate.accepted_at), candidate.id)
-        end
+        for _, set_aside in ipairs(passed) do wait_in(set_aside[1], set_aside[2]) end
     end
 end
 
 -- Holds a lead for its customer's last rep, which may be free soon: nobody else is offered it
 -- until that rep takes it (drain_rep) or the hold runs out (move_due).
 local function hold(ctx, record, q, owner, why)
-    record.status = 'queued'
-    record.queue = q.name
-    record.strategy = q.strategy
-    record.rep_id = cjson.null
-    record.bucket = nil
-    record.facts = nil
+    unassign(record, q, 'queued')
     record.held_for = owner
     record.held_since = ctx.now
     record.held_until = ctx.now + q.sticky_ms
@@ -974,12 +986,7 @@ end
 local function to_pool(ctx, record, q, why, by)
     redis.call('ZREM', KEYS[K_DUE], record.id)
     redis.call('ZADD', q.pool, wait_score(record.lead.priority, record.accepted_at), record.id)
-    record.status = 'pooled'
-    record.queue = q.name
-    record.strategy = q.strategy
-    record.rep_id = cjson.null
-    record.bucket = nil
-    record.facts = nil
+    unassign(record, q, 'pooled')
     record.waiting_since = nil
     record.pooled_at = ctx.now
     add_history(record, ctx.now, 'pooled', {queue = q.name, why = why, by = by})
@@ -1005,6 +1012,7 @@ end
 local function decide(ctx, record, q, facts, held_ms)
     local let_go = let_go_set(record)
     local owner = record.sticky_key and q.sticky_ms >= 0 and redis.call('HGET', KEYS[K_OWNERS], record.sticky_key)
+    owner = owner and string.match(owner, '^[^|]+')
     if owner and let_go[owner] then owner = nil end
     if owner then
         local bucket, known, lasting = rep_can_take(ctx, q, owner, record)
@@ -1025,6 +1033,20 @@ local function decide(ctx, record, q, facts, held_ms)
     end
     park(ctx, record, q)
     return nil
+end
+
+-- The lead as offered to `rep` ('' for whichever rep it is offered to): its record, or nil and the
+-- refusal that an answer to the offer (accept, reject) returns, having changed nothing.
+local function offered_to(lead_id, rep)
+    local record = load_record(lead_id)
+    if not record then return nil, {'refused', 'not_found', 'unknown lead ' .. lead_id} end
+    if record.status ~= 'offered' then
+        return nil, {'refused', 'conflict', string.format('lead %s is %s, not offered', lead_id, record.status)}
+    end
+    if rep ~= '' and record.rep_id ~= rep then
+        return nil, {'refused', 'conflict', string.format('lead %s is offered to another rep', lead_id)}
+    end
+    return record
 end
 
 -- The rep lets an offered lead go (`event`: rejected, offer_timed_out, offer_returned): its unit

@@ -9,14 +9,8 @@
 local ctx = parse_context()
 local lead_id, rep, actor = ARGV[ctx.argi], ARGV[ctx.argi + 1], ARGV[ctx.argi + 2]
 
-local record = load_record(lead_id)
-if not record then return {'refused', 'not_found', 'unknown lead ' .. lead_id} end
-if record.status ~= 'offered' then
-    return {'refused', 'conflict', string.format('lead %s is %s, not offered', lead_id, record.status)}
-end
-if rep ~= '' and record.rep_id ~= rep then
-    return {'refused', 'conflict', string.format('lead %s is offered to another rep', lead_id)}
-end
+local record, refusal = offered_to(lead_id, rep)
+if not record then return refusal end
 
 local from = record.rep_id
 redis.call('HDEL', KEYS[K_OFFER_TIMEOUTS], from)

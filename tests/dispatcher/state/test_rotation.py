@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from dispatcher.check import check_workspace
 from dispatcher.state.store import Store
 from strategies import performance
 from strategies.base import OUTCOME_DAYS, stride
@@ -208,6 +209,40 @@ async def test_a_weighted_rep_freed_from_full_starts_level(store_factory, rep_fa
     back = await send(store, 6, "wt")
     # Behind by 30 leads, x would take all five it has room for in a row.
     assert back == ["x", "x", "y", "x", "y", "x"]
+
+
+
+# A weighted queue over two channels: a walk for a web lead meets the '*' and web indexes only.
+TWO_CHANNELS = "channels: [web, chat]\nqueues:\n  wt: {strategy: weighted}\n"
+
+
+async def test_a_rep_only_chat_walks_meet_is_not_left_behind_by_web_turns(stack, store_factory, rep_factory):
+    store = await store_factory(TWO_CHANNELS)
+    await rep_factory(store, "a", capacity={"chat": 1, "web": 0})
+    await rep_factory(store, "b", capacity=10)
+    for n in range(3):
+        assert (await store.assign(lead(f"w{n}"), f"p@{n}")).assignment.rep_id == "b"
+    state = await store.client.hgetall(store.keys.queue_state("wt"))
+    # a waits in the chat index at pass 0, level with the chat turns (none yet), not the web ones.
+    assert (state["vt|web"], state["vt"], state.get("vt|chat")) == ("2000000", "2000000", None)
+    report = check_workspace(stack.redis_url, store.keys.workspace, store.routing, 60.0)
+    assert report.ok, "\n".join(report.lines())
+
+
+async def test_a_chat_turn_does_not_let_a_rep_back_from_away_burst_on_web(store_factory, rep_factory):
+    store = await store_factory(TWO_CHANNELS)
+    await rep_factory(store, "a", capacity={"chat": 5, "web": 0})
+    await rep_factory(store, "x", capacity=100)
+    await rep_factory(store, "y", capacity=100)
+    assert Counter(await send(store, 10, "wt")) == {"x": 5, "y": 5}
+    await store.set_presence("x", "away")
+    assert Counter(await send(store, 10, "wt")) == {"y": 10}
+    # a, at pass 0, takes the chat lead: that walk's virtual time is 0, the web walks' is not.
+    assert await send(store, 1, "wt", channel="chat") == ["a"]
+    await store.set_presence("x", "online")
+    back = await send(store, 10, "wt")
+    # Caught up to a virtual time of 0, x would take all ten.
+    assert 4 <= Counter(back)["x"] <= 6, back
 
 
 # --- random --------------------------------------------------------------------------------

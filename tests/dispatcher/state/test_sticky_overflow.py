@@ -156,7 +156,7 @@ async def test_after_the_wait_the_strategy_decides_no_earlier(store_factory, rep
     ended = next(e for e in record["history"] if e["event"] == "hold_ended")
     assert ended["at"] >= record["accepted_at"] + HOLD_S * 1000
     assert await held_and_due(store) == ([], [])
-    assert await store.client.hget(store.keys.owners, "customer_id=c-1") == "bob"
+    assert await store.client.hget(store.keys.owners, "customer_id=c-1") == "bob|second"
 
 
 async def test_a_hold_that_ends_with_nobody_free_waits_in_its_queue(store_factory, rep_factory):
@@ -307,3 +307,17 @@ async def test_routing_changes_reroute_held_leads_and_redate_overflows(store_fac
     assert (await store.client.zrange(store.keys.held_leads, 0, -1)) == []
     after = await store.client.zscore(store.keys.due, "waiting")
     assert after == before - OVERFLOW_S * 1000 + 60_000
+
+
+async def test_a_customer_owner_goes_with_the_lead_that_made_it_and_no_sooner(store_factory, rep_factory):
+    store = await store_factory(ROUTING)
+    await rep_factory(store, "ann", capacity=5)
+    assert await owner_of(store, "first") == "ann"
+    await store.close("first", "won")
+    assert (await store.assign(customer("again", "held"), "p@again")).assignment.rep_id == "ann"
+    # The customer's later lead made ann its owner again: forgetting the first one leaves that.
+    assert await store.expire_closed(retention_s=0) == 1
+    assert await store.client.hgetall(store.keys.owners) == {"customer_id=c-1": "ann|again"}
+    await store.close("again", "won")
+    assert await store.expire_closed(retention_s=0) == 1
+    assert await store.client.hlen(store.keys.owners) == 0
