@@ -348,7 +348,7 @@ class RepEvents(View):
             return rejected(404, f"unknown rep {rep_id}", "rep_events")
         # Subscribed before the resume is read, so nothing decided in between is missed; what both
         # hold is sent once.
-        subscriber = hub.subscribe(rep_id)
+        subscriber = await hub.subscribe(rep_id)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})
         try:

@@ -1,7 +1,8 @@
 """Notifications and the audit trail on a real worker: the rep's SSE stream delivers an assignment
 within a second of posting the lead (and resumes with Last-Event-ID), its history endpoint pages the
 rep's events, the decision's history reaches lead-events with ids, and a webhook receiver that fails
-its first tries gets the signed event."""
+its first tries gets the signed event; and the worker's one reader of the notifications stream,
+which reads only while someone listens."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import asyncio
 import hashlib
 import hmac
 import time
+import uuid
 
 import aiohttp
 import orjson
 from aiohttp import web
 
+from dispatcher.notify import Hub, Subscriber
 from tests.dispatcher.conftest import Api, assigned, topic
 from tests.kafka_io import eventually, read_topic
 
@@ -106,3 +109,55 @@ async def test_sse_history_lead_events_and_signed_webhooks(worker_factory, stack
         await rep.close()
         await runner.cleanup()
 
+
+
+class CountedReads:
+    """The real client, with its XREADs counted: whether the hub reads at all."""
+
+    def __init__(self, client) -> None:  # type: ignore[no-untyped-def]
+        self.client, self.xreads = client, 0
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.client, name)
+
+    async def xread(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.xreads += 1
+        return await self.client.xread(*args, **kwargs)
+
+
+async def notify(redis_client, stream: str, rep: str, n: int) -> str:
+    return await redis_client.xadd(stream, {"rep": rep, "value": orjson.dumps({"type": "offer", "lead_id": f"l{n}"})})
+
+
+async def next_lead(subscriber: Subscriber) -> str:
+    entry_id, kind, event = await asyncio.wait_for(subscriber.queue.get(), 2)
+    return event["lead_id"]
+
+
+async def test_the_hub_reads_only_while_someone_listens_and_misses_nothing_after_a_subscribe(redis_client):
+    stream = f"notify-{uuid.uuid4().hex[:8]}"
+    reads = CountedReads(redis_client)
+    hub = Hub(reads, stream, block_ms=50)  # type: ignore[arg-type]
+    reader = asyncio.ensure_future(hub.run())
+    try:
+        await notify(redis_client, stream, "ana", 0)
+        await asyncio.sleep(0.2)
+        assert reads.xreads == 0, "nobody listens here, so nothing is read"
+
+        ana = await hub.subscribe("ana")
+        await notify(redis_client, stream, "ana", 1)  # at once: the reader has not read yet
+        assert await next_lead(ana) == "l1", "what was written before the subscribe is the resume's, not the hub's"
+
+        hub.unsubscribe(ana)
+        await asyncio.sleep(0.2)
+        resting = reads.xreads
+        await notify(redis_client, stream, "ana", 2)
+        await asyncio.sleep(0.2)
+        assert reads.xreads == resting, "with the last listener gone, the reader rests"
+
+        again = await hub.subscribe("ana")
+        await notify(redis_client, stream, "ana", 3)
+        assert await next_lead(again) == "l3"
+        assert again.queue.empty()
+    finally:
+        reader.cancel()
