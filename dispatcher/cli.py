@@ -1,4 +1,4 @@
-"""`dispatcher` (also `python -m dispatcher`): dev, services, worker, token, routing check, check."""
+"""`dispatcher` (also `python -m dispatcher`): dev, services, worker, api, token, routing check, check."""
 
 from __future__ import annotations
 
@@ -144,6 +144,19 @@ def services() -> None:
 @main.command()
 def worker() -> None:
     """One worker (stream processor + HTTP server) against DISPATCHER_BROKER and DISPATCHER_REDIS_URL."""
+    _serve("all")
+
+
+@main.command()
+def api() -> None:
+    """Only the HTTP API, beside workers: takes leads onto the leads topic and runs the HTTP steps in
+    redis, but consumes nothing and runs no timers or relays. Several may run (each its own port)."""
+    _serve("api")
+
+
+def _serve(role: str) -> None:
+    # The app reads its settings once, when dispatcher.app is first imported below.
+    os.environ["DISPATCHER_PROCESS_ROLE"] = role
     settings = Settings()
     if not _keyring(settings) and not settings.allow_anonymous:
         raise click.ClickException(
@@ -157,8 +170,14 @@ def worker() -> None:
 
     import faust
 
-    from dispatcher import agents, views  # noqa: F401 - importing registers the agent and the HTTP views
+    from dispatcher import views  # noqa: F401 - importing registers the HTTP views
     from dispatcher.app import app
+
+    # Importing registers what the role runs (dispatcher/app.py says why it is chosen here).
+    if role == "api":
+        from dispatcher import api_process  # noqa: F401
+    else:
+        from dispatcher import agents  # noqa: F401
 
     faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
 
