@@ -175,11 +175,12 @@ async def sample_live_state() -> None:
 
 
 async def picture() -> dict[str, Any]:
-    """The picture a page shows: a worker's latest sample, or, where no timer samples (an api
-    process, or a worker before its first sample), one sampled here unless this process sampled
-    within the last SAMPLE_EVERY_S. A failure here is the request's (the caller answers it)."""
-    if latest and settings.process_role != "api":
-        return latest
+    """The picture a page shows: a worker's latest sample (one of its own before the timer's first;
+    the fairness figures stay the timer's, which exports them too). An api process, where no timer
+    samples, samples here unless it did within the last SAMPLE_EVERY_S. A failure here is the
+    request's (the caller answers it)."""
+    if settings.process_role != "api":
+        return latest or await snapshot(await store.reps())
     async with _sampling:
         if time.monotonic() - _fairness_sampled_at >= settings.fairness_sample_s:
             _keep_fairness(await store.fairness(settings.fairness_window_s))

@@ -76,6 +76,11 @@ async def test_presence_on_the_api_process_drains_a_lead_the_worker_relays_and_s
     assert [(e["lead_id"], e["rep_id"]) for e in events] == [("waits", "bo")], \
         "the drain reached Kafka once, from the outbox the worker relays"
 
+    # The live page's picture, sampled by the api process itself (it runs no sampling timer).
+    code, picture = await front.call("GET", "/v1/live")
+    assert code == 200 and [rep["id"] for rep in picture["reps"]] == ["bo"] and picture["assigned_total"] == 1
+    assert [(queue["queue"], queue["assignments"]) for queue in picture["fairness"]] == [("default", 1)]
+
     # The api process's /metrics are its own: the drain and the HTTP intake it made.
     async with front.session.get(front.base + "/metrics") as response:
         exported = await response.text()
