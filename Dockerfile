@@ -24,12 +24,14 @@ WORKDIR /home/dispatcher
 EXPOSE 8089
 ENTRYPOINT ["sh", "-c", "export DISPATCHER_API_TOKEN=\"${DISPATCHER_API_TOKEN:-${DISPATCHER_API_TOKENS%%,*}}\"; exec locust \"$@\"", "locust"]
 
-# The worker: `dispatcher worker` by default; any other subcommand can be given instead.
+# The worker: `dispatcher worker` by default; any other subcommand can be given instead (`api` for
+# an api process).
 FROM app AS worker
 USER dispatcher
 WORKDIR /home/dispatcher
 EXPOSE 6066
-# 200 only once the worker consumes and redis answers (503 before, which urlopen raises on).
+# 200 only once the worker consumes and redis answers, or an api process's producer is up and redis
+# answers (503 before, which urlopen raises on).
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=12 \
   CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v1/health' % os.environ.get('DISPATCHER_HTTP_PORT', '6066'), timeout=2)"
 ENTRYPOINT ["dispatcher"]

@@ -1,8 +1,9 @@
 """Stream processors and the worker's background work: `assign_leads` turns each lead on the
 `leads` topic into one atomic decision in Redis and one assignment event; `relay_outbox` sends
 the events every other step wrote into the outbox; the timers keep the routing in step with the
-file and with the other workers, move what fell due (leads, rep shifts), and forget closed leads and
-logged assignments after their retention.
+file and with the other workers, move what fell due (leads, rep shifts), forget closed leads and
+logged assignments after their retention, and sample the live picture and its gauges.
+Imported by workers only: an api process registers none of it (dispatcher/app.py).
 
 Delivery is at-least-once: a lead's offset is acknowledged (and so committed) only after its
 decision is made and its event (or its dead letter) delivered. A redelivery after a crash carries
@@ -27,17 +28,8 @@ from typing import Any
 from faust.types import EventT
 
 from dispatcher import metrics
-from dispatcher.app import (
-    app,
-    assignments_topic,
-    hub,
-    lead_events_topic,
-    leads_dlq_topic,
-    leads_topic,
-    rep_events_topic,
-    settings,
-    store,
-)
+from dispatcher import live
+from dispatcher.app import app, declare_topics, leads_topic, settings, store
 from dispatcher.background import survives
 from dispatcher.batches import NaturalBatches
 from dispatcher.events import (
@@ -188,12 +180,7 @@ async def _decide_until_redis_answers(deliveries: list) -> list[Decision]:
             await asyncio.sleep(delay)
 
 
-@app.task
-async def declare_topics() -> None:
-    """Every topic exists, with the configured partitions, before anyone reads it: consumers of
-    `assignments` or `leads-dlq` may subscribe before the first record is written."""
-    for topic in (leads_topic, assignments_topic, rep_events_topic, leads_dlq_topic, lead_events_topic):
-        await topic.maybe_declare()
+app.task(declare_topics)
 
 
 @app.task
@@ -202,11 +189,6 @@ async def relay_outbox() -> None:
     relay = OutboxRelay(store.client, store.keys.outbox, consumer, produce, settings.topic,
                         claim_idle_ms=int(settings.outbox_claim_idle_s * 1000))
     await relay.run()
-
-
-@app.task
-async def read_notifications() -> None:
-    await hub.run()
 
 
 @app.task
@@ -339,6 +321,10 @@ async def apply_shifts() -> None:
             log.info("shifts changed: %s", ", ".join(f"{rep} {'on' if on else 'off'}" for rep, on in applied.changed))
         if not applied.more:
             return
+
+
+app.timer(interval=live.SAMPLE_EVERY_S)(live.sample_live_state)
+app.timer(interval=settings.fairness_sample_s)(live.sample_fairness)
 
 
 @app.timer(interval=60.0)

@@ -2,6 +2,17 @@
 
 Settings are read from the environment once, here, when a worker starts; everything else gets
 them from `app.settings`.
+
+An api process (`dispatcher api`, DISPATCHER_PROCESS_ROLE=api) is this same App in faust's
+`producer_only` mode. faust's BootStrategy.producer_only() starts the web server and the producer
+and nothing else: no consumer, so the process never joins the leads consumer group; no table
+manager or recovery (tables.manager waits for recovery only outside that mode); no agents
+(agents.manager starts none in it). Timers and tasks are not covered by the mode (the App starts
+every one registered), so what registers them is chosen by role: dispatcher/agents.py only in a
+worker, dispatcher/api_process.py only in an api process (dispatcher/cli.py). The alternatives
+were worse: `client_only` starts a consumer for RPC replies, and a plain aiohttp app would need
+every view, the middleware and the web options ported off faust's `app.page` and kept in step
+with the worker's.
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ class DispatcherApp(StreamApp):
             },
         )
         self.consuming = False
+        self.producer_only = settings.process_role == "api"
 
 
 settings = Settings()
@@ -58,6 +70,14 @@ store = Store(
 )
 # This worker's one reader of the notifications stream, for all its SSE connections.
 hub = Hub(store.client, store.keys.notifications)
+
+
+async def declare_topics() -> None:
+    """Every topic exists, with the configured partitions, before anyone reads or writes it:
+    consumers of `assignments` or `leads-dlq` may subscribe before the first record is written, and
+    an api process may take leads before any worker ran. Registered as a task by each role."""
+    for topic in (leads_topic, assignments_topic, rep_events_topic, leads_dlq_topic, lead_events_topic):
+        await topic.maybe_declare()
 
 
 @app.on_partitions_assigned.connect

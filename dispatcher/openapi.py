@@ -136,7 +136,9 @@ def _schemas() -> dict[str, Any]:
         }),
         "Health": _object(["status"], {
             "status": {"enum": ["ok", "starting", "unavailable"]},
-            "error": {"type": "string", "description": "why the worker is not yet healthy"},
+            "error": {"type": "string", "description": "why the process is not yet healthy"},
+            "role": {"enum": ["all", "api"],
+                     "description": "all: a worker (consumes leads and serves the API); api: `dispatcher api`"},
             "redis": {"type": "boolean"},
             "worker_id": {"type": "string"},
             "routing": {"type": "string", "description": "where the routing in force came from"},
@@ -239,7 +241,7 @@ REP = {"200": _json("Rep", "the rep after the step")}
 
 PATHS: dict[str, dict[str, Any]] = {
     "/v1/health": {"get": _operation(
-        "Whether the worker consumes the leads topic and redis answers",
+        "Whether redis answers and, on a worker, it consumes the leads topic (on an api process: its producer is up)",
         {"200": _json("Health", "healthy"), "503": _json("Health", "not yet, or no longer: `error` says why")},
         "", security=OPEN)},
     "/metrics": {"get": _operation(

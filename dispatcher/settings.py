@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     outbox_claim_idle_s: float = Field(5.0, gt=0)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     worker_id: str = ""
+    # What this process does (README, "API processes"): `all` consumes leads, runs the timers and
+    # relays, and serves the HTTP API; `api` only serves the HTTP API, beside workers that do the
+    # rest. Set by the command (`dispatcher worker` / `dispatcher api`), read once when the app is made.
+    process_role: Literal["all", "api"] = "all"
     # faust insists on a data directory even without tables; keep it out of the working tree.
     data_dir: Path = Path(tempfile.gettempdir()) / "lead-dispatcher"
     # The most leads one Redis round trip decides; batches form only while a previous one runs.

@@ -105,18 +105,26 @@ def refused_or_counted(outcome: Outcome, endpoint: str) -> Response | None:
 
 @app.page("/v1/health")
 class Health(View):
+    """A worker is ok once redis answers, it consumes the leads topic and a routing is in force. An
+    api process consumes nothing: it is ok once redis answers and its producer is up (leads it takes
+    then reach the topic, decided as soon as a worker consumes it); it validates with the routing
+    in force, or with its own file or the built-in routing while none is."""
+
     async def get(self, request: Request) -> Response:
         try:
             redis_ok = bool(await store.client.ping())
         except Exception as exc:  # noqa: BLE001 - any failure means "not healthy", said in words
             return json_response({"status": "unavailable", "error": f"redis does not answer: {exc}"}, 503)
-        if not app.consuming:
+        if app.producer_only:
+            if not app.producer.started or app.producer.should_stop:
+                return json_response({"status": "starting", "error": "the producer to the broker is not up"}, 503)
+        elif not app.consuming:
             return json_response({"status": "starting", "error": "not yet consuming the leads topic"}, 503)
-        if store.routing_version == "0":
+        elif store.routing_version == "0":
             return json_response({"status": "starting", "error": "the routing is not yet in force"}, 503)
         return json_response(
-            {"status": "ok", "redis": redis_ok, "worker_id": settings.worker_id, "routing": store.routing.source,
-             "routing_version": store.routing_version}
+            {"status": "ok", "role": settings.process_role, "redis": redis_ok, "worker_id": settings.worker_id,
+             "routing": store.routing.source, "routing_version": store.routing_version}
         )
 
 
@@ -331,6 +339,13 @@ class RepHistory(View):
         return json_response({"rep_id": rep_id, "events": events, "next_before": next_before})
 
 
+@app.task
+async def read_notifications() -> None:
+    """The one reader of the notifications stream for this process's rep event streams (below),
+    wherever the API is served: a worker or an api process."""
+    await hub.run()
+
+
 def sse(entry_id: str, kind: str, event: dict[str, Any]) -> bytes:
     return f"id: {entry_id}\nevent: {kind}\n".encode() + b"data: " + orjson.dumps(event) + b"\n\n"
 
@@ -452,10 +467,6 @@ class Fairness(View):
         return json_response({"queues": await store.fairness(window_s)})
 
 
-async def current_picture() -> dict[str, Any]:
-    return live.latest or await live.snapshot(await store.reps())
-
-
 @app.page("/")
 class SupervisorPage(View):
     async def get(self, request: Request) -> Response:
@@ -465,7 +476,7 @@ class SupervisorPage(View):
 @app.page("/v1/live")
 class LivePicture(View):
     async def get(self, request: Request) -> Response:
-        return json_response(await current_picture())
+        return json_response(await live.picture())
 
 
 @app.page("/v1/live/stream")
@@ -477,7 +488,7 @@ class LiveStream(View):
         await response.prepare(request)
         try:
             while True:
-                await response.write(b"data: " + orjson.dumps(await current_picture()) + b"\n\n")
+                await response.write(b"data: " + orjson.dumps(await live.picture()) + b"\n\n")
                 await asyncio.sleep(live.SAMPLE_EVERY_S)
         except (ConnectionResetError, asyncio.CancelledError):
             pass

@@ -4,7 +4,7 @@ a fresh embedded stack; then the audit from Redis and the topics, and a summary.
 a fresh stack, fed by the Kafka lead users alone), so the dispatcher's latency stands beside
 theirs at the same topic length: the embedded broker slows as topics grow (docs/stack-notes.md).
 
-    python -m loadtest.run [--workers 1] [--reps 50] [--baseline-users 8] [--hold-s 60] ...
+    python -m loadtest.run [--workers 1] [--api-processes 0] [--reps 50] [--baseline-users 8] [--hold-s 60] ...
     python -m loadtest.run --systems dispatcher "aiokafka relay" "faust relay"
 """
 
@@ -24,7 +24,7 @@ import uuid
 from dataclasses import asdict
 from pathlib import Path
 
-from dispatcher.embedded import EmbeddedStack, WorkerProcess, free_port
+from dispatcher.embedded import ApiProcess, EmbeddedStack, WorkerProcess, free_port
 from loadtest.audit import audit_redis, audit_topics, read_topics, wait_until_decided
 from loadtest.bench import CpuWatch, Relay, create_topics
 from loadtest.reporting import RESULTS
@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=["dispatcher"],
                         help="what the promotion is played against, one after the other")
     parser.add_argument("--workers", type=int, default=1, help="dispatcher workers")
+    parser.add_argument("--api-processes", type=int, default=0,
+                        help="api processes (`dispatcher api`) beside the workers; the HTTP users then hit them, in turn")
     parser.add_argument("--reps", type=int, default=100)
     # Per channel: 100 reps x 5 channels x 1,000 is room for a whole promotion (about 200,000 leads)
     # before the reps close any. The peak is about intake; closes run far below it (each is one
@@ -107,8 +109,7 @@ def play_promotion(system: str, args: argparse.Namespace, name: str) -> dict:
                 "LOADTEST_BASELINE_USERS": str(args.baseline_users), "LOADTEST_BASELINE_S": str(args.baseline_s),
                 "LOADTEST_RAMP_S": str(args.ramp_s), "LOADTEST_HOLD_S": str(args.hold_s),
                 "LOADTEST_COOLDOWN_S": str(args.cooldown_s),
-                "LOADTEST_HOSTS": ",".join(f"http://127.0.0.1:{process.http_port}" for process in processes
-                                           if isinstance(process, WorkerProcess)),
+                "LOADTEST_HOSTS": ",".join(f"http://127.0.0.1:{process.http_port}" for process in http_front(processes)),
             }
             total_s = args.baseline_s + args.ramp_s + args.hold_s + args.cooldown_s
             csv_prefix = args.results / f"loadtest-{name}"
@@ -122,8 +123,10 @@ def play_promotion(system: str, args: argparse.Namespace, name: str) -> dict:
                 env=locust_env,
             )
             # Where the two cores went while locust ran: the figures mean little without it.
+            apis = [process for process in processes if isinstance(process, ApiProcess)]
             cpu = CpuWatch({
-                "system": [pid for process in processes for pid in pids_of(process)],
+                "system": [pid for process in processes if process not in apis for pid in pids_of(process)],
+                **({"api": [pid for process in apis for pid in pids_of(process)]} if apis else {}),
                 "broker": [stack._broker.pid] if stack._broker else [],
                 "redis": [stack._redis.pid] if stack._redis else [],
             }).start()
@@ -155,11 +158,13 @@ def play_promotion(system: str, args: argparse.Namespace, name: str) -> dict:
 
 def start_system(system: str, args: argparse.Namespace, env: dict[str, str], workdir: Path, stack: EmbeddedStack,
                  prefix: str) -> list[WorkerProcess] | list[Relay]:
-    """The system under test, started: dispatcher workers (which declare the topics themselves),
-    or a bare relay on topics made here the way the workers make them."""
+    """The system under test, started: dispatcher workers (which declare the topics themselves) and
+    api processes, or a bare relay on topics made here the way the workers make them."""
     if system == "dispatcher":
         workers = [WorkerProcess({**env, "DISPATCHER_WORKER_ID": f"w{n}"}, free_port(), workdir / f"worker{n}.log")
                    for n in range(args.workers)]
+        workers += [ApiProcess({**env, "DISPATCHER_WORKER_ID": f"a{n}"}, free_port(), workdir / f"api{n}.log")
+                    for n in range(args.api_processes)]
         for worker in workers:
             worker.start()
         return workers
@@ -170,6 +175,12 @@ def start_system(system: str, args: argparse.Namespace, env: dict[str, str], wor
     return [relay]
 
 
+def http_front(processes: list[WorkerProcess] | list[Relay]) -> list[WorkerProcess]:
+    """Where the HTTP users go: the api processes when there are any (the split), else the workers."""
+    served = [process for process in processes if isinstance(process, WorkerProcess)]
+    return [process for process in served if isinstance(process, ApiProcess)] or served
+
+
 def pids_of(process: WorkerProcess | Relay) -> list[int]:
     return process.pids if isinstance(process, Relay) else [process.process.pid] if process.process else []
 
@@ -177,7 +188,7 @@ def pids_of(process: WorkerProcess | Relay) -> list[int]:
 def print_summary(runs: dict[str, dict], args: argparse.Namespace) -> None:
     print(f"\nload test: a promotion of {args.baseline_users} -> {args.baseline_users * 10} lead users x "
           f"{args.leads_per_user_s}/s, the peak held {args.hold_s:.0f} s; the dispatcher with {args.workers} "
-          f"worker(s) and {args.reps} reps x capacity {args.rep_capacity} per channel")
+          f"worker(s), {args.api_processes} api process(es) and {args.reps} reps x capacity {args.rep_capacity} per channel")
     print("  latency: a lead record's timestamp to its first assignment event's, both set by their producers\n")
     header = ("system", "leads", "peak in/s", "peak out/s", "p50 ms", "p95 ms", "p99 ms", "max ms",
               "caught up s", "lost", "doubled", "over capacity")

@@ -17,7 +17,7 @@ import redis
 import redis.asyncio as aioredis
 
 from dispatcher.check import check_workspace
-from dispatcher.embedded import STOP_GRACE_S, EmbeddedStack, WorkerProcess, free_port
+from dispatcher.embedded import STOP_GRACE_S, ApiProcess, EmbeddedStack, WorkerProcess, free_port
 from dispatcher.routing import Routing, load_routing
 
 WorkerFactory = Callable[..., WorkerProcess]
@@ -121,9 +121,11 @@ async def redis_client(stack: EmbeddedStack) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-def _worker_factory(stack: EmbeddedStack, logs: Path, prefix: str) -> tuple[WorkerFactory, list[WorkerProcess]]:
+def _worker_factory(stack: EmbeddedStack, logs: Path, prefix: str,
+                    kind: type[WorkerProcess] = WorkerProcess) -> tuple[WorkerFactory, list[WorkerProcess]]:
     """Workers made by one factory share topics and workspace, like several workers of one
-    deployment; `start=False` leaves the process to the test (a restart after a kill)."""
+    deployment; `start=False` leaves the process to the test (a restart after a kill). With
+    `kind=ApiProcess`, api processes (`dispatcher api`) instead."""
     started: list[WorkerProcess] = []
     scope = prefix.rstrip(".")
 
@@ -134,10 +136,10 @@ def _worker_factory(stack: EmbeddedStack, logs: Path, prefix: str) -> tuple[Work
             "DISPATCHER_WORKSPACE": scope,
             "DISPATCHER_ALLOW_ANONYMOUS": "1",
             "DISPATCHER_HTTP_BIND": "127.0.0.1",
-            "DISPATCHER_WORKER_ID": f"w{len(started) + 1}",
+            "DISPATCHER_WORKER_ID": f"{kind.command[0]}{len(started) + 1}",
             **env_overrides,
         }
-        worker = WorkerProcess(env, free_port(), logs / f"worker-{scope}-{len(started) + 1}.log")
+        worker = kind(env, free_port(), logs / f"{kind.command}-{scope}-{len(started) + 1}.log")
         started.append(worker)
         return worker.start() if start else worker
 
@@ -148,6 +150,16 @@ def _worker_factory(stack: EmbeddedStack, logs: Path, prefix: str) -> tuple[Work
 def worker_factory(stack: EmbeddedStack, tmp_path: Path, unique_prefix: str,
                    request: pytest.FixtureRequest) -> Iterator[WorkerFactory]:
     make, started = _worker_factory(stack, tmp_path, unique_prefix)
+    yield make
+    _stop_workers(started)
+    _check_workers(request.node, started)
+
+
+@pytest.fixture
+def api_process_factory(stack: EmbeddedStack, tmp_path: Path, unique_prefix: str,
+                        request: pytest.FixtureRequest) -> Iterator[WorkerFactory]:
+    """Api processes on the same topics and workspace as the test's `worker_factory` workers."""
+    make, started = _worker_factory(stack, tmp_path, unique_prefix, ApiProcess)
     yield make
     _stop_workers(started)
     _check_workers(request.node, started)

@@ -1,6 +1,6 @@
 """The production shape cannot run here (no Docker engine), so it is checked as far as it can be:
 docker-compose parses and resolves it, everything it mounts exists, the pieces point at each other
-(Prometheus at the workers, Grafana at Prometheus and the dashboards, locust at the repo's locustfile),
+(Prometheus at the workers and the api processes, Grafana at Prometheus and the dashboards, locust at the repo's locustfile),
 and promtool accepts the Prometheus config and its alert rules."""
 
 from __future__ import annotations
@@ -85,6 +85,23 @@ def test_compose_has_the_whole_production_shape(services: dict, workers: dict):
     for spec in workers.values():
         assert spec["depends_on"]["kafka"]["condition"] == "service_healthy"
         assert spec["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_api_processes_serve_the_workers_data_beside_them(services: dict, workers: dict):
+    api = services["api"]
+    assert api["command"] == ["api"] and api.get("scale", 1) >= 2, "several api processes, each `dispatcher api`"
+    assert "DISPATCHER_WORKER_ID" not in api["environment"], "an api process is no worker"
+    worker_env = next(iter(workers.values()))["environment"]
+    for name in ("DISPATCHER_BROKER", "DISPATCHER_REDIS_URL", "DISPATCHER_API_TOKENS", "DISPATCHER_ROUTING",
+                 "DISPATCHER_TOPIC_PREFIX", "DISPATCHER_WORKSPACE", "DISPATCHER_TOPIC_PARTITIONS"):
+        assert api["environment"].get(name) == worker_env.get(name), f"{name} differs between api and workers"
+    assert api["build"].get("target") == next(iter(workers.values()))["build"].get("target")
+    assert api["depends_on"]["kafka"]["condition"] == api["depends_on"]["redis"]["condition"] == "service_healthy"
+    config = yaml.safe_load((ROOT / "dashboards" / "prometheus.yml").read_text())
+    job = next(job for job in config["scrape_configs"] if job["job_name"] == "dispatcher-api")
+    (lookup,) = job["dns_sd_configs"]
+    assert lookup["names"] == ["api"] and str(lookup["port"]) == api["environment"]["DISPATCHER_HTTP_PORT"], \
+        "Prometheus scrapes every api replica (the service name resolves to each)"
 
 
 def test_kafka_is_single_node_kraft_advertised_as_kafka_9092(services: dict):

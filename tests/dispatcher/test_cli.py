@@ -133,7 +133,8 @@ def test_services_prints_its_urls_and_ctrl_c_stops_everything():
 
 def test_dev_prints_ready_and_its_addresses_serves_the_demo_floor_and_stops_on_sigterm():
     port = free_port()
-    process = subprocess.Popen([*DISPATCHER, "dev", "--http-port", str(port)], stdout=subprocess.PIPE, text=True,
+    process = subprocess.Popen([*DISPATCHER, "dev", "--http-port", str(port), "--api-processes", "1"],
+                               stdout=subprocess.PIPE, text=True,
                                env={**os.environ, "DISPATCHER_API_TOKENS": "", "DISPATCHER_TOPIC_PREFIX": "",
                                     "DISPATCHER_WORKSPACE": "main",
                                     # The killed worker below holds its partitions until this runs out.
@@ -145,6 +146,10 @@ def test_dev_prints_ready_and_its_addresses_serves_the_demo_floor_and_stops_on_s
                                  next_line(lines, timeout=5).strip())
         assert addresses, "the line after the ready line names the broker and redis, as `services` does"
         broker, redis_url = addresses.groups()
+        api_url = re.fullmatch(r"api process 1 ready on (http://127\.0\.0\.1:\d+)", next_line(lines, timeout=30).strip())
+        assert api_url, "each api process's URL follows, on a line of its own"
+        health = json.load(urllib.request.urlopen(f"{api_url[1]}/v1/health"))
+        assert health["status"] == "ok" and health["role"] == "api"
         deadline = time.monotonic() + 30
         reps, assigned = [], False
         while time.monotonic() < deadline and not (reps and assigned):
@@ -159,6 +164,7 @@ def test_dev_prints_ready_and_its_addresses_serves_the_demo_floor_and_stops_on_s
         assert producer.flush(10) == 0, "librdkafka delivered the lead to the embedded broker"
         # The demo floor routes by its own routing, which offers leads before they are assigned.
         assert routed(port, "from-outside-1", timeout=20) in ("assigned", "offered", "queued")
+        assert json.load(urllib.request.urlopen(f"{api_url[1]}/v1/leads/from-outside-1"))["id"] == "from-outside-1"
         assert redis.Redis.from_url(redis_url).hexists(Keys(workspace="main").leads, "from-outside-1")
         # A worker stops itself when a batch fails (dispatcher/batches.py); dev starts a new one.
         (worker,) = [child for child in psutil.Process(process.pid).children(recursive=True)
