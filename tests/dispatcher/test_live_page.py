@@ -320,7 +320,7 @@ async def _colours_and_warnings(page, streams):
         assert await computed(page, dot.format("ada-away"), "backgroundColor") == AMBER
         assert await computed(page, dot.format("otto-offline"), "backgroundColor") == "rgb(107, 119, 135)"
 
-        # Queues: amber past 30 s, red (and an SLA badge) past 120 s, calm when nobody waits.
+        # Queues: amber past 30 s, red (and a "waiting > 2 min" badge) past 120 s, calm when nobody waits.
         row = '#queues tr[data-queue="{}"]'
         assert await page.get_attribute(row.format("general"), "data-level") == "idle"
         assert await page.get_attribute(row.format("spanish"), "data-level") == "warn"
@@ -329,8 +329,9 @@ async def _colours_and_warnings(page, streams):
         assert await page.text_content(row.format("promo") + " td.waiting") == "7"
         assert await computed(page, row.format("spanish") + " td.oldest", "color") == AMBER
         assert await computed(page, row.format("promo") + " td.oldest", "color") == RED
-        assert await page.is_visible(row.format("promo") + " .sla")
-        assert not await page.is_visible(row.format("spanish") + " .sla")
+        assert await page.text_content(row.format("promo") + " .long-wait") == "waiting > 2 min"
+        assert await page.is_visible(row.format("promo") + " .long-wait")
+        assert not await page.is_visible(row.format("spanish") + " .long-wait")
         assert await page.get_attribute("#oldest-kpi", "data-level") == "breach"
         assert await page.get_attribute("#waiting-total", "data-value") == "10"
 
