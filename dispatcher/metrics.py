@@ -140,6 +140,8 @@ queue_offered_leads = Gauge("dispatcher_queue_offered_leads", "Leads offered to 
 queue_pooled_leads = Gauge("dispatcher_queue_pooled_leads", "Leads in the queue's claim pool", ["queue"])
 queue_ready_reps = Gauge("dispatcher_queue_ready_reps", "Reps online with room in the queue", ["queue"])
 reps_by_status = Gauge("dispatcher_reps_by_status", "Reps by effective status, each rep once", ["status"])
+reps_on_shift = Gauge("dispatcher_reps_on_shift", "Reps their schedule has on shift now (every rep without a schedule "
+                      "is), whatever their status")
 team_reps_by_status = Gauge("dispatcher_reps", "Reps by effective status and team (a rep in two teams counts in both)",
                             ["status", "team"])
 team_load_leads = Gauge("dispatcher_team_load_leads", "Open leads held by the team's reps, by the reps' status",

@@ -212,7 +212,7 @@ REPS = [
     rep("will-warn", "online", 3, 4),
     rep("ada-away", "away", 1, 4),
     rep("otto-offline", "offline", 0, 3),
-    rep("nina-night", "away", 2, 2, ("night-shift",)),
+    {**rep("nina-night", "away", 2, 2, ("night-shift",)), "on_shift": False},
 ]
 QUEUES = [
     {"name": "general", "strategy": "load_aware", "members": 6, "waiting": 0, "oldest_wait_s": 0.0, "online": 4, "ready": 1,
@@ -319,6 +319,11 @@ async def _colours_and_warnings(page, streams):
         assert await computed(page, dot.format("will-warn"), "backgroundColor") == GREEN
         assert await computed(page, dot.format("ada-away"), "backgroundColor") == AMBER
         assert await computed(page, dot.format("otto-offline"), "backgroundColor") == "rgb(107, 119, 135)"
+        # Off shift (nina) is its own marker: a hollow dot and a tag, whatever the status says.
+        assert await computed(page, dot.format("nina-night"), "backgroundColor") == "rgba(0, 0, 0, 0)"
+        assert await page.is_visible('#reps [data-rep="nina-night"] .shift')
+        assert not await page.is_visible('#reps [data-rep="ada-away"] .shift')
+        assert "off shift" in await page.get_attribute('#reps [data-rep="nina-night"]', "title")
 
         # Queues: amber past 30 s, red (and a "waiting > 2 min" badge) past 120 s, calm when nobody waits.
         row = '#queues tr[data-queue="{}"]'
