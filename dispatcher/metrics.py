@@ -116,6 +116,11 @@ webhook_deliveries_total = Counter(
 )
 for result in ("delivered", "retried", "dead"):
     webhook_deliveries_total.labels(result)
+webhook_delivery_seconds = Histogram(
+    "dispatcher_webhook_delivery_seconds",
+    "From a webhook event's first POST to the receiver's 2xx: one try, or the tries and backoff waits a failing receiver cost",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 routing_reloads_total = Counter(
     "dispatcher_routing_reloads_total",
     "Routing changes seen, by result (applied, refused, unsettled: a file still being written)", ["result"]
