@@ -117,6 +117,7 @@ class QueueKey:
 class Snapshot:
     now_ms: int
     routing_version: str
+    routing_at: int | None  # when the routing in force was applied (ms); None before the first
     leads: dict[str, Any]  # lead id -> record; None when the stored value is not a JSON object
     profiles: dict[str, Any]
     capacity: dict[tuple[str, str], str]  # (rep, bucket) -> raw value
@@ -215,7 +216,7 @@ def read_snapshot(client: redis.Redis, keys: Keys, fallback: Routing) -> tuple[S
 def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed: list[str],
                prefix: str) -> Snapshot:
     pipe = client.pipeline(transaction=True)
-    pipe.hget(keys.routing, "version").time()
+    pipe.hmget(keys.routing, ["version", "at"]).time()
     pipe.hgetall(keys.leads).hgetall(keys.rep_profiles).hgetall(keys.rep_capacity).hgetall(keys.rep_load)
     pipe.hkeys(keys.rep_skills).hgetall(keys.rep_status).zrange(keys.rep_seen, 0, -1, withscores=True)
     pipe.zrange(keys.open_leads, 0, -1).zrange(keys.closed_leads, 0, -1).hgetall(keys.outcomes)
@@ -233,17 +234,19 @@ def _read_once(client: redis.Redis, keys: Keys, expected: list[QueueKey], listed
             pipe.hgetall(qk.name)
         else:
             pipe.zrange(qk.name, 0, -1, withscores=qk.kind in ("wait", "pool"))
-    (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes, held, due,
+    (routing_row, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes, held, due,
      owners, offers, breach_counts, rep_log, rep_log_oldest, notify_length, notify_latest, shift, shift_due,
      *queue_replies) = pipe.execute(raise_on_error=False)
-    for reply in (version, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes,
+    for reply in (routing_row, now, leads, profiles, capacity, load, skills, status, seen, open_members, closed, outcomes,
                   held, due, owners, offers, breach_counts, rep_log, rep_log_oldest, notify_length, notify_latest,
                   shift, shift_due):
         if isinstance(reply, Exception):
             raise CheckError(f"a workspace key cannot be read: {reply}")
+    version, routing_at = routing_row
     snapshot = Snapshot(
         now_ms=int(now[0]) * 1000 + int(now[1]) // 1000,
         routing_version=version or "0",
+        routing_at=int(routing_at) if routing_at else None,
         leads={lead_id: _json_object(raw) for lead_id, raw in leads.items()},
         profiles={rep: _json_object(raw) for rep, raw in profiles.items()},
         capacity=_pairs(capacity), load=_pairs(load), skills={tuple(name.rsplit("|", 1)) for name in skills},  # type: ignore[misc]
@@ -641,6 +644,12 @@ class _Analysis:
 
     def _check_sla_due(self, lead_id: str, record: Mapping[str, Any], queue: Queue | None) -> None:
         due = self.s.due.get(lead_id)
+        if not record.get("contacted_at") and self.s.routing_at is not None \
+                and record["assigned_at"] <= self.s.routing_at:
+            # Assigned under an earlier routing: a routing change leaves the deadlines of assigned leads
+            # as they were (it would have to visit every open lead), so its deadline, or its lack of
+            # one, is that routing's; move_due dates it again or drops it when it falls due.
+            return
         if queue is None or queue.sla is None or record.get("contacted_at"):
             if due is not None:
                 self.error("due_without_sla", f"lead {lead_id} is assigned with no first contact owed "

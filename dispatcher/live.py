@@ -95,8 +95,10 @@ async def snapshot(reps: list[dict[str, Any]]) -> dict[str, Any]:
         "assigned_total": assigned,
         "reps_total": len(reps),
         "reps_by_status": {status: statuses.get(status, 0) for status in STATUSES},
+        "reps_on_shift": sum(rep["on_shift"] for rep in reps),
         "reps": [
-            {key: rep.get(key) for key in ("id", "name", "status", "load", "capacity", "utilization", "teams", "breaches")}
+            {key: rep.get(key) for key in ("id", "name", "status", "on_shift", "load", "capacity", "utilization", "teams",
+                                 "breaches")}
             for rep in shown
         ],
         "queues": queues,
@@ -122,6 +124,7 @@ def export_gauges(current: dict[str, Any], reps: list[dict[str, Any]]) -> None:
     metrics.assignments_total_workspace.set(current["assigned_total"])
     for status, count in current["reps_by_status"].items():
         metrics.reps_by_status.labels(status).set(count)
+    metrics.reps_on_shift.set(current["reps_on_shift"])
     # Cleared and refilled in one synchronous step, so a team that is gone stops being reported
     # and no scrape sees the gauges half-filled.
     for per_team in (metrics.team_reps_by_status, metrics.team_load_leads, metrics.team_capacity_leads,

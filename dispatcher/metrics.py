@@ -116,6 +116,11 @@ webhook_deliveries_total = Counter(
 )
 for result in ("delivered", "retried", "dead"):
     webhook_deliveries_total.labels(result)
+webhook_delivery_seconds = Histogram(
+    "dispatcher_webhook_delivery_seconds",
+    "From a webhook event's first POST to the receiver's 2xx: one try, or the tries and backoff waits a failing receiver cost",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 routing_reloads_total = Counter(
     "dispatcher_routing_reloads_total",
     "Routing changes seen, by result (applied, refused, unsettled: a file still being written)", ["result"]
@@ -140,6 +145,8 @@ queue_offered_leads = Gauge("dispatcher_queue_offered_leads", "Leads offered to 
 queue_pooled_leads = Gauge("dispatcher_queue_pooled_leads", "Leads in the queue's claim pool", ["queue"])
 queue_ready_reps = Gauge("dispatcher_queue_ready_reps", "Reps online with room in the queue", ["queue"])
 reps_by_status = Gauge("dispatcher_reps_by_status", "Reps by effective status, each rep once", ["status"])
+reps_on_shift = Gauge("dispatcher_reps_on_shift", "Reps their schedule has on shift now (every rep without a schedule "
+                      "is), whatever their status")
 team_reps_by_status = Gauge("dispatcher_reps", "Reps by effective status and team (a rep in two teams counts in both)",
                             ["status", "team"])
 team_load_leads = Gauge("dispatcher_team_load_leads", "Open leads held by the team's reps, by the reps' status",

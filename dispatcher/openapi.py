@@ -183,8 +183,10 @@ def _schemas() -> dict[str, Any]:
                 "assigned_total": {"type": "integer"},
                 "reps_total": {"type": "integer"},
                 "reps_by_status": by_status,
+                "reps_on_shift": {"type": "integer", "description": "reps their schedule has on shift now"},
                 "reps": {"type": "array", "items": _object(["id", "status", "load", "capacity", "utilization"], {
                     "id": {"type": "string"}, "status": {"enum": STATUSES}, "utilization": {"type": "number"},
+                    "on_shift": {"type": "boolean", "description": "false outside the rep's schedule: no new leads"},
                     "breaches": {"type": "integer", "description": "first-contact SLA breaches since the workspace began"},
                 })},
                 "queues": {"type": "array", "items": _object(["name"], {

@@ -93,13 +93,14 @@ class WebhookRelay(OutboxRelay):
         body = orjson.dumps(event)
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature(self.secret, body),
                    EVENT_ID_HEADER: entry_id}
-        error = ""
+        error, started = "", time.monotonic()
         for attempt in range(1, self.attempts + 1):
             try:
                 assert self._session is not None
                 async with self._session.post(self.url, data=body, headers=headers) as response:
                     if response.status < 300:
                         metrics.webhook_deliveries_total.labels("delivered").inc()
+                        metrics.webhook_delivery_seconds.observe(time.monotonic() - started)
                         return
                     error = f"HTTP {response.status}"
                     if response.status < 500 and response.status not in RETRIED_STATUSES:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -570,33 +571,55 @@ def test_a_bad_workspace_name_is_refused_in_words():
 
 # --- random workloads: what stops the classes coming back ---------------------------------------
 
+# Offers, pools and first-contact SLAs with timeouts of tens of milliseconds, so the due step times
+# offers out, pools waiting leads and breaches uncontacted ones while the workload runs.
 WORKLOAD_ROUTINGS = [
-    ("channels: [web, chat]\nqueues:\n  spanish: {members: {skills: {spanish: 3}}}\n  fast: {strategy: online_now}\n"
-    "  general: {}\nrules:\n  - {when: {skills: [spanish]}, queue: spanish}\n"
+    ("channels: [web, chat]\nqueues:\n  spanish: {members: {skills: {spanish: 3}}, pool: {after_s: 0.05}}\n"
+    "  fast: {strategy: online_now, offer: {accept_timeout_s: 0.05, away_after_timeouts: 2}}\n"
+    "  general: {sla: {first_contact_s: 0.1, on_breach: reroute}}\nrules:\n  - {when: {skills: [spanish]}, queue: spanish}\n"
     "  - {when: {priority_gte: 7}, queue: fast}\ndefault_queue: general\n"),
-    ("channels: [web, chat, call]\nqueues:\n  vip: {strategy: priority, members: {teams: [vip]}}\n  general: {}\n"
+    ("channels: [web, chat, call]\nqueues:\n  vip: {strategy: priority, members: {teams: [vip]}, offer: {accept_timeout_s: 0.08}, "
+    "sla: {first_contact_s: 0.1, on_breach: escalate, escalate_to: general}}\n  general: {}\n"
     "rules:\n  - {when: {priority_gte: 5}, queue: vip}\ndefault_queue: general\n"),
     ("channels: [web, chat]\nqueues:\n  spanish: {strategy: round_robin, members: {skills: {spanish: 3}}}\n"
-    "  fast: {strategy: random}\n  vip: {strategy: performance, members: {teams: [vip]}}\n"
-    "  general: {strategy: weighted}\n"
+    "  fast: {strategy: random}\n  vip: {strategy: performance, members: {teams: [vip]}, sla: {first_contact_s: 0.05, "
+    "on_breach: pool}}\n  open: {strategy: pool, members: {teams: [vip]}, pool: {max_claims_per_hour: 5}}\n"
+    "  general: {strategy: weighted, offer: {accept_timeout_s: 0.1, away_after_timeouts: 3}}\n"
     "rules:\n  - {when: {skills: [spanish]}, queue: spanish}\n  - {when: {priority_gte: 7}, queue: fast}\n"
-    "  - {when: {priority_gte: 5}, queue: vip}\ndefault_queue: general\n"),
+    "  - {when: {priority_gte: 5}, queue: vip}\n  - {when: {priority_lte: 1}, queue: open}\ndefault_queue: general\n"),
     # Short holds and overflows, so the due step has work while the workload runs.
     ("channels: [web, chat]\nqueues:\n  mine: {strategy: round_robin, sticky: {field: customer_id, wait_s: 0.05}, overflow: {after_s: 0.05, "
-    "to: spanish}}\n  spanish: {members: {skills: {spanish: 3}}, overflow: {after_s: 0.1, to: general}}\n"
-    "  general: {sticky: {field: customer_id, wait_s: 0}}\nrules:\n  - {when: {priority_lte: 4}, queue: mine}\n"
+    "to: spanish}}\n  spanish: {members: {skills: {spanish: 3}}, overflow: {after_s: 0.1, to: general}, "
+    "offer: {accept_timeout_s: 0.05}}\n"
+    "  general: {sticky: {field: customer_id, wait_s: 0}, sla: {first_contact_s: 0.08, on_breach: pool}}\n"
+    "rules:\n  - {when: {priority_lte: 4}, queue: mine}\n"
     "  - {when: {skills: [spanish]}, queue: spanish}\ndefault_queue: general\n"),
 ]
 REPS = [f"rep{n}" for n in range(6)]
 SKILLS = ["spanish", "billing", "german"]
 
 
-def random_profile(rng: random.Random) -> dict:
+def _iso(at_ms: int) -> str:
+    return datetime.fromtimestamp(at_ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def random_schedule(rng: random.Random, now_ms: int) -> dict | None:
+    """None (always on shift) mostly; else an absence around now or just ahead, whose ends fall
+    within the workload, so the shift step flips the rep off and on while it runs."""
+    if rng.random() < 0.6:
+        return None
+    start = now_ms + rng.choice([-3_600_000, rng.randint(10, 200)])
+    return {"absences": [{"from": _iso(start), "to": _iso(max(start, now_ms) + rng.randint(20, 300))}]}
+
+
+def random_profile(rng: random.Random, now_ms: int) -> dict:
     capacity = rng.randint(0, 3) if rng.random() < 0.5 else {c: rng.randint(0, 2) for c in rng.sample(["web", "chat"], 2)}
     skills = {skill: rng.randint(1, 10) for skill in rng.sample(SKILLS, rng.randint(0, 2))}
     teams = ["vip"] if rng.random() < 0.4 else []
     attributes = {"rank": rng.randint(0, 9), "weight": rng.choice([0.5, 1, 2, 3])}
-    return {"capacity": capacity, "skills": skills, "teams": teams, "attributes": attributes}
+    profile = {"capacity": capacity, "skills": skills, "teams": teams, "attributes": attributes}
+    schedule = random_schedule(rng, now_ms)
+    return profile if schedule is None else {**profile, "schedule": schedule}
 
 
 def random_lead(rng: random.Random, n: int, channels: tuple[str, ...]) -> dict:
@@ -606,7 +629,20 @@ def random_lead(rng: random.Random, n: int, channels: tuple[str, ...]) -> dict:
 
 
 STEP_WEIGHTS = {"assign": 10, "close": 5, "presence": 3, "profile": 2, "reassign": 3, "expire": 0.3, "routing": 0.3,
-                "due": 2}
+                "due": 2, "answer": 3, "claim": 1.5, "release": 1, "contact": 2, "shift": 1}
+
+
+async def offered_lead(store: Store, rng: random.Random, leads: list[str]) -> str:
+    """An offered lead mostly (from the offers index), else any lead: answers to leads no longer
+    offered are part of the workload too."""
+    offers = await store.client.zrange(store.keys.offers, 0, -1)
+    return rng.choice(offers).split("|", 1)[1] if offers and rng.random() < 0.8 else rng.choice(leads)
+
+
+async def held_lead(store: Store, rng: random.Random, leads: list[str]) -> str:
+    """A lead some rep holds mostly, else any lead (refused: not assigned, or not that rep's)."""
+    held = await store.open_leads_of(rng.choice(REPS))
+    return rng.choice(held) if held and rng.random() < 0.8 else rng.choice(leads)
 
 
 async def random_step(store: Store, rng: random.Random, n: int, *, routing_changes: bool) -> None:
@@ -622,7 +658,7 @@ async def random_step(store: Store, rng: random.Random, n: int, *, routing_chang
     elif kind == "presence":
         await store.set_presence(rng.choice(REPS), rng.choice(["online", "online", "away", "offline"]))
     elif kind == "profile":
-        await store.upsert_rep(rng.choice(REPS), random_profile(rng))
+        await store.upsert_rep(rng.choice(REPS), random_profile(rng, await store.now_ms()))
     elif kind == "reassign":
         await store.reassign(rng.choice(leads), rng.choice([None, *REPS]))
     elif kind == "routing":
@@ -633,6 +669,19 @@ async def random_step(store: Store, rng: random.Random, n: int, *, routing_chang
     elif kind == "due":
         await asyncio.sleep(rng.random() * 0.1)
         await store.move_due(limit=rng.randint(1, 5))
+    elif kind == "answer":
+        answer = rng.choice([store.accept_offer, store.accept_offer, store.reject_offer])
+        await answer(await offered_lead(store, rng, leads), rng.choice([None, None, *REPS]))
+    elif kind == "claim":
+        pools = [await store.client.zrange(store.keys.queue_pool(q.name), 0, 2) for q in store.routing.queues]
+        pooled = [lead_id for pool in pools for lead_id in pool]
+        await store.claim(rng.choice(pooled or leads), rng.choice(REPS))
+    elif kind == "release":
+        await store.release(await held_lead(store, rng, leads), "workload", only_rep=rng.choice([None, *REPS]))
+    elif kind == "contact":
+        await store.contact(await held_lead(store, rng, leads), only_rep=rng.choice([None, None, *REPS]))
+    elif kind == "shift":
+        await store.apply_shifts(limit=rng.randint(1, 5))
     else:
         await store.expire_closed(0)
 
@@ -641,15 +690,16 @@ async def random_step(store: Store, rng: random.Random, n: int, *, routing_chang
 async def test_random_workloads_leave_no_drift(stack, store_factory, seed: int):  # noqa: F811
     """Odd seeds apply a routing first and change it now and then between rounds; even seeds run
     every step with the routing in hand, as workers do before any routing is in force. Routing
-    changes never overlap other steps here: see the two tests below for why. Seeds from 6 start
-    with sticky queues and overflows."""
+    changes never overlap other steps here: see the two tests below for why. Seeds 3 and 7 start
+    with sticky queues and overflows; every routing has offers, pools or first-contact SLAs, and a
+    rep's schedule may take it off shift and back while the workload runs."""
     rng = random.Random(seed)
     store = await store_factory(WORKLOAD_ROUTINGS[seed % len(WORKLOAD_ROUTINGS)])
     changes = bool(seed % 2)
     if changes:
         await store.apply_routing(store.routing)
     for rep in REPS:
-        await store.upsert_rep(rep, random_profile(rng))
+        await store.upsert_rep(rep, random_profile(rng, await store.now_ms()))
         await store.set_presence(rep, "online")
     for round_ in range(15):
         # Several steps at once, as several workers and HTTP handlers run them.
@@ -695,6 +745,27 @@ async def test_a_lead_arriving_while_a_queue_is_removed_is_routed_again(stack, s
         await other_worker.client.aclose()
     report = check_workspace(stack.redis_url, store.keys.workspace, store.routing, 60.0)
     assert report.ok, "\n".join(report.lines())
+
+
+@pytest.mark.drift_expected
+async def test_a_routing_change_leaves_the_deadlines_of_assigned_leads_as_they_were(stack, store_factory,  # noqa: F811
+                                                                                  rep_factory):  # noqa: F811
+    """Found by the workloads: the check wanted every assigned lead's first-contact deadline to be
+    the routing in force's, but a routing change dates none again (move_due does, when one falls
+    due). A deadline kept from an earlier routing is fine; one the routing in force set wrong is not."""
+    store = await store_factory("queues:\n  q: {sla: {first_contact_s: 300, on_breach: reroute}}\n")
+    await store.apply_routing(store.routing)
+    await rep_factory(store, "ann")
+    assert (await store.assign(lead("before"), "p@before")).status == "assigned"
+    assert (await store.apply_routing(parse_routing("queues:\n  q: {}\n", "without an SLA"))).applied
+    assert await store.client.zscore(store.keys.due, "before") is not None
+    report = check_workspace(stack.redis_url, store.keys.workspace, store.routing, 60.0)
+    assert report.ok, "\n".join(report.lines())
+    assert (await store.assign(lead("after"), "p@after")).status == "assigned"
+    await store.client.zadd(store.keys.due, {"after": 1})
+    result = run_check(stack.redis_url, store.keys.workspace)
+    assert lines_of(result, "error") == {"error: lead after is assigned with no first contact owed (queue q), but is "
+                                         "due at 1"}
 
 
 async def test_a_rep_whose_entry_is_healed_mid_walk_still_gets_the_lead(stack, store_factory, rep_factory):  # noqa: F811

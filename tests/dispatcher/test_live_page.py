@@ -212,7 +212,7 @@ REPS = [
     rep("will-warn", "online", 3, 4),
     rep("ada-away", "away", 1, 4),
     rep("otto-offline", "offline", 0, 3),
-    rep("nina-night", "away", 2, 2, ("night-shift",)),
+    {**rep("nina-night", "away", 2, 2, ("night-shift",)), "on_shift": False},
 ]
 QUEUES = [
     {"name": "general", "strategy": "load_aware", "members": 6, "waiting": 0, "oldest_wait_s": 0.0, "online": 4, "ready": 1,
@@ -319,8 +319,13 @@ async def _colours_and_warnings(page, streams):
         assert await computed(page, dot.format("will-warn"), "backgroundColor") == GREEN
         assert await computed(page, dot.format("ada-away"), "backgroundColor") == AMBER
         assert await computed(page, dot.format("otto-offline"), "backgroundColor") == "rgb(107, 119, 135)"
+        # Off shift (nina) is its own marker: a hollow dot and a tag, whatever the status says.
+        assert await computed(page, dot.format("nina-night"), "backgroundColor") == "rgba(0, 0, 0, 0)"
+        assert await page.is_visible('#reps [data-rep="nina-night"] .shift')
+        assert not await page.is_visible('#reps [data-rep="ada-away"] .shift')
+        assert "off shift" in await page.get_attribute('#reps [data-rep="nina-night"]', "title")
 
-        # Queues: amber past 30 s, red (and an SLA badge) past 120 s, calm when nobody waits.
+        # Queues: amber past 30 s, red (and a "waiting > 2 min" badge) past 120 s, calm when nobody waits.
         row = '#queues tr[data-queue="{}"]'
         assert await page.get_attribute(row.format("general"), "data-level") == "idle"
         assert await page.get_attribute(row.format("spanish"), "data-level") == "warn"
@@ -329,8 +334,9 @@ async def _colours_and_warnings(page, streams):
         assert await page.text_content(row.format("promo") + " td.waiting") == "7"
         assert await computed(page, row.format("spanish") + " td.oldest", "color") == AMBER
         assert await computed(page, row.format("promo") + " td.oldest", "color") == RED
-        assert await page.is_visible(row.format("promo") + " .sla")
-        assert not await page.is_visible(row.format("spanish") + " .sla")
+        assert await page.text_content(row.format("promo") + " .long-wait") == "waiting > 2 min"
+        assert await page.is_visible(row.format("promo") + " .long-wait")
+        assert not await page.is_visible(row.format("spanish") + " .long-wait")
         assert await page.get_attribute("#oldest-kpi", "data-level") == "breach"
         assert await page.get_attribute("#waiting-total", "data-value") == "10"
 

@@ -1,10 +1,12 @@
 """The claim pool and the first-contact SLA through running workers: a lead reaches the pool, two
 reps claim it over HTTP and one wins; a lead nobody contacts is breached by the workers' due timers
-once, however many workers run them, and moves on to another rep."""
+once, however many workers run them, and moves on to another rep; a deadline that passes while no
+worker runs is breached, once, by the worker started after it."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 from tests.dispatcher.conftest import assigned, topic, with_status
 from tests.kafka_io import eventually, read_topic
@@ -58,3 +60,36 @@ async def test_pool_claims_and_an_sla_breach_through_two_workers(two_workers, st
     assert [(r["lead_id"], r["rep_id"]) for r in breaches if r.get("event") == "sla_breached"] == [("s", "ana")]
     # Contact stops carl's clock.
     assert (await api.call("POST", "/v1/leads/s/contact"))[0] == 200
+
+
+
+def _at(entry: dict) -> datetime:
+    return datetime.fromisoformat(entry["at"])
+
+
+async def test_an_sla_breach_falls_due_while_no_worker_runs_and_fires_once_after_a_restart(
+        worker_factory, api_factory, tmp_path):
+    sla_s = 2.0  # room for the kill to come before the deadline on a busy machine
+    routing = tmp_path / "routing.yaml"
+    routing.write_text(f"queues: {{timed: {{sla: {{first_contact_s: {sla_s}, on_breach: pool}}}}}}\n"
+                       "default_queue: timed\n")
+    settings = {"DISPATCHER_ROUTING": str(routing), "DISPATCHER_DUE_POLL_S": str(POLL_S)}
+    crashed = worker_factory(**settings)
+    api = await api_factory(crashed)
+    await api.rep("ana", capacity=1)
+    assert (await api.call("POST", "/v1/leads", {"id": "s"}))[0] == 202
+    lead = await eventually(lambda: assigned(api, "s"))
+    crashed.kill()
+    killed_at = datetime.now(UTC)
+    deadline = _at(lead["history"][-1]) + timedelta(seconds=sla_s)
+    assert lead["history"][-1]["event"] == "assigned" and killed_at < deadline
+
+    # The deadline passes with no worker; the one started after it finds the breach in Redis.
+    await asyncio.sleep((deadline - killed_at).total_seconds())
+    api = await api_factory(worker_factory(**settings))
+    await eventually(lambda: with_status(api, "s", "pooled"), timeout_s=10)
+    await asyncio.sleep(10 * POLL_S)  # timer rounds enough to fire it again, were the step not once-only
+    lead = await api.lead_status("s")
+    breaches = [e for e in lead["history"] if e["event"] == "sla_breached"]
+    assert lead["status"] == "pooled" and len(breaches) == 1
+    assert breaches[0]["rep_id"] == "ana" and _at(breaches[0]) > killed_at

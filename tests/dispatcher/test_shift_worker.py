@@ -34,7 +34,19 @@ async def test_the_shift_timer_hands_a_waiting_lead_to_a_rep_whose_shift_starts(
     assert (rep["on_shift"], rep["schedule"], rep["status"]) == (False, schedule, "online")
     assert (await api.call("POST", "/v1/leads", {"id": "w"}))[0] == 202
     await eventually(lambda: with_status(api, "w", "queued"))
+    assert await eventually(lambda: on_shift_in_live_sample(api, 0)) == [False]
     lead = await eventually(lambda: assigned(api, "w"), timeout_s=OFF_S + 10)
     assert lead["rep_id"] == "ana"
     assert time.time() >= ends - 0.05, "not before its shift"
     assert (await api.call("GET", "/v1/reps/ana"))[1]["on_shift"] is True
+    assert await eventually(lambda: on_shift_in_live_sample(api, 1)) == [True]
+
+
+async def on_shift_in_live_sample(api, reps_on_shift: int) -> list[bool] | None:
+    """The live picture's reps' on_shift once it and the gauge count `reps_on_shift`, else None."""
+    async with api.session.get(api.base + "/metrics") as response:
+        exported = (await response.read()).decode()
+    picture = (await api.call("GET", "/v1/live"))[1]
+    if f"dispatcher_reps_on_shift {float(reps_on_shift)}" in exported and picture["reps_on_shift"] == reps_on_shift:
+        return [rep["on_shift"] for rep in picture["reps"]]
+    return None

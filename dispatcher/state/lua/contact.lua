@@ -7,15 +7,8 @@
 local ctx = parse_context()
 local lead_id, actor, only_rep = ARGV[ctx.argi], ARGV[ctx.argi + 1], ARGV[ctx.argi + 2]
 
-local record = load_record(lead_id)
-if not record then return {'refused', 'not_found', 'unknown lead ' .. lead_id} end
-if only_rep ~= '' and (record.status ~= 'assigned' or record.rep_id ~= only_rep) then
-    return {'refused', 'forbidden', string.format('lead %s is not assigned to rep %s', lead_id, only_rep)}
-end
-if record.status ~= 'assigned' then
-    return {'refused', 'conflict', string.format('lead %s is %s; only an assigned lead is contacted', lead_id,
-                                                 record.status)}
-end
+local record, refusal = assigned_to(lead_id, only_rep, 'is contacted')
+if not record then return refusal end
 if record.contacted_at then
     return {'ok', 'already contacted', record.contacted_at - record.assigned_at}
 end

@@ -1049,6 +1049,22 @@ local function offered_to(lead_id, rep)
     return record
 end
 
+-- The lead as assigned to `only_rep` ('' for any rep: a supervisor), for a step only the holder of a
+-- lead takes (contact, release; `action` words the refusal): its record, or nil and the refusal,
+-- having changed nothing.
+local function assigned_to(lead_id, only_rep, action)
+    local record = load_record(lead_id)
+    if not record then return nil, {'refused', 'not_found', 'unknown lead ' .. lead_id} end
+    if only_rep ~= '' and (record.status ~= 'assigned' or record.rep_id ~= only_rep) then
+        return nil, {'refused', 'forbidden', string.format('lead %s is not assigned to rep %s', lead_id, only_rep)}
+    end
+    if record.status ~= 'assigned' then
+        return nil, {'refused', 'conflict', string.format('lead %s is %s; only an assigned lead %s', lead_id,
+                                                          record.status, action)}
+    end
+    return record
+end
+
 -- The rep lets an offered lead go (`event`: rejected, offer_timed_out, offer_returned): its unit
 -- comes back, it joins the reps that let the lead go, and the lead is decided again in its queue (a
 -- sticky owner that let it go is not waited for). Returns the assignment the new decision made, or nil.

@@ -14,15 +14,8 @@ local lead_id, reason, actor, only_rep = ARGV[ctx.argi], ARGV[ctx.argi + 1], ARG
 local fallback_queue = ARGV[ctx.argi + 4]
 local by = actor ~= '' and actor or nil
 
-local record = load_record(lead_id)
-if not record then return {'refused', 'not_found', 'unknown lead ' .. lead_id} end
-if only_rep ~= '' and (record.status ~= 'assigned' or record.rep_id ~= only_rep) then
-    return {'refused', 'forbidden', string.format('lead %s is not assigned to rep %s', lead_id, only_rep)}
-end
-if record.status ~= 'assigned' then
-    return {'refused', 'conflict', string.format('lead %s is %s; only an assigned lead can be released',
-                                                 lead_id, record.status)}
-end
+local record, refusal = assigned_to(lead_id, only_rep, 'can be released')
+if not record then return refusal end
 local q = ctx.by_name[record.queue] or ctx.by_name[fallback_queue]
 if not q.ready[record.lead.channel] then
     return {'refused', 'conflict', string.format('lead %s is on channel %s, which the routing no longer has; '

@@ -10,6 +10,7 @@ import time
 
 import orjson
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from dispatcher.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, WebhookRelay, signature
 from .conftest import lead
@@ -50,6 +51,8 @@ async def test_signed_and_retried_with_growing_waits_until_delivered(store_facto
         await relay.relay_once()  # the group starts at the stream's end: only what comes next
         await rep_factory(store, "r")
         await store.assign(lead("w-1"), "p@0")
+        delivered, delivery_s = (REGISTRY.get_sample_value(f"dispatcher_webhook_delivery_seconds_{name}") or 0.0
+                                 for name in ("count", "sum"))
         assert await relay.relay_once() == 1
         assert await other.relay_once() == 0, "taken and acknowledged by one relay only"
         assert len(hits) == 3
@@ -58,6 +61,9 @@ async def test_signed_and_retried_with_growing_waits_until_delivered(store_facto
         assert orjson.loads(body)["lead_id"] == "w-1" and orjson.loads(body)["event_id"] == headers[EVENT_ID_HEADER]
         waits = [later[2] - earlier[2] for earlier, later in zip(hits, hits[1:], strict=False)]
         assert waits[0] >= 0.05 and waits[1] >= 0.1
+        assert REGISTRY.get_sample_value("dispatcher_webhook_delivery_seconds_count") == delivered + 1
+        assert REGISTRY.get_sample_value("dispatcher_webhook_delivery_seconds_sum") - delivery_s >= 0.15, \
+            "the two backoff waits are part of the delivery"
         assert {h[1][EVENT_ID_HEADER] for h in hits} == {headers[EVENT_ID_HEADER]}
         assert await store.client.llen(store.keys.webhook_dead_letters) == 0
         await relay.close()
