@@ -119,6 +119,19 @@ def cpu_seconds() -> tuple[float, float]:
     return busy, own
 
 
+def others_cpu_share(before: tuple[float, float], wall: float) -> float:
+    """The share of the machine's cores that processes other than this one and its children used
+    since cpu_seconds() returned `before`, `wall` seconds ago."""
+    busy_after, own_after = cpu_seconds()
+    return max(0.0, (busy_after - before[0]) - (own_after - before[1])) / (wall * (os.cpu_count() or 1))
+
+
+def others_note(share: float) -> str:
+    """The line under a table that says how busy the machine was with other work meanwhile."""
+    return (f"  other processes on this machine used {share:.0%} of its {os.cpu_count()} cores meanwhile"
+            + (" -- figures are noisy; run again on a quiet machine" if share > 0.1 else ""))
+
+
 def process_cpu_s(pids: list[int]) -> float:
     """CPU seconds some processes have used so far (all their threads)."""
     used = 0.0
@@ -144,8 +157,11 @@ class CpuWatch:
         return self
 
     def stop(self) -> dict[str, float]:
-        wall = time.perf_counter() - self.began
-        return {name: round((process_cpu_s(pid) - self.used[name]) / wall, 2) for name, pid in self.pids.items()}
+        """Each part's share of one core; its CPU seconds stay in `cpu_s` and the seconds watched
+        in `wall` (per-lead costs need them unrounded)."""
+        self.wall = wall = time.perf_counter() - self.began
+        self.cpu_s = {name: process_cpu_s(pid) - self.used[name] for name, pid in self.pids.items()}
+        return {name: round(used / wall, 2) for name, used in self.cpu_s.items()}
 
 
 def percentile(ordered: list[float], share: float) -> float:
@@ -468,6 +484,7 @@ async def run_phase(system: Relay | Dispatcher, phase: str, tag: str, stack: Emb
                     extra["pace_late_max_ms"] = round(probe.late_max_ms, 1)  # this side behind its schedule
             await probe.wait_for(sent, plan.settle_s if is_paced(phase) else max(plan.settle_s, sent / 500))
             extra["cpu"] = cpu.stop()
+            extra["cpu_s"], extra["cpu_window_s"] = cpu.cpu_s, cpu.wall
             input_len, output_len = probe.lengths()
         finally:
             stopping.append(system.stop())
@@ -487,6 +504,19 @@ async def run_phase(system: Relay | Dispatcher, phase: str, tag: str, stack: Emb
                                                   max(probe.received_at, default=0), len(probe.received_at))
         row.extra.update({f"wait_{k}": v for k, v in latency_figures(probe).items()})
     return row
+
+
+def systems_on(stack: EmbeddedStack, workdir: Path, env: dict[str, str], plan: Plan,
+               roster: Roster) -> dict[str, Relay | Dispatcher]:
+    """Every system and variant by name, on one stack; the dispatchers share the roster."""
+    return {
+        "aiokafka relay": Relay("aiokafka", stack, workdir, env),
+        "faust relay": Relay("faust", stack, workdir, env),
+        "dispatcher": Dispatcher(stack, workdir, env, plan, roster),
+        "dispatcher x2": Dispatcher(stack, workdir, env, plan, roster, name="dispatcher x2", workers=2),
+        "dispatcher unbatched": Dispatcher(stack, workdir, {**env, "DISPATCHER_BATCH_MAX": "1"}, plan, roster,
+                                           name="dispatcher unbatched"),
+    }
 
 
 def pids(system: Relay | Dispatcher, stack: EmbeddedStack) -> dict[str, list[int]]:
@@ -535,19 +565,11 @@ async def run_bench(plan: Plan, *, workdir: Path | None = None, log=print) -> di
     workdir = workdir or Path(tempfile.mkdtemp(prefix="dispatcher-bench-"))
     env = {"DISPATCHER_DATA_DIR": str(workdir / "data")}
     began = time.perf_counter()
-    busy_before, own_before = cpu_seconds()
+    cpu_before = cpu_seconds()
     rows: list[Row] = []
     with EmbeddedStack(workdir) as stack:
         log(f"bench {run_id}: broker {stack.broker_url}, redis {stack.redis_url}, logs in {workdir}")
-        roster = Roster(run_id)
-        systems = {
-            "aiokafka relay": Relay("aiokafka", stack, workdir, env),
-            "faust relay": Relay("faust", stack, workdir, env),
-            "dispatcher": Dispatcher(stack, workdir, env, plan, roster),
-            "dispatcher x2": Dispatcher(stack, workdir, env, plan, roster, name="dispatcher x2", workers=2),
-            "dispatcher unbatched": Dispatcher(stack, workdir, {**env, "DISPATCHER_BATCH_MAX": "1"}, plan, roster,
-                                               name="dispatcher unbatched"),
-        }
+        systems = systems_on(stack, workdir, env, plan, Roster(run_id))
         stopping: list[asyncio.Future] = []
         try:
             for n, (name, phase, round_) in enumerate(schedule(plan)):
@@ -561,9 +583,7 @@ async def run_bench(plan: Plan, *, workdir: Path | None = None, log=print) -> di
                     + f" (start-up {row.extra['start_s']:.1f} s)")
         finally:
             await _all_stopped(stopping)
-    busy_after, own_after = cpu_seconds()
     wall = time.perf_counter() - began
-    others_cpu_share = max(0.0, (busy_after - busy_before) - (own_after - own_before)) / (wall * (os.cpu_count() or 1))
     return {
         "plan": asdict(plan),
         "rows": [asdict(row) for row in rows],
@@ -572,9 +592,22 @@ async def run_bench(plan: Plan, *, workdir: Path | None = None, log=print) -> di
         "seconds": round(wall, 1),
         # Processes outside this bench (its broker, redis and systems are its children) that used
         # the cores meanwhile: the figures are only comparable when this is near zero.
-        "others_cpu_share": others_cpu_share,
+        "others_cpu_share": others_cpu_share(cpu_before, wall),
         "logs": str(workdir),
     }
+
+
+def ratio_of_rounds(name: str, mine: list[float | None], other: list[float | None], target: str | None) -> dict:
+    """mine / other, round by round, and their median; `target` like "<=1.5x" or ">=0.8x"."""
+    per_round = [a / b if a and b else None for a, b in zip(mine, other)]
+    known = [value for value in per_round if value is not None]
+    value = statistics.median(known) if known else None
+    met = None
+    if value is not None and target is not None:
+        bound = float(target[2:].rstrip("x"))
+        met = value <= bound if target.startswith("<=") else value >= bound
+    return {"ratio": name, "value": value, "target": target, "met": met,
+            "per_round": per_round if len(per_round) > 1 else None}
 
 
 def ratios(rows: list[Row], plan: Plan) -> list[dict]:
@@ -585,33 +618,23 @@ def ratios(rows: list[Row], plan: Plan) -> list[dict]:
     def rows_of(system: str, phase: str) -> list[Row]:
         return sorted((row for row in rows if row.system == system and row.phase == phase), key=lambda r: r.round)
 
-    def add(name: str, mine: list[float | None], other: list[float | None], target: str | None) -> None:
-        per_round = [a / b if a and b else None for a, b in zip(mine, other)]
-        known = [value for value in per_round if value is not None]
-        value = statistics.median(known) if known else None
-        met = None
-        if value is not None and target is not None:
-            bound = float(target[2:].rstrip("x"))
-            met = value <= bound if target.startswith("<=") else value >= bound
-        out.append({"ratio": name, "value": value, "target": target, "met": met,
-                    "per_round": per_round if len(per_round) > 1 else None})
-
     if plan.rates:
         rate = f"{max(plan.rates)}/s"
         mine = rows_of("dispatcher", rate)
         for relay in ("aiokafka relay", "faust relay"):
             other = rows_of(relay, rate)
-            add(f"dispatcher p99 / {relay} p99 at {rate}", [r.p99_ms for r in mine], [r.p99_ms for r in other], "<=1.5x")
+            out.append(ratio_of_rounds(f"dispatcher p99 / {relay} p99 at {rate}", [r.p99_ms for r in mine],
+                                       [r.p99_ms for r in other], "<=1.5x"))
     for phase in ("burst (idle)", "burst (backlog)"):
         mine, faust = rows_of("dispatcher", phase), rows_of("faust relay", phase)
         if mine or faust:
-            add(f"dispatcher / faust relay throughput, {phase}", [r.throughput for r in mine],
-                [r.throughput for r in faust], ">=0.8x")
+            out.append(ratio_of_rounds(f"dispatcher / faust relay throughput, {phase}", [r.throughput for r in mine],
+                                       [r.throughput for r in faust], ">=0.8x"))
     for variant in plan.variants:
         theirs, mine = rows_of(variant, "burst (idle)"), rows_of("dispatcher", "burst (idle)")
         if theirs and mine:
-            add(f"{variant} / dispatcher throughput, burst (idle)", [r.throughput for r in theirs],
-                [r.throughput for r in mine], None)
+            out.append(ratio_of_rounds(f"{variant} / dispatcher throughput, burst (idle)",
+                                       [r.throughput for r in theirs], [r.throughput for r in mine], None))
     return out
 
 
@@ -661,8 +684,7 @@ def table(summary: dict) -> str:
         "  comes near it, this side's producer, not the system, set the pace.",
         "  cores busy: CPU each process used over the measured part (1.00 = one core); per event: the",
         f"  system's CPU over its output rate. A row's columns together = how busy the {os.cpu_count()} cores were.",
-        f"  other processes on this machine used {summary['others_cpu_share']:.0%} of its {os.cpu_count()} cores meanwhile"
-        + (" -- figures are noisy; run again on a quiet machine" if summary["others_cpu_share"] > 0.1 else ""),
+        others_note(summary["others_cpu_share"]),
     ]
     return "\n".join(lines)
 

@@ -1,0 +1,130 @@
+"""`make knee` (loadtest/knee.py): one tiny ladder end to end, and the verdicts, the knee and the
+sizing rule on hand-made steps. It checks the tool works, not the dispatcher's speed (that is
+`make knee`'s table)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from loadtest.bench import Row
+from loadtest.knee import Ladder, climb, cpu_line, run_knee, sizing, summarize, table, verdict
+
+BUDGET = Ladder(p99_budget_ms=100.0)
+# What each part of a hand-made step burns at any rate (cores) and what a lead costs it (ms).
+IDLE = {"system": 0.05, "broker": 0.3, "redis": 0.02, "bench": 0.0}
+COST = {"system": 0.5, "broker": 0.8, "redis": 0.1, "bench": 0.2}
+
+
+def step(rate: int, *, attempt: int = 1, matched: int | None = None, send_rate: float | None = None,
+         p99_ms: float | None = 20.0, late_ms: float = 3.0, system: str = "dispatcher") -> Row:
+    """A step of 10 s paced at `rate`, its CPU as IDLE and COST say."""
+    sent, window_s = rate * 10, 10.0
+    row = Row(system, f"{rate}/s", "fresh", sent, sent if matched is None else matched,
+              rate if send_rate is None else send_rate, p99_ms=p99_ms, round=attempt,
+              extra={"pace_late_max_ms": late_ms, "cpu_window_s": window_s,
+                     "cpu_s": {part: (IDLE[part] + rate * COST[part] / 1000) * window_s for part in IDLE}})
+    row.extra["verdict"] = verdict(row, BUDGET)
+    return row
+
+
+def test_a_step_holds_only_with_nothing_lost_p99_within_budget_and_the_pace_kept():
+    assert step(1000).extra["verdict"] == "held"
+    assert step(1000, p99_ms=100.0).extra["verdict"] == "held", "the budget itself is within it"
+    assert step(1000, p99_ms=100.1).extra["verdict"] == "slow"
+    assert step(1000, matched=9999).extra["verdict"] == "lost"
+    assert step(1000, send_rate=940.0).extra["verdict"] == "unpaced"
+    assert step(1000, late_ms=150.0).extra["verdict"] == "unpaced"
+    # The producer's shortfall is this side's fault: it is reported as such, not as the system's loss.
+    assert step(1000, send_rate=500.0, matched=10, p99_ms=900.0).extra["verdict"] == "unpaced"
+
+
+def test_the_knee_is_the_highest_rate_held_before_the_first_step_that_did_not():
+    retried = [step(250), step(500), step(750, p99_ms=140.0), step(750, attempt=2), step(1000, p99_ms=300.0),
+               step(1000, attempt=2, matched=1)]
+    held, ended = climb(retried)
+    assert [(row.phase, row.round) for row in held] == [("250/s", 1), ("500/s", 1), ("750/s", 2)], \
+        "a retry that holds holds the step"
+    assert ended is not None and ended.phase == "1000/s" and ended.round == 2 and ended.extra["verdict"] == "lost"
+
+    held, ended = climb([step(250), step(500, matched=1), step(750)])
+    assert [row.phase for row in held] == ["250/s"] and ended.phase == "500/s", "nothing above the first failure counts"
+    assert climb([step(250), step(500)])[1] is None, "a ladder held to its top ended by nothing"
+    held, ended = climb([step(250, p99_ms=500.0)])
+    assert held == [] and ended.phase == "250/s", "a system that holds no step has no knee"
+
+
+def test_the_cpu_line_separates_what_a_part_burns_idle_from_what_a_lead_costs():
+    line = cpu_line([step(250), step(500), step(750)])
+    for part in IDLE:
+        assert round(line[part]["idle_cores"], 6) == IDLE[part] and round(line[part]["ms_per_lead"], 6) == COST[part]
+    assert cpu_line([step(250)]) is None, "one held step has no slope"
+    relay = [step(250), step(500)]
+    for row in relay:
+        row.extra["cpu_s"]["redis"] = 0.0
+    assert cpu_line(relay)["redis"] is None, "a part that costs nothing a lead has no line"
+
+
+def test_the_summary_has_each_knee_its_cpu_per_lead_the_issue_ratios_and_the_sizing():
+    ladder = Ladder(start=250, step=250, top=1000, systems=("dispatcher", "faust relay", "aiokafka relay"))
+    rows = ([step(r) for r in (250, 500, 750)] + [step(1000, p99_ms=120.0), step(1000, attempt=2, p99_ms=110.0)]
+            + [step(r, system="faust relay") for r in (250, 500, 750, 1000)]
+            + [step(r, system="aiokafka relay", p99_ms=50.0) for r in (250, 500, 750, 1000)])
+    summary = summarize(rows, ladder)
+
+    mine = summary["systems"]["dispatcher"]
+    assert mine["knee_per_s"] == 750 and mine["p99_ms_at_knee"] == 20.0
+    assert mine["ended_by"]["rate"] == 1000 and mine["ended_by"]["p99_ms"] == 110.0, "the last attempt ends it"
+    # At the knee a lead carries its share of the idle use too: 0.05 cores / 750 leads/s = 0.067 ms.
+    assert round(mine["cpu_ms_per_lead_at_knee"]["system"], 3) == 0.567
+    assert summary["systems"]["faust relay"]["ended_by"] is None
+    ratios = {ratio["ratio"]: ratio for ratio in summary["ratios"]}
+    assert ratios["dispatcher knee / faust relay knee"]["value"] == 0.75
+    assert ratios["dispatcher knee / faust relay knee"]["met"] is False
+    assert ratios["dispatcher p99 / aiokafka relay p99 at 1000/s"]["value"] == 110.0 / 50.0
+
+    sized = summary["sizing"]
+    assert sized["basis"] == "line through the held steps" and round(sized["worker_cpu_ms"], 6) == 0.5
+    assert [size["leads_per_s"] for size in sized["rows"]] == [1000, 3000, 10000]
+    # (0.7 - 0.05 idle) of a core at 0.5 ms a lead is 1,300/s, above the 750/s knee: the knee rules.
+    assert [size["workers"] for size in sized["rows"]] == [2, 4, 14]
+    printed = table({**summary, "ladder": asdict(ladder), "rows": [asdict(row) for row in rows],
+                     "records_written": 0, "others_cpu_share": 0.0})
+    assert "a promotion of 3,000 leads/s needs 4 worker(s) and 8 partitions" in printed
+    assert "dispatcher knee / faust relay knee" in printed and "MISSED" in printed
+
+    alone = summarize([step(250)], Ladder(systems=("dispatcher",)))["sizing"]
+    assert alone["basis"] == "CPU per lead at the knee" and round(alone["worker_cpu_ms"], 3) == 0.7
+
+
+def test_sizing_plans_a_worker_at_the_lower_of_its_knee_and_its_core_headroom():
+    # 0.5 ms a lead: 70% of a core is 1,400/s, above the 1,000/s knee measured, so the knee rules.
+    assert sizing(3000, worker_cpu_ms=0.5, worker_knee=1000).workers == 3
+    # 1 ms a lead and 0.2 of a core idle: 500/s, below the knee.
+    size = sizing(3000, worker_cpu_ms=1.0, worker_knee=1000, worker_idle_cores=0.2, redis_cpu_ms=0.1,
+                  redis_idle_cores=0.01)
+    assert size.per_worker_per_s == 500 and size.workers == 6
+    assert size.partitions == 12, "two per worker, a multiple of the workers"
+    assert round(size.redis_cores, 2) == 0.36, "each worker's idle load on Redis, plus the leads'"
+    assert sizing(500, worker_cpu_ms=1.0, worker_knee=1000).partitions == 4, "never fewer than the default"
+    assert sizing(10000, worker_cpu_ms=0.5, worker_knee=1000).partitions == 20
+
+
+async def test_a_tiny_dispatcher_ladder_runs_end_to_end(tmp_path):
+    # The budget is wide: this checks the tool on a busy shared machine, not the dispatcher's speed.
+    ladder = Ladder(start=100, step=100, top=200, seconds=0.5, warmup=20, settle_s=10.0, retries=0,
+                    p99_budget_ms=2000.0, systems=("dispatcher",), reps=5)
+    summary = await run_knee(ladder, workdir=tmp_path, log=lambda *_: None)
+
+    assert [(row["phase"], row["extra"]["verdict"]) for row in summary["rows"]] == [("100/s", "held"),
+                                                                                     ("200/s", "held")]
+    for row in summary["rows"]:
+        assert row["matched"] == row["sent"] > 0 and row["topics"] == "fresh"
+        assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+        assert row["extra"]["cpu_s"]["system"] > 0 and row["extra"]["cpu_s"]["broker"] > 0
+    found = summary["systems"]["dispatcher"]
+    assert found["knee_per_s"] == 200 and found["ended_by"] is None
+    assert found["cpu_ms_per_lead_at_knee"]["system"] > 0
+    assert summary["sizing"]["rows"] and summary["ratios"] == []
+    json.dumps(summary)
+    assert "held the top rate" in table(summary)
