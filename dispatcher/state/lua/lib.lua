@@ -866,7 +866,8 @@ local function best_waiting(waitidx, covers)
 end
 
 -- The reps that let the lead go (an offer rejected, timed out or returned, a release, a missed
--- first contact): it is never offered or given to them again.
+-- first contact) or that a supervisor's re-route moved it off: it is never offered or given to
+-- them again, except by a supervisor who names the rep.
 local function let_go_set(record)
     local set = {}
     if type(record.let_go) == 'table' then
@@ -886,7 +887,7 @@ end
 local function rep_can_take(ctx, q, rep, record)
     local channel = record.lead.channel
     if redis.call('SISMEMBER', q.members, rep) == 0 then return false, 'is not a member of the queue', true end
-    if let_go_set(record)[rep] then return false, 'let its offer go', true end
+    if let_go_set(record)[rep] then return false, 'let this lead go or was moved off it before', true end
     local bucket = bucket_for(rep, channel)
     if not bucket then return false, 'takes no ' .. channel .. ' leads', true end
     if q.s.skills and not has_skills(rep, lead_skills(record)) then return false, 'lacks a skill it asks for', true end

@@ -48,9 +48,10 @@ local drained = {}
 if target ~= '' then
     assignment = reserve(ctx, record, q, target, target_bucket, 'reassigned', {manual = true, from_rep = old_rep or cjson.null}, nil, by)
 else
-    local exclude = let_go_set(record)
-    if old_rep then exclude[old_rep] = true end
-    local choice, why = pick_rep(ctx, q, channel, lead_skills(record), exclude)
+    -- Moved off a rep by a supervisor, the lead never goes back to it by itself: not now, nor by a
+    -- drain or a claim later (only a supervisor naming that rep may give it back).
+    if old_rep then add_let_go(record, old_rep) end
+    local choice, why = pick_rep(ctx, q, channel, lead_skills(record), let_go_set(record))
     if choice then
         why.priority, why.from_rep = record.lead.priority, old_rep or cjson.null
         -- In a queue with offers the rep is offered it (nil: nothing assigned yet).

@@ -246,6 +246,12 @@ async def test_reroute_never_returns_the_lead_to_the_rep_it_leaves(store_factory
     outcome = await store.reassign("x", None)
     assert outcome.ok and outcome.detail == "queued" and not outcome.assignments
     assert (await loads(store))["only"] == 0
+    # Not later either: the rep's next close drains its queue, and the lead stays for someone else.
+    await store.assign(lead("y"), "p@1")
+    drained = await store.close("y", "won")
+    assert not drained.assignments and (await store.lead("x"))["status"] == "queued"
+    back = await store.reassign("x", "only")
+    assert back.ok and back.assignments[0].rep_id == "only", "a supervisor who names the rep may give it back"
 
 
 @pytest.mark.parametrize("seed", range(3))
