@@ -55,6 +55,7 @@ class Hub:
         self.subscribers: dict[str, set[Subscriber]] = {}
         # Where the reader goes on from; None while it rests (no connection here).
         self.position: str | None = None
+        self.closed = False
         self._placing = asyncio.Lock()
         self._wanted = asyncio.Event()
 
@@ -67,6 +68,8 @@ class Hub:
         subscriber = Subscriber(rep_id)
         self.subscribers.setdefault(rep_id, set()).add(subscriber)
         metrics.sse_connections.inc()
+        if self.closed:
+            self._end(subscriber)
         return subscriber
 
     async def _newest(self) -> str:
@@ -111,13 +114,27 @@ class Hub:
             try:
                 subscriber.queue.put_nowait(item)
             except asyncio.QueueFull:
-                # Too slow: its connection ends (the sentinel below), and its client resumes from
-                # the stream with Last-Event-ID, rather than this reader waiting for it.
+                # Too slow: its connection ends, and its client resumes from the stream with
+                # Last-Event-ID, rather than this reader waiting for it.
                 metrics.sse_dropped_total.inc()
-                self.unsubscribe(subscriber)
-                while not subscriber.queue.empty():
-                    subscriber.queue.get_nowait()
-                subscriber.queue.put_nowait(None)
+                self._end(subscriber)
+
+    def close(self) -> None:
+        """Ends every connection, and any made later, at once: a stopping process must not wait for
+        streams that never end by themselves (its web server waits for every open one). Clients
+        reconnect, to another process, with their Last-Event-ID."""
+        self.closed = True
+        for subscribers in list(self.subscribers.values()):
+            for subscriber in list(subscribers):
+                self._end(subscriber)
+
+    def _end(self, subscriber: Subscriber) -> None:
+        """Its connection ends at the sentinel, after nothing else: what it had not sent yet is
+        its client's to resume."""
+        self.unsubscribe(subscriber)
+        while not subscriber.queue.empty():
+            subscriber.queue.get_nowait()
+        subscriber.queue.put_nowait(None)
 
     async def since(self, rep_id: str, last_id: str) -> list[Item]:
         """The rep's notifications after `last_id` still in the stream, oldest first."""

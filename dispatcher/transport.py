@@ -10,6 +10,7 @@ from typing import Any
 
 import aiokafka
 import faust
+from faust.tables import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from dispatcher import metrics
@@ -44,6 +45,17 @@ class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
 
 
+class TablelessTableManager(TableManager):
+    """faust's table manager sleeps a second as it starts, so that tables declared late can still
+    register before recovery. These apps declare no tables (state lives in Redis), and every start
+    of a worker, or of one taking over after a crash, paid that second before joining its group."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+
 class StreamApp(faust.App):
     """faust as every stream processor here runs it: raw bytes in and out (msgspec validates, not
     faust), the broker timings and fetch wait from the settings. The benchmark's bare faust relay
@@ -62,6 +74,7 @@ class StreamApp(faust.App):
             broker_commit_interval=settings.commit_interval_s,
             autodiscover=False,
             datadir=str(settings.data_dir),
+            TableManager=TablelessTableManager,
             **options,
         )
         self.settings = settings

@@ -346,6 +346,11 @@ async def read_notifications() -> None:
     await hub.run()
 
 
+@app.on_before_shutdown.connect
+async def end_event_streams(sender: object, **kwargs: object) -> None:
+    hub.close()
+
+
 def sse(entry_id: str, kind: str, event: dict[str, Any]) -> bytes:
     return f"id: {entry_id}\nevent: {kind}\n".encode() + b"data: " + orjson.dumps(event) + b"\n\n"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import signal
 import time
 import uuid
 
@@ -104,6 +105,13 @@ async def test_sse_history_lead_events_and_signed_webhooks(worker_factory, stack
         expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
         assert headers["X-Dispatcher-Signature"] == expected
         assert orjson.loads(body)["lead_id"] == "sse-1"
+
+        # A stopping worker ends the streams still open rather than wait for them.
+        async with rep.get(events_url) as stream:
+            await stream.content.readuntil(b"\n\n")  # ": connected"
+            worker.process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(stream.content.read(), 3) == b""
+        await eventually(lambda: b"Gathering all futures" in worker.log_path.read_bytes() or None, timeout_s=3)
     finally:
         await admin.close()
         await rep.close()
