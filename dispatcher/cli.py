@@ -176,6 +176,11 @@ def _serve(role: str) -> None:
     except RoutingError as exc:
         raise click.ClickException(str(exc)) from None
 
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        # Before the app is imported: it makes its loop from the policy in force.
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     import faust
 
     from dispatcher import views  # noqa: F401 - importing registers the HTTP views

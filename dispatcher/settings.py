@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # relays, and serves the HTTP API; `api` only serves the HTTP API, beside workers that do the
     # rest. Set by the command (`dispatcher worker` / `dispatcher api`), read once when the app is made.
     process_role: Literal["all", "api"] = "all"
+    # The event loop the process runs on: uvloop (libuv) spends less per event than asyncio's own
+    # (docs/benchmarks.md, "The knee"); asyncio where uvloop cannot be installed.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # faust insists on a data directory even without tables; keep it out of the working tree.
     data_dir: Path = Path(tempfile.gettempdir()) / "lead-dispatcher"
     # The most leads one Redis round trip decides; batches form only while a previous one runs.
