@@ -1,14 +1,12 @@
-"""`make knee` (loadtest/knee.py): one tiny ladder end to end, and the verdicts, the knee and the
-sizing rule on hand-made steps. It checks the tool works, not the dispatcher's speed (that is
-`make knee`'s table)."""
+"""`make knee` (loadtest/knee.py): the verdicts, the knee and the sizing rule on hand-made steps. Its
+tiny ladder end to end is in test_smoke_runs.py, beside the other tools' runs."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 from loadtest.bench import Row
-from loadtest.knee import Ladder, climb, cpu_line, run_knee, sizing, summarize, table, verdict
+from loadtest.knee import Ladder, climb, cpu_line, sizing, summarize, table, verdict
 
 BUDGET = Ladder(p99_budget_ms=100.0)
 # What each part of a hand-made step burns at any rate (cores) and what a lead costs it (ms).
@@ -108,23 +106,3 @@ def test_sizing_plans_a_worker_at_the_lower_of_its_knee_and_its_core_headroom():
     assert round(size.redis_cores, 2) == 0.36, "each worker's idle load on Redis, plus the leads'"
     assert sizing(500, worker_cpu_ms=1.0, worker_knee=1000).partitions == 4, "never fewer than the default"
     assert sizing(10000, worker_cpu_ms=0.5, worker_knee=1000).partitions == 20
-
-
-async def test_a_tiny_dispatcher_ladder_runs_end_to_end(tmp_path):
-    # The budget is wide: this checks the tool on a busy shared machine, not the dispatcher's speed.
-    ladder = Ladder(start=100, step=100, top=200, seconds=0.5, warmup=20, settle_s=10.0, retries=0,
-                    p99_budget_ms=2000.0, systems=("dispatcher",), reps=5)
-    summary = await run_knee(ladder, workdir=tmp_path, log=lambda *_: None)
-
-    assert [(row["phase"], row["extra"]["verdict"]) for row in summary["rows"]] == [("100/s", "held"),
-                                                                                     ("200/s", "held")]
-    for row in summary["rows"]:
-        assert row["matched"] == row["sent"] > 0 and row["topics"] == "fresh"
-        assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
-        assert row["extra"]["cpu_s"]["system"] > 0 and row["extra"]["cpu_s"]["broker"] > 0
-    found = summary["systems"]["dispatcher"]
-    assert found["knee_per_s"] == 200 and found["ended_by"] is None
-    assert found["cpu_ms_per_lead_at_knee"]["system"] > 0
-    assert summary["sizing"]["rows"] and summary["ratios"] == []
-    json.dumps(summary)
-    assert "held the top rate" in table(summary)
