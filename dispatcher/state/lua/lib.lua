@@ -626,6 +626,9 @@ local function live_entry(ctx, q, channel, key, bucket, member)
     return nil
 end
 
+-- How many ready entries a walk reads from an index at first, and then at a time.
+local WALK_FIRST_READ, WALK_READ = 4, 32
+
 -- Walks the queue's ready indexes for a channel (the shared '*' one and the channel's own) in
 -- order, merged, over the members after `lo` (nil: from the start) up to `hi` included (nil: to
 -- the end), handing each live entry to `visit` until it returns true; returns that entry.
@@ -634,9 +637,12 @@ local function walk_ready(ctx, q, channel, lo, hi, visit)
                      {key = q.ready[channel], after = lo and ('(' .. lo) or '-', bucket = channel}}
     local upper = hi and ('[' .. hi) or '+'
     local buffered = {{}, {}}
+    -- Most walks end at the first entry or two, and every entry read is a string Lua builds, so
+    -- the first read of each index is short and later ones longer.
     local function refill(i)
         if #buffered[i] == 0 and sources[i].after then
-            local batch = redis.call('ZRANGE', sources[i].key, sources[i].after, upper, 'BYLEX', 'LIMIT', 0, 32)
+            local limit = sources[i].last and WALK_READ or WALK_FIRST_READ
+            local batch = redis.call('ZRANGE', sources[i].key, sources[i].after, upper, 'BYLEX', 'LIMIT', 0, limit)
             if #batch == 0 then sources[i].after = nil end
             for n = #batch, 1, -1 do buffered[i][#buffered[i] + 1] = batch[n] end
             if #batch > 0 then
