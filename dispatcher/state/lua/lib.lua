@@ -124,11 +124,12 @@ local function bucket_for(rep, channel)
     return nil
 end
 
+-- Also says whether the rep has this bucket at all (a capacity for it, even 0).
 local function load_and_cap(rep, bucket)
     local field = rep .. '|' .. bucket
     local load = tonumber(redis.call('HGET', KEYS[K_LOAD], field) or '0')
-    local cap = tonumber(redis.call('HGET', KEYS[K_CAP], field) or '0')
-    return load, cap
+    local cap = redis.call('HGET', KEYS[K_CAP], field)
+    return load, tonumber(cap or '0'), cap ~= false
 end
 
 local function is_present(ctx, rep)
@@ -208,8 +209,8 @@ end
 -- on: a decision reads them to check the candidate, then re-indexes the rep from them, and each
 -- read is a redis call (they were half of a decision's calls).
 local function rep_facts(rep, bucket)
-    local load, cap = load_and_cap(rep, bucket)
-    return {load = load, cap = cap,
+    local load, cap, has_bucket = load_and_cap(rep, bucket)
+    return {load = load, cap = cap, has_bucket = has_bucket,
             last = tonumber(redis.call('HGET', KEYS[K_LAST], rep) or '0'),
             rank = tonumber(redis.call('HGET', KEYS[K_RANK], rep) or '0')}
 end
@@ -613,7 +614,10 @@ local function live_entry(ctx, q, channel, key, bucket, member)
     local fresh_member, has_room = member_of(q, rep, facts), facts.load < facts.cap
     local present = can_work(ctx, rep)
     local member_now = redis.call('SISMEMBER', q.members, rep) == 1
-    if fresh_member == member and has_room and present and member_now and bucket_for(rep, channel) == bucket then
+    -- bucket_for(rep, channel) == bucket, from what rep_facts read: the walk meets the '*' index,
+    -- whose bucket wins whenever the rep has it, and the channel's own, which counts only without it.
+    if fresh_member == member and has_room and present and member_now and facts.has_bucket
+       and (bucket == '*' or redis.call('HEXISTS', KEYS[K_CAP], rep .. '|*') == 0) then
         return {rep = rep, bucket = bucket, facts = facts}
     end
     redis.call('ZREM', key, member)
