@@ -34,6 +34,7 @@ local K_RECENT, K_ASSIGNED, K_OPEN, K_OUTBOX, K_ROUTING, K_CLOSED, K_ROSTER = 10
 local K_WEIGHT, K_OWNERS, K_HELD, K_DUE, K_OUTCOMES, K_LOG = 17, 18, 19, 20, 21, 22
 local K_NOTIFY, K_REP_LOG, K_REP_OLDEST, K_OFFER_TIMEOUTS, K_CLAIMS, K_OFFERS, K_BREACHES = 23, 24, 25, 26, 27, 28, 29
 local K_SHIFT, K_SHIFT_DUE = 30, 31
+-- (layout.py registers each script with these numbers in place of the names: with_key_numbers.)
 local FIXED_KEYS = 31
 local QUEUE_ARGS = 14
 -- How many of the latest assignments the supervisor page can show.
