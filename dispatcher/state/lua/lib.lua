@@ -37,11 +37,13 @@ local K_SHIFT, K_SHIFT_DUE = 30, 31
 -- (layout.py registers each script with these numbers in place of the names: with_key_numbers.)
 local FIXED_KEYS = 31
 local QUEUE_ARGS = 14
--- How many of the latest assignments the supervisor page can show.
-local RECENT_KEPT = 50
+-- Redis turns a number handed to redis.call into text with printf's %.17g, which costs about
+-- half a microsecond more than passing the text: the fixed numbers of a decision's calls are text.
+-- The supervisor page can show the latest 50 assignments: the list keeps indexes 0 to RECENT_LAST.
+local RECENT_LAST = '49'
 -- How many notifications the stream keeps (about: trimmed with MAXLEN ~): how far back an SSE
 -- client's Last-Event-ID can resume, and how far the webhook relay may fall behind.
-local NOTIFY_KEPT = 100000
+local NOTIFY_KEPT = '100000'
 -- Score of a waiting lead: higher priority first, then older first. 1e13 ms is ~317 years.
 local PRIORITY_SPAN = 1e13
 
@@ -261,7 +263,7 @@ local function index_rep(ctx, rep, bucket, facts, present)
         if redis.call('SISMEMBER', q.members, rep) == 1 then
             if q.s.turn then catch_up(q, rep, bucket) end
             local member = member_of(q, rep, facts)
-            if member then redis.call('ZADD', q.ready[bucket], 0, member) end
+            if member then redis.call('ZADD', q.ready[bucket], '0', member) end
         end
     end
 end
@@ -309,7 +311,7 @@ local function save_record(record)
     local entry = record.status == 'offered' and record.queue .. '|' .. record.id or nil
     if record.offer_entry ~= entry then
         if record.offer_entry then redis.call('ZREM', KEYS[K_OFFERS], record.offer_entry) end
-        if entry then redis.call('ZADD', KEYS[K_OFFERS], 0, entry) end
+        if entry then redis.call('ZADD', KEYS[K_OFFERS], '0', entry) end
         record.offer_entry = entry
     end
     redis.call('HSET', KEYS[K_LEADS], record.id, cjson.encode(record))
@@ -347,7 +349,7 @@ local function log_for_reps(record, entry, event_id, body)
     local clock = redis.call('TIME')
     local micros = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
     for _, rep in ipairs(reps) do
-        redis.call('ZADD', KEYS[K_REP_LOG], 0, string.format('%s|%016d|%s|%s', rep, micros, event_id, json))
+        redis.call('ZADD', KEYS[K_REP_LOG], '0', string.format('%s|%016d|%s|%s', rep, micros, event_id, json))
         redis.call('ZADD', KEYS[K_REP_OLDEST], 'NX', math.floor(micros / 1000), rep)
     end
 end
@@ -443,8 +445,8 @@ end
 -- lie within OUTCOME_DAYS of `since`, so one HDEL of at most that many days prunes them.
 local function record_outcome(ctx, rep, outcome)
     local day = math.floor(ctx.now / DAY_MS)
-    redis.call('HINCRBY', KEYS[K_OUTCOMES], rep .. '|' .. day .. '|closed', 1)
-    if outcome == 'won' then redis.call('HINCRBY', KEYS[K_OUTCOMES], rep .. '|' .. day .. '|won', 1) end
+    redis.call('HINCRBY', KEYS[K_OUTCOMES], rep .. '|' .. day .. '|closed', '1')
+    if outcome == 'won' then redis.call('HINCRBY', KEYS[K_OUTCOMES], rep .. '|' .. day .. '|won', '1') end
     local since = math.min(tonumber(redis.call('HGET', KEYS[K_OUTCOMES], rep .. '|since') or day), day)
     local keep_from = day - OUTCOME_DAYS + 1
     if since < keep_from then
@@ -478,7 +480,7 @@ local function announce_assignment(ctx, record, event)
     if q and q.sla_ms > 0 then redis.call('ZADD', KEYS[K_DUE], ctx.now + q.sla_ms, record.id) end
     notify(record.rep_id, event == 'reassigned' and 'moved' or 'row', row)
     redis.call('LPUSH', KEYS[K_RECENT], row)
-    redis.call('LTRIM', KEYS[K_RECENT], 0, RECENT_KEPT - 1)
+    redis.call('LTRIM', KEYS[K_RECENT], '0', RECENT_LAST)
     redis.call('INCR', KEYS[K_ASSIGNED])
     redis.call('ZADD', KEYS[K_LOG], ctx.now, record.queue .. '|' .. record.rep_id .. '|' .. record.id)
     -- A lead's own decision is announced by the worker that reads it from Kafka, and acknowledged
@@ -509,8 +511,8 @@ local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     -- move included), so its next lead follows the rep that knows it. The entry names that lead
     -- too ("rep|lead"): it goes when that lead is forgotten (expire_closed.lua).
     if record.sticky_key then redis.call('HSET', KEYS[K_OWNERS], record.sticky_key, rep .. '|' .. record.id) end
-    redis.call('HINCRBY', KEYS[K_LOAD], rep .. '|' .. bucket, 1)
-    redis.call('ZADD', KEYS[K_OPEN], 0, rep .. '|' .. record.id)
+    redis.call('HINCRBY', KEYS[K_LOAD], rep .. '|' .. bucket, '1')
+    redis.call('ZADD', KEYS[K_OPEN], '0', rep .. '|' .. record.id)
     redis.call('HSET', KEYS[K_LAST], rep, ctx.now)
     take_turn(ctx, q, rep, before.walked, facts)
     index_rep(ctx, rep, bucket, {load = before.load + 1, cap = before.cap, last = ctx.now, rank = before.rank}, true)
@@ -625,14 +627,14 @@ local function live_entry(ctx, q, channel, key, bucket, member)
     -- Healing re-indexes only a rep that still belongs to the queue: a rep the routing or its
     -- profile took out must never get this queue's leads again.
     if fresh_member and fresh_member ~= member and has_room and present and member_now then
-        redis.call('ZADD', key, 0, fresh_member)
+        redis.call('ZADD', key, '0', fresh_member)
         return nil, fresh_member
     end
     return nil
 end
 
 -- How many ready entries a walk reads from an index at first, and then at a time.
-local WALK_FIRST_READ, WALK_READ = 4, 32
+local WALK_FIRST_READ, WALK_READ = '4', '32'
 
 -- Walks the queue's ready indexes for a channel (the shared '*' one and the channel's own) in
 -- order, merged, over the members after `lo` (nil: from the start) up to `hi` included (nil: to
@@ -647,7 +649,7 @@ local function walk_ready(ctx, q, channel, lo, hi, visit)
     local function refill(i)
         if #buffered[i] == 0 and sources[i].after then
             local limit = sources[i].last and WALK_READ or WALK_FIRST_READ
-            local batch = redis.call('ZRANGE', sources[i].key, sources[i].after, upper, 'BYLEX', 'LIMIT', 0, limit)
+            local batch = redis.call('ZRANGE', sources[i].key, sources[i].after, upper, 'BYLEX', 'LIMIT', '0', limit)
             if #batch == 0 then sources[i].after = nil end
             for n = #batch, 1, -1 do buffered[i][#buffered[i] + 1] = batch[n] end
             if #batch > 0 then
@@ -803,7 +805,7 @@ end
 local function wait_in(q, record)
     local channel = record.lead.channel
     redis.call('ZADD', q.wait[channel], wait_score(record.lead.priority, record.accepted_at), record.id)
-    redis.call('ZADD', q.waitidx[channel], 0, wait_entry(record))
+    redis.call('ZADD', q.waitidx[channel], '0', wait_entry(record))
 end
 
 -- A lead that belongs to no rep now (waiting, held or pooled) in queue q: nothing of a past
@@ -864,7 +866,7 @@ local function best_waiting(waitidx, covers)
     local best, best_rank, best_id
     local after = '-'
     while true do
-        local head = redis.call('ZRANGE', waitidx, after, '+', 'BYLEX', 'LIMIT', 0, 1)[1]
+        local head = redis.call('ZRANGE', waitidx, after, '+', 'BYLEX', 'LIMIT', '0', '1')[1]
         if not head then break end
         local signature, rank, lead_id = string.match(head, '^([^|]*)|(%d+)|(.+)$')
         if covers(signature) and (best_rank == nil or rank < best_rank) then
@@ -987,7 +989,7 @@ local function hold(ctx, record, q, owner, why)
     record.held_for = owner
     record.held_since = ctx.now
     record.held_until = ctx.now + q.sticky_ms
-    redis.call('ZADD', KEYS[K_HELD], 0, held_entry(record))
+    redis.call('ZADD', KEYS[K_HELD], '0', held_entry(record))
     redis.call('ZADD', KEYS[K_DUE], record.held_until, record.id)
     add_history(record, ctx.now, 'held', {rep_id = owner, queue = q.name, ['until'] = record.held_until, why = why})
     save_record(record)
