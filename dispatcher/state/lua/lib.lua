@@ -112,6 +112,21 @@ end
 -- its history entries go out from the caller, not the outbox.
 local announced_by_caller = false
 
+-- An assignment's facts go into three JSON texts (its record, its row, its history entry's event
+-- in the rep log): reserve encodes them once, after their last change, and those texts splice it in.
+local facts_json = {}
+
+-- cjson.encode(object), with its `facts` as reserve encoded them.
+local function encode_with_facts(object)
+    local facts = object.facts
+    local encoded = facts and facts_json[facts]
+    if not encoded then return cjson.encode(object) end
+    object.facts = nil
+    local json = cjson.encode(object)
+    object.facts = facts
+    return string.sub(json, 1, -2) .. ',"facts":' .. encoded .. '}'
+end
+
 -- Tells the rep's own connections (SSE, through one reader per worker) and the webhooks that
 -- something came its way, from the step that decided it, whichever worker holds the connection.
 -- kind/body as for emit: 'row' or 'moved' (an assignment row) or 'value' (JSON).
@@ -314,7 +329,7 @@ local function save_record(record)
         if entry then redis.call('ZADD', KEYS[K_OFFERS], '0', entry) end
         record.offer_entry = entry
     end
-    redis.call('HSET', KEYS[K_LEADS], record.id, cjson.encode(record))
+    redis.call('HSET', KEYS[K_LEADS], record.id, encode_with_facts(record))
 end
 
 -- The lead-events body of a history entry: the entry's fields, the lead, and `detail` (fields for
@@ -345,7 +360,7 @@ local function log_for_reps(record, entry, event_id, body)
     end
     if #reps == 0 then return end
     body.event_id = event_id
-    local json = cjson.encode(body)
+    local json = encode_with_facts(body)
     local clock = redis.call('TIME')
     local micros = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
     for _, rep in ipairs(reps) do
@@ -473,7 +488,7 @@ end
 -- fairness log, and (unless the worker that read it from Kafka does) the assignments event.
 local function announce_assignment(ctx, record, event)
     local assignment = {record.id, record.rep_id, record.queue, record.strategy, record.assigned_at,
-                        cjson.encode(record.facts), record.accepted_at}
+                        facts_json[record.facts] or cjson.encode(record.facts), record.accepted_at}
     local row = cjson.encode(assignment)
     -- The first-contact clock runs from the moment the lead is the rep's (an accepted offer included).
     local q = ctx.by_name[record.queue]
@@ -549,6 +564,7 @@ local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     end
     record.status = 'assigned'
     record.assigned_at = ctx.now
+    facts_json[facts] = cjson.encode(facts)
     -- Each assignment gives its rep the queue's whole first-contact time: a lead moved on after a
     -- breach or a release is the new rep's to contact.
     record.contacted_at = nil
