@@ -1,5 +1,5 @@
--- Shared helpers, prepended to every script at registration (layout.py), after the STRATEGIES
--- table that layout.py builds from the strategy declarations (strategies/*.py): what each strategy
+-- Shared helpers, prepended to every script at registration (layout.py), after the strategy_named
+-- function that layout.py builds from the strategy declarations (strategies/*.py): what each strategy
 -- orders its ready index by, how a decision walks it, which filters it applies. So each script
 -- stays one operation, no helper is written twice, and no strategy is written here. Every key a
 -- script touches arrives in KEYS; this file only picks among them.
@@ -74,7 +74,7 @@ local function parse_context()
     local channel_count = #ctx.channels
     local k, a = FIXED_KEYS, 6
     for i = 1, tonumber(ARGV[1]) do
-        local strategy = STRATEGIES[ARGV[a + 1]]
+        local strategy = strategy_named(ARGV[a + 1])
         local q = {name = ARGV[a], strategy = ARGV[a + 1], s = strategy, order = strategy.order,
                    window = tonumber(ARGV[a + 2]), overflow_ms = tonumber(ARGV[a + 3]), overflow_to = ARGV[a + 4],
                    sticky_ms = tonumber(ARGV[a + 5]), options_json = ARGV[a + 6],
