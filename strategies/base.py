@@ -15,7 +15,7 @@ A strategy is a small pure module that ends in one `STRATEGY = Strategy(...)` de
 
 Redis keeps each queue's ready reps sorted by `order`; the one Lua step per decision walks that
 index as `walk` says and takes the first rep that passes `filters`. dispatcher/state/layout.py
-turns every declaration into the Lua table the scripts read, so the scripts hold no strategy of
+turns every declaration into the Lua the scripts read (strategy_named), so the scripts hold no strategy of
 their own; `select` is the model a property test holds the Lua step to (tests/dispatcher/state).
 """
 

@@ -1,5 +1,5 @@
--- Shared helpers, prepended to every script at registration (layout.py), after the STRATEGIES
--- table that layout.py builds from the strategy declarations (strategies/*.py): what each strategy
+-- Shared helpers, prepended to every script at registration (layout.py), after the strategy_named
+-- function that layout.py builds from the strategy declarations (strategies/*.py): what each strategy
 -- orders its ready index by, how a decision walks it, which filters it applies. So each script
 -- stays one operation, no helper is written twice, and no strategy is written here. Every key a
 -- script touches arrives in KEYS; this file only picks among them.
@@ -34,13 +34,16 @@ local K_RECENT, K_ASSIGNED, K_OPEN, K_OUTBOX, K_ROUTING, K_CLOSED, K_ROSTER = 10
 local K_WEIGHT, K_OWNERS, K_HELD, K_DUE, K_OUTCOMES, K_LOG = 17, 18, 19, 20, 21, 22
 local K_NOTIFY, K_REP_LOG, K_REP_OLDEST, K_OFFER_TIMEOUTS, K_CLAIMS, K_OFFERS, K_BREACHES = 23, 24, 25, 26, 27, 28, 29
 local K_SHIFT, K_SHIFT_DUE = 30, 31
+-- (layout.py registers each script with these numbers in place of the names: with_key_numbers.)
 local FIXED_KEYS = 31
 local QUEUE_ARGS = 14
--- How many of the latest assignments the supervisor page can show.
-local RECENT_KEPT = 50
+-- Redis turns a number handed to redis.call into text with printf's %.17g, which costs about
+-- half a microsecond more than passing the text: the fixed numbers of a decision's calls are text.
+-- The supervisor page can show the latest 50 assignments: the list keeps indexes 0 to RECENT_LAST.
+local RECENT_LAST = '49'
 -- How many notifications the stream keeps (about: trimmed with MAXLEN ~): how far back an SSE
 -- client's Last-Event-ID can resume, and how far the webhook relay may fall behind.
-local NOTIFY_KEPT = 100000
+local NOTIFY_KEPT = '100000'
 -- Score of a waiting lead: higher priority first, then older first. 1e13 ms is ~317 years.
 local PRIORITY_SPAN = 1e13
 
@@ -71,7 +74,7 @@ local function parse_context()
     local channel_count = #ctx.channels
     local k, a = FIXED_KEYS, 6
     for i = 1, tonumber(ARGV[1]) do
-        local strategy = STRATEGIES[ARGV[a + 1]]
+        local strategy = strategy_named(ARGV[a + 1])
         local q = {name = ARGV[a], strategy = ARGV[a + 1], s = strategy, order = strategy.order,
                    window = tonumber(ARGV[a + 2]), overflow_ms = tonumber(ARGV[a + 3]), overflow_to = ARGV[a + 4],
                    sticky_ms = tonumber(ARGV[a + 5]), options_json = ARGV[a + 6],
@@ -109,6 +112,21 @@ end
 -- its history entries go out from the caller, not the outbox.
 local announced_by_caller = false
 
+-- An assignment's facts go into three JSON texts (its record, its row, its history entry's event
+-- in the rep log): reserve encodes them once, after their last change, and those texts splice it in.
+local facts_json = {}
+
+-- cjson.encode(object), with its `facts` as reserve encoded them.
+local function encode_with_facts(object)
+    local facts = object.facts
+    local encoded = facts and facts_json[facts]
+    if not encoded then return cjson.encode(object) end
+    object.facts = nil
+    local json = cjson.encode(object)
+    object.facts = facts
+    return string.sub(json, 1, -2) .. ',"facts":' .. encoded .. '}'
+end
+
 -- Tells the rep's own connections (SSE, through one reader per worker) and the webhooks that
 -- something came its way, from the step that decided it, whichever worker holds the connection.
 -- kind/body as for emit: 'row' or 'moved' (an assignment row) or 'value' (JSON).
@@ -124,11 +142,12 @@ local function bucket_for(rep, channel)
     return nil
 end
 
+-- Also says whether the rep has this bucket at all (a capacity for it, even 0).
 local function load_and_cap(rep, bucket)
     local field = rep .. '|' .. bucket
     local load = tonumber(redis.call('HGET', KEYS[K_LOAD], field) or '0')
-    local cap = tonumber(redis.call('HGET', KEYS[K_CAP], field) or '0')
-    return load, cap
+    local cap = redis.call('HGET', KEYS[K_CAP], field)
+    return load, tonumber(cap or '0'), cap ~= false
 end
 
 local function is_present(ctx, rep)
@@ -208,8 +227,8 @@ end
 -- on: a decision reads them to check the candidate, then re-indexes the rep from them, and each
 -- read is a redis call (they were half of a decision's calls).
 local function rep_facts(rep, bucket)
-    local load, cap = load_and_cap(rep, bucket)
-    return {load = load, cap = cap,
+    local load, cap, has_bucket = load_and_cap(rep, bucket)
+    return {load = load, cap = cap, has_bucket = has_bucket,
             last = tonumber(redis.call('HGET', KEYS[K_LAST], rep) or '0'),
             rank = tonumber(redis.call('HGET', KEYS[K_RANK], rep) or '0')}
 end
@@ -259,7 +278,7 @@ local function index_rep(ctx, rep, bucket, facts, present)
         if redis.call('SISMEMBER', q.members, rep) == 1 then
             if q.s.turn then catch_up(q, rep, bucket) end
             local member = member_of(q, rep, facts)
-            if member then redis.call('ZADD', q.ready[bucket], 0, member) end
+            if member then redis.call('ZADD', q.ready[bucket], '0', member) end
         end
     end
 end
@@ -307,10 +326,10 @@ local function save_record(record)
     local entry = record.status == 'offered' and record.queue .. '|' .. record.id or nil
     if record.offer_entry ~= entry then
         if record.offer_entry then redis.call('ZREM', KEYS[K_OFFERS], record.offer_entry) end
-        if entry then redis.call('ZADD', KEYS[K_OFFERS], 0, entry) end
+        if entry then redis.call('ZADD', KEYS[K_OFFERS], '0', entry) end
         record.offer_entry = entry
     end
-    redis.call('HSET', KEYS[K_LEADS], record.id, cjson.encode(record))
+    redis.call('HSET', KEYS[K_LEADS], record.id, encode_with_facts(record))
 end
 
 -- The lead-events body of a history entry: the entry's fields, the lead, and `detail` (fields for
@@ -341,11 +360,11 @@ local function log_for_reps(record, entry, event_id, body)
     end
     if #reps == 0 then return end
     body.event_id = event_id
-    local json = cjson.encode(body)
+    local json = encode_with_facts(body)
     local clock = redis.call('TIME')
     local micros = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
     for _, rep in ipairs(reps) do
-        redis.call('ZADD', KEYS[K_REP_LOG], 0, string.format('%s|%016d|%s|%s', rep, micros, event_id, json))
+        redis.call('ZADD', KEYS[K_REP_LOG], '0', string.format('%s|%016d|%s|%s', rep, micros, event_id, json))
         redis.call('ZADD', KEYS[K_REP_OLDEST], 'NX', math.floor(micros / 1000), rep)
     end
 end
@@ -441,8 +460,8 @@ end
 -- lie within OUTCOME_DAYS of `since`, so one HDEL of at most that many days prunes them.
 local function record_outcome(ctx, rep, outcome)
     local day = math.floor(ctx.now / DAY_MS)
-    redis.call('HINCRBY', KEYS[K_OUTCOMES], rep .. '|' .. day .. '|closed', 1)
-    if outcome == 'won' then redis.call('HINCRBY', KEYS[K_OUTCOMES], rep .. '|' .. day .. '|won', 1) end
+    redis.call('HINCRBY', KEYS[K_OUTCOMES], rep .. '|' .. day .. '|closed', '1')
+    if outcome == 'won' then redis.call('HINCRBY', KEYS[K_OUTCOMES], rep .. '|' .. day .. '|won', '1') end
     local since = math.min(tonumber(redis.call('HGET', KEYS[K_OUTCOMES], rep .. '|since') or day), day)
     local keep_from = day - OUTCOME_DAYS + 1
     if since < keep_from then
@@ -469,14 +488,14 @@ end
 -- fairness log, and (unless the worker that read it from Kafka does) the assignments event.
 local function announce_assignment(ctx, record, event)
     local assignment = {record.id, record.rep_id, record.queue, record.strategy, record.assigned_at,
-                        cjson.encode(record.facts), record.accepted_at}
+                        facts_json[record.facts] or cjson.encode(record.facts), record.accepted_at}
     local row = cjson.encode(assignment)
     -- The first-contact clock runs from the moment the lead is the rep's (an accepted offer included).
     local q = ctx.by_name[record.queue]
     if q and q.sla_ms > 0 then redis.call('ZADD', KEYS[K_DUE], ctx.now + q.sla_ms, record.id) end
     notify(record.rep_id, event == 'reassigned' and 'moved' or 'row', row)
     redis.call('LPUSH', KEYS[K_RECENT], row)
-    redis.call('LTRIM', KEYS[K_RECENT], 0, RECENT_KEPT - 1)
+    redis.call('LTRIM', KEYS[K_RECENT], '0', RECENT_LAST)
     redis.call('INCR', KEYS[K_ASSIGNED])
     redis.call('ZADD', KEYS[K_LOG], ctx.now, record.queue .. '|' .. record.rep_id .. '|' .. record.id)
     -- A lead's own decision is announced by the worker that reads it from Kafka, and acknowledged
@@ -507,8 +526,8 @@ local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     -- move included), so its next lead follows the rep that knows it. The entry names that lead
     -- too ("rep|lead"): it goes when that lead is forgotten (expire_closed.lua).
     if record.sticky_key then redis.call('HSET', KEYS[K_OWNERS], record.sticky_key, rep .. '|' .. record.id) end
-    redis.call('HINCRBY', KEYS[K_LOAD], rep .. '|' .. bucket, 1)
-    redis.call('ZADD', KEYS[K_OPEN], 0, rep .. '|' .. record.id)
+    redis.call('HINCRBY', KEYS[K_LOAD], rep .. '|' .. bucket, '1')
+    redis.call('ZADD', KEYS[K_OPEN], '0', rep .. '|' .. record.id)
     redis.call('HSET', KEYS[K_LAST], rep, ctx.now)
     take_turn(ctx, q, rep, before.walked, facts)
     index_rep(ctx, rep, bucket, {load = before.load + 1, cap = before.cap, last = ctx.now, rank = before.rank}, true)
@@ -545,6 +564,7 @@ local function reserve(ctx, record, q, rep, bucket, event, facts, known, by)
     end
     record.status = 'assigned'
     record.assigned_at = ctx.now
+    facts_json[facts] = cjson.encode(facts)
     -- Each assignment gives its rep the queue's whole first-contact time: a lead moved on after a
     -- breach or a release is the new rep's to contact.
     record.contacted_at = nil
@@ -613,18 +633,24 @@ local function live_entry(ctx, q, channel, key, bucket, member)
     local fresh_member, has_room = member_of(q, rep, facts), facts.load < facts.cap
     local present = can_work(ctx, rep)
     local member_now = redis.call('SISMEMBER', q.members, rep) == 1
-    if fresh_member == member and has_room and present and member_now and bucket_for(rep, channel) == bucket then
+    -- bucket_for(rep, channel) == bucket, from what rep_facts read: the walk meets the '*' index,
+    -- whose bucket wins whenever the rep has it, and the channel's own, which counts only without it.
+    if fresh_member == member and has_room and present and member_now and facts.has_bucket
+       and (bucket == '*' or redis.call('HEXISTS', KEYS[K_CAP], rep .. '|*') == 0) then
         return {rep = rep, bucket = bucket, facts = facts}
     end
     redis.call('ZREM', key, member)
     -- Healing re-indexes only a rep that still belongs to the queue: a rep the routing or its
     -- profile took out must never get this queue's leads again.
     if fresh_member and fresh_member ~= member and has_room and present and member_now then
-        redis.call('ZADD', key, 0, fresh_member)
+        redis.call('ZADD', key, '0', fresh_member)
         return nil, fresh_member
     end
     return nil
 end
+
+-- How many ready entries a walk reads from an index at first, and then at a time.
+local WALK_FIRST_READ, WALK_READ = '4', '32'
 
 -- Walks the queue's ready indexes for a channel (the shared '*' one and the channel's own) in
 -- order, merged, over the members after `lo` (nil: from the start) up to `hi` included (nil: to
@@ -634,9 +660,12 @@ local function walk_ready(ctx, q, channel, lo, hi, visit)
                      {key = q.ready[channel], after = lo and ('(' .. lo) or '-', bucket = channel}}
     local upper = hi and ('[' .. hi) or '+'
     local buffered = {{}, {}}
+    -- Most walks end at the first entry or two, and every entry read is a string Lua builds, so
+    -- the first read of each index is short and later ones longer.
     local function refill(i)
         if #buffered[i] == 0 and sources[i].after then
-            local batch = redis.call('ZRANGE', sources[i].key, sources[i].after, upper, 'BYLEX', 'LIMIT', 0, 32)
+            local limit = sources[i].last and WALK_READ or WALK_FIRST_READ
+            local batch = redis.call('ZRANGE', sources[i].key, sources[i].after, upper, 'BYLEX', 'LIMIT', '0', limit)
             if #batch == 0 then sources[i].after = nil end
             for n = #batch, 1, -1 do buffered[i][#buffered[i] + 1] = batch[n] end
             if #batch > 0 then
@@ -792,7 +821,7 @@ end
 local function wait_in(q, record)
     local channel = record.lead.channel
     redis.call('ZADD', q.wait[channel], wait_score(record.lead.priority, record.accepted_at), record.id)
-    redis.call('ZADD', q.waitidx[channel], 0, wait_entry(record))
+    redis.call('ZADD', q.waitidx[channel], '0', wait_entry(record))
 end
 
 -- A lead that belongs to no rep now (waiting, held or pooled) in queue q: nothing of a past
@@ -853,7 +882,7 @@ local function best_waiting(waitidx, covers)
     local best, best_rank, best_id
     local after = '-'
     while true do
-        local head = redis.call('ZRANGE', waitidx, after, '+', 'BYLEX', 'LIMIT', 0, 1)[1]
+        local head = redis.call('ZRANGE', waitidx, after, '+', 'BYLEX', 'LIMIT', '0', '1')[1]
         if not head then break end
         local signature, rank, lead_id = string.match(head, '^([^|]*)|(%d+)|(.+)$')
         if covers(signature) and (best_rank == nil or rank < best_rank) then
@@ -976,7 +1005,7 @@ local function hold(ctx, record, q, owner, why)
     record.held_for = owner
     record.held_since = ctx.now
     record.held_until = ctx.now + q.sticky_ms
-    redis.call('ZADD', KEYS[K_HELD], 0, held_entry(record))
+    redis.call('ZADD', KEYS[K_HELD], '0', held_entry(record))
     redis.call('ZADD', KEYS[K_DUE], record.held_until, record.id)
     add_history(record, ctx.now, 'held', {rep_id = owner, queue = q.name, ['until'] = record.held_until, why = why})
     save_record(record)
