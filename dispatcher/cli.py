@@ -60,8 +60,8 @@ def dev(http_port: int | None, demo: bool, broker: str | None, redis_url: str | 
     guarded = bool(_keyring(settings))
     workdir = Path(tempfile.mkdtemp(prefix="dispatcher-dev-"))
     # The demo puts a routing of its own (offers, a pool, SLAs) unless a routing file says what to use.
-    plan_routing = settings.routing is None
-    asyncio.run(_dev(port, demo, broker, redis_url, workdir, settings.api_tokens if guarded else None, plan_routing,
+    demo_routing = settings.routing is None
+    asyncio.run(_dev(port, demo, broker, redis_url, workdir, settings.api_tokens if guarded else None, demo_routing,
                      api_processes))
 
 
