@@ -29,6 +29,9 @@ _PRODUCTS = ("crm", "payments", "analytics")
 _INDUSTRIES = ("retail", "manufacturing", "healthcare", "finance", "education", "software", "logistics")
 _SOURCES = ("google-ads", "organic", "referral", "partner", "trade-show", "newsletter")
 _PROMOTION_SOURCE = "flash-sale"
+# Every lead the demo makes carries this attribute: its routing offers only those, and leaves the
+# rest of the dev stack's leads to the built-in routing's load-aware assignment.
+DEMO_MARK = {"floor": "demo"}
 
 # Name pools by the language a rep grew up with, so the Spanish and Mandarin speakers on the floor
 # read as plausible people rather than random skill flags.
@@ -132,19 +135,26 @@ class DemoPlan:
 
 
 def demo_routing(plan: DemoPlan) -> dict[str, Any]:
-    """The routing the demo puts (PUT /v1/routing): every lead offered in `default` over all reps,
-    with a first-contact SLA that re-routes a missed lead; grade-A and B English leads to the last team's
-    queue, whose leads waiting too long, or not contacted in time, go to its claim pool."""
+    """The routing the demo puts (PUT /v1/routing). The demo's own leads (marked DEMO_MARK) are
+    offered in `floor` over all reps, with a first-contact SLA that re-routes a missed lead; its
+    grade-A and B English leads go to the last team's queue, whose leads waiting too long, or not
+    contacted in time, go to its claim pool. Every other lead, such as one a user posts to try the dev
+    stack, goes to `default` as the built-in routing sends it: load-aware over all reps, assigned
+    at once, as the contract has it."""
     sla = {"first_contact_s": plan.first_contact_s}
     return {
         "channels": list(_CHANNEL_WEIGHTS),
         "queues": {
             "key-accounts": {"strategy": "priority", "members": {"teams": [plan.teams[-1]]},
                              "pool": {"after_s": plan.pool_after_s}, "sla": {**sla, "on_breach": "pool"}},
-            "default": {"offer": {"accept_timeout_s": plan.accept_timeout_s, "away_after_timeouts": 3},
-                        "sla": {**sla, "on_breach": "reroute"}},
+            "floor": {"offer": {"accept_timeout_s": plan.accept_timeout_s, "away_after_timeouts": 3},
+                      "sla": {**sla, "on_breach": "reroute"}},
+            "default": {},
         },
-        "rules": [{"when": {"attributes": {"grade": ["A", "B"], "language": "english"}}, "queue": "key-accounts"}],
+        "rules": [
+            {"when": {"attributes": {**DEMO_MARK, "grade": ["A", "B"], "language": "english"}}, "queue": "key-accounts"},
+            {"when": {"attributes": DEMO_MARK}, "queue": "floor"},
+        ],
         "default_queue": "default",
     }
 
@@ -323,6 +333,7 @@ class _LeadMaker:
                 "source": _PROMOTION_SOURCE if in_promotion else rng.choice(_SOURCES),
                 "grade": grade,
                 "language": language,
+                **DEMO_MARK,
             },
         }
         if skills:

@@ -327,7 +327,10 @@ LIFE_EVENTS = {"accepted", "rejected", "offer_timed_out", "claimed", "contacted"
 
 def test_the_demo_routing_is_one_a_worker_accepts():
     routing = parse_routing(json.dumps(demo_routing(DemoPlan())), "demo")
-    assert routing.by_name["default"].offer and routing.by_name["default"].sla
+    assert routing.by_name["floor"].offer and routing.by_name["floor"].sla
+    # Leads from outside the demo are routed as the built-in routing would: load-aware, no offers.
+    assert routing.route({"id": "x", "attributes": {"grade": "A", "language": "english"}}).queue == "default"
+    assert not routing.by_name["default"].offer and routing.by_name["default"].strategy == "load_aware"
     assert routing.by_name["key-accounts"].pool.after_s == DemoPlan().pool_after_s
 
 
@@ -353,7 +356,7 @@ async def test_the_floor_accepts_rejects_and_misses_offers_claims_from_the_pool_
     finally:
         stop.set()
         await asyncio.wait_for(demo, timeout=5)
-    assert routing["source"] == "PUT /v1/routing" and set(routing["spec"]["queues"]) == {"default", "key-accounts"}
+    assert routing["source"] == "PUT /v1/routing" and set(routing["spec"]["queues"]) == {"default", "floor", "key-accounts"}
     assert LIFE_EVENTS <= set(seen), f"missing {LIFE_EVENTS - set(seen)} in {dict(seen)}"
     # Most offers are accepted and most leads contacted: the floor looks like a working one.
     assert seen["accepted"] > seen["rejected"] + seen["offer_timed_out"]
