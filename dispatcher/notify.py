@@ -86,6 +86,10 @@ class Hub:
 
     async def run(self) -> None:
         while True:
+            # redis-py can swallow a cancellation that lands in a blocking read (it disconnects and
+            # returns), which would leave this reader running through its process's shutdown.
+            if asyncio.current_task().cancelling():
+                raise asyncio.CancelledError
             await self._wanted.wait()
             try:
                 reply = await self.client.xread({self.stream: self.position}, count=1000, block=self.block_ms)
