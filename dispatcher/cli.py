@@ -181,8 +181,6 @@ def _serve(role: str) -> None:
 
         # Before the app is imported: it makes its loop from the policy in force.
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    import faust
-
     from dispatcher import views  # noqa: F401 - importing registers the HTTP views
     from dispatcher.app import app
 
@@ -191,8 +189,9 @@ def _serve(role: str) -> None:
         from dispatcher import api_process  # noqa: F401
     else:
         from dispatcher import agents  # noqa: F401
+    from dispatcher.transport import Worker
 
-    faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
+    Worker(app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
 
 
 @main.group()

@@ -60,10 +60,8 @@ async def aiokafka_relay(broker: str, source: str, target: str) -> None:
 def faust_relay(broker: str, source: str, target: str, port: int) -> None:
     """A bare faust agent with the dispatcher's transport and consumer settings (dispatcher/app.py):
     the same fetch wait, session and commit timings, raw serializers; no Redis, no validation."""
-    import faust
-
     from dispatcher.settings import Settings
-    from dispatcher.transport import StreamApp
+    from dispatcher.transport import StreamApp, Worker
 
     app = StreamApp(f"relay-{source}", Settings(broker=broker), web_host="127.0.0.1", web_port=port)
     source_topic, target_topic = app.topic(source), app.topic(target)
@@ -77,7 +75,7 @@ def faust_relay(broker: str, source: str, target: str, port: int) -> None:
     async def announce(sender: object, assigned: object, **kwargs: object) -> None:
         print("ready", flush=True)
 
-    faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False).execute_from_commandline()
+    Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,10 +42,8 @@ class BatchesAckedAsCompleted(NaturalBatches):
 
 
 def run(args: argparse.Namespace) -> None:
-    import faust
-
     from dispatcher.settings import Settings
-    from dispatcher.transport import StreamApp
+    from dispatcher.transport import StreamApp, Worker
 
     settings = Settings(
         broker=args.broker, topic_partitions=args.partitions, commit_interval_s=0.2,
@@ -76,7 +74,7 @@ def run(args: argparse.Namespace) -> None:
     async def announce(sender: object, assigned: object, **kwargs: object) -> None:
         notes.write("ready\n")
 
-    faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False).execute_from_commandline()
+    Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
 def main(argv: list[str] | None = None) -> int:

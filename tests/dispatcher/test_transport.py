@@ -4,6 +4,7 @@ embedded broker that wait is every lead's latency floor)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import statistics
 import time
 
@@ -13,7 +14,7 @@ from prometheus_client import REGISTRY
 from dispatcher.app import DispatcherApp
 from dispatcher.embedded import free_port
 from dispatcher.settings import Settings
-from dispatcher.transport import FetchWaitConsumerThread, StreamApp
+from dispatcher.transport import FetchWaitConsumerThread, StreamApp, Worker
 from tests.kafka_io import bootstrap
 
 
@@ -63,3 +64,15 @@ async def test_an_agent_gets_each_message_without_waiting_out_faust_default(stac
         await app.stop()
     # One message at a time through faust's default wait takes ~0.75 s each on Tansu; with 5 ms, ~5 ms.
     assert statistics.median(latencies) < 0.25, f"median {statistics.median(latencies) * 1000:.0f} ms"
+
+
+def test_a_worker_at_a_quiet_log_level_builds_no_debug_records(tmp_path):
+    app = StreamApp("quiet-worker", Settings(data_dir=tmp_path), web_enabled=False, web_port=free_port())
+    worker = Worker(app, loglevel="WARNING", quiet=True)
+    logger = logging.getLogger(f"quiet-worker-{tmp_path.name}")
+    logger.addHandler(logging.NullHandler())
+
+    worker.on_setup_root_logger(logger, logging.WARNING)
+
+    assert not logger.isEnabledFor(logging.DEBUG)
+    assert worker.spinner is None
