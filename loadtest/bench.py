@@ -145,8 +145,23 @@ def process_cpu_s(pids: list[int]) -> float:
     return used
 
 
+def process_waiting_s(pids: list[int]) -> float:
+    """Seconds some processes' threads have spent ready to run while no core was free for them
+    (the scheduler's run queue, /proc/PID/task/TID/schedstat): what the machine, not their own
+    work, held them up by. Threads that ended meanwhile take their share with them."""
+    waited_ns = 0
+    for pid in pids:
+        for schedstat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                waited_ns += int(schedstat.read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return waited_ns / 1e9
+
+
 class CpuWatch:
-    """Share of one core each part used between start() and stop(): where the time goes."""
+    """Share of one core each part used between start() and stop(): where the time goes; and how
+    long each part's threads waited for a core meanwhile."""
 
     def __init__(self, pids: dict[str, list[int]]) -> None:
         self.pids = pids
@@ -154,13 +169,15 @@ class CpuWatch:
     def start(self) -> CpuWatch:
         self.began = time.perf_counter()
         self.used = {name: process_cpu_s(pid) for name, pid in self.pids.items()}
+        self.waited = {name: process_waiting_s(pid) for name, pid in self.pids.items()}
         return self
 
     def stop(self) -> dict[str, float]:
-        """Each part's share of one core; its CPU seconds stay in `cpu_s` and the seconds watched
-        in `wall` (per-lead costs need them unrounded)."""
+        """Each part's share of one core; its CPU seconds stay in `cpu_s`, its seconds waiting for a
+        core in `waiting_s`, and the seconds watched in `wall` (per-lead costs need them unrounded)."""
         self.wall = wall = time.perf_counter() - self.began
         self.cpu_s = {name: process_cpu_s(pid) - self.used[name] for name, pid in self.pids.items()}
+        self.waiting_s = {name: process_waiting_s(pid) - self.waited[name] for name, pid in self.pids.items()}
         return {name: round(used / wall, 2) for name, used in self.cpu_s.items()}
 
 
@@ -484,7 +501,7 @@ async def run_phase(system: Relay | Dispatcher, phase: str, tag: str, stack: Emb
                     extra["pace_late_max_ms"] = round(probe.late_max_ms, 1)  # this side behind its schedule
             await probe.wait_for(sent, plan.settle_s if is_paced(phase) else max(plan.settle_s, sent / 500))
             extra["cpu"] = cpu.stop()
-            extra["cpu_s"], extra["cpu_window_s"] = cpu.cpu_s, cpu.wall
+            extra["cpu_s"], extra["cpu_window_s"], extra["waiting_s"] = cpu.cpu_s, cpu.wall, cpu.waiting_s
             input_len, output_len = probe.lengths()
         finally:
             stopping.append(system.stop())

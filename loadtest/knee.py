@@ -283,14 +283,15 @@ def table(summary: dict) -> str:
     ladder = summary["ladder"]
     lines = [f"{'system':<15}{'rate':>6}{'try':>4}{'sent':>7}{'matched':>8}{'sent/s':>8}{'late ms':>8}"
              f"{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'max ms':>8}  {'verdict':<8}"
-             + "".join(f"{part:>8}" for part in PARTS)]
+             + "".join(f"{part:>8}" for part in PARTS) + f"{'waits':>7}"]
     lines.append("-" * len(lines[0]))
     for row in summary["rows"]:
         cpu = cpu_ms_per_lead(row["extra"]["cpu_s"], row["sent"])
         lines.append(f"{row['system']:<15}{row['phase'].removesuffix('/s'):>6}{row['round']:>4}{row['sent']:>7}"
                      f"{row['matched']:>8}{row['send_rate']:>8.0f}{row['extra']['pace_late_max_ms']:>8.1f}"
                      + "".join(f"{_f(row[k]):>8}" for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms"))
-                     + f"  {row['extra']['verdict']:<8}" + "".join(f"{cpu[part]:>8.3f}" for part in PARTS))
+                     + f"  {row['extra']['verdict']:<8}" + "".join(f"{cpu[part]:>8.3f}" for part in PARTS)
+                     + f"{row['extra']['waiting_s']['system'] / row['extra']['cpu_window_s']:>7.2f}")
     lines += ["", f"{'system':<15}{'knee/s':>8}{'p99 ms':>8}   {'CPU ms per lead at the knee':<32}  ladder ended by",
               f"{'':<34}" + "".join(f"{part:>8}" for part in PARTS)]
     for name, found in summary["systems"].items():
@@ -330,7 +331,8 @@ def table(summary: dict) -> str:
         f"record out within {ladder['settle_s']:g} s and p99 <= {ladder['p99_budget_ms']:g} ms;",
         f"  a step that does not hold is tried {ladder['retries']} more time(s); unpaced = this side's producer sent below "
         f"{PACE_SHARE:.0%} of the rate or fell more than {ladder['p99_budget_ms']:g} ms behind (not the system's fault).",
-        "  late ms: how far the producer fell behind its schedule at worst; CPU columns: ms per lead of each part.",
+        "  late ms: how far the producer fell behind its schedule at worst; CPU columns: ms per lead of each part;",
+        "  waits: share of a core the system's threads spent ready to run while no core was free (the machine held them up).",
         f"  All steps' topics together: {summary['records_written']:,} records on one broker.",
         others_note(summary["others_cpu_share"]),
     ]

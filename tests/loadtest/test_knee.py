@@ -12,6 +12,8 @@ BUDGET = Ladder(p99_budget_ms=100.0)
 # What each part of a hand-made step burns at any rate (cores) and what a lead costs it (ms).
 IDLE = {"system": 0.05, "broker": 0.3, "redis": 0.02, "bench": 0.0}
 COST = {"system": 0.5, "broker": 0.8, "redis": 0.1, "bench": 0.2}
+# The share of a core each part's threads spend waiting for one.
+WAITING = {"system": 0.25, "broker": 0.4, "redis": 0.1, "bench": 0.05}
 
 
 def step(rate: int, *, attempt: int = 1, matched: int | None = None, send_rate: float | None = None,
@@ -21,7 +23,8 @@ def step(rate: int, *, attempt: int = 1, matched: int | None = None, send_rate: 
     row = Row(system, f"{rate}/s", "fresh", sent, sent if matched is None else matched,
               rate if send_rate is None else send_rate, p99_ms=p99_ms, round=attempt,
               extra={"pace_late_max_ms": late_ms, "cpu_window_s": window_s,
-                     "cpu_s": {part: (IDLE[part] + rate * COST[part] / 1000) * window_s for part in IDLE}})
+                     "cpu_s": {part: (IDLE[part] + rate * COST[part] / 1000) * window_s for part in IDLE},
+                     "waiting_s": {part: WAITING[part] * window_s for part in IDLE}})
     row.extra["verdict"] = verdict(row, BUDGET)
     return row
 
@@ -90,6 +93,8 @@ def test_the_summary_has_each_knee_its_cpu_per_lead_the_issue_ratios_and_the_siz
                      "records_written": 0, "others_cpu_share": 0.0})
     assert "a promotion of 3,000 leads/s needs 4 worker(s) and 8 partitions" in printed
     assert "dispatcher knee / faust relay knee" in printed and "MISSED" in printed
+    step_line = next(line for line in printed.splitlines() if line.startswith("dispatcher") and " 750 " in line)
+    assert step_line.split()[-1] == "0.25", "the waits column is the system's share of a core spent waiting"
 
     alone = summarize([step(250)], Ladder(systems=("dispatcher",)))["sizing"]
     assert alone["basis"] == "CPU per lead at the knee" and round(alone["worker_cpu_ms"], 3) == 0.7

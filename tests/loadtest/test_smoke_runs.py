@@ -98,6 +98,8 @@ def check_knee(summary: dict) -> None:
         assert row["matched"] == row["sent"] > 0 and row["topics"] == "fresh"
         assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
         assert row["extra"]["cpu_s"]["system"] > 0 and row["extra"]["cpu_s"]["broker"] > 0
+        assert set(row["extra"]["waiting_s"]) == set(row["extra"]["cpu_s"])
+        assert all(0 <= waited < 2 * row["extra"]["cpu_window_s"] for waited in row["extra"]["waiting_s"].values())
     found = summary["systems"]["dispatcher"]
     assert found["knee_per_s"] == 200 and found["ended_by"] is None
     assert found["cpu_ms_per_lead_at_knee"]["system"] > 0
