@@ -207,13 +207,14 @@ class PromotionShape(LoadTestShape):
         ramp_s=float(os.environ.get("LOADTEST_RAMP_S", "10")),
         hold_s=float(os.environ.get("LOADTEST_HOLD_S", "60")),
         cooldown_s=float(os.environ.get("LOADTEST_COOLDOWN_S", "20")),
+        fixed_users=REPS,
     )
 
     def tick(self):
         elapsed = self.get_run_time()
         for stage in self.stages:
             if elapsed < stage.until_s:
-                return stage.users + REPS, stage.spawn_rate
+                return stage.users, stage.spawn_rate
         return None
 
 
