@@ -323,6 +323,14 @@ LIFE_PLAN = DemoPlan(
     contact_share=0.7, pool_after_s=0.5, claim_every_s=0.2, seed=5,
 )
 LIFE_EVENTS = {"accepted", "rejected", "offer_timed_out", "claimed", "contacted", "sla_breached"}
+# Offers answered and first contacts settled before the shares are judged: with 7 in 10 contacted,
+# ten leads tie contacted with breached once in a few dozen runs; forty, about once in a thousand.
+LIFE_SAMPLE = 40
+
+
+def _enough(seen: Counter[str]) -> bool:
+    return (LIFE_EVENTS <= set(seen) and seen["contacted"] + seen["sla_breached"] >= LIFE_SAMPLE
+            and seen["accepted"] + seen["rejected"] + seen["offer_timed_out"] >= LIFE_SAMPLE)
 
 
 def test_the_demo_routing_is_one_a_worker_accepts():
@@ -344,7 +352,7 @@ async def test_the_floor_accepts_rejects_and_misses_offers_claims_from_the_pool_
     try:
         async with aiohttp.ClientSession() as session:
             deadline = time.monotonic() + 25
-            while time.monotonic() < deadline and not LIFE_EVENTS <= set(seen):
+            while time.monotonic() < deadline and not _enough(seen):
                 await asyncio.sleep(1.0)
                 seen.clear()
                 for rep_id in rep_ids:
@@ -357,7 +365,7 @@ async def test_the_floor_accepts_rejects_and_misses_offers_claims_from_the_pool_
         stop.set()
         await asyncio.wait_for(demo, timeout=5)
     assert routing["source"] == "PUT /v1/routing" and set(routing["spec"]["queues"]) == {"default", "floor", "key-accounts"}
-    assert LIFE_EVENTS <= set(seen), f"missing {LIFE_EVENTS - set(seen)} in {dict(seen)}"
+    assert _enough(seen), f"too few of {LIFE_EVENTS} in 25 s: {dict(seen)}"
     # Most offers are accepted and most leads contacted: the floor looks like a working one.
     assert seen["accepted"] > seen["rejected"] + seen["offer_timed_out"]
     assert seen["contacted"] > seen["sla_breached"]
