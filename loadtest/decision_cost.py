@@ -19,16 +19,17 @@ redis-server of its own:
 Every case is measured in 3 rounds (all cases, then all again), and reports the median of each of
 two figures, so a burst of other work on the machine moves one sample rather than the verdict:
 
-  redis µs/lead   Redis's own time per script (INFO commandstats, cmdstat_evalsha, after CONFIG
-                  RESETSTAT): what the decision costs the one thread every worker shares. Every
-                  case runs exactly one script per lead, so per script is per lead.
+  redis µs/lead   Redis's own time in the scripts (INFO commandstats, cmdstat_evalsha, after CONFIG
+                  RESETSTAT) over the leads: what the decision costs the one thread every worker
+                  shares. A batch's leads go LEADS_PER_SCRIPT to a script (store.assign_many),
+                  one by one a script each, drains one close a script.
   wall µs/lead    the time of the Store calls over the leads, as Python sees it: the script, the
                   round trips, building and reading the pipeline; leads/s is its inverse.
 
 The flatness targets (max/min <= 1.5x) apply to both. Every round of a case runs in a fresh workspace
 (dropped afterwards) and checks what it did from the answers: every lead assigned or queued as
 meant, the wait set as long as it should be, the drained leads handed over oldest first, and
-exactly one successful script per lead in the stats; any mismatch stops the run rather than print a
+exactly as many successful scripts in the stats as the leads take; any mismatch stops the run rather than print a
 figure that measured something else.
 
     python -m loadtest.decision_cost [--quick]
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import platform
 import statistics
@@ -62,6 +64,7 @@ from dispatcher.state.keys import Keys
 from dispatcher.state.layout import connect
 from dispatcher.state.results import Assignment, Decision, Outcome
 from dispatcher.state.store import Store
+from dispatcher.state.writes import LEADS_PER_SCRIPT
 from loadtest.reporting import report
 
 CHANNEL = "web"
@@ -212,12 +215,18 @@ async def expect_waiting(store: Store, count: int) -> None:
         raise MeasurementError(f"{waiting} leads waiting, not {count}")
 
 
+def scripts_deciding(leads: int, batch: int) -> int:
+    """How many scripts store.assign_many runs for `leads` leads given it `batch` at a time."""
+    full, rest = divmod(leads, batch)
+    return full * math.ceil(batch / LEADS_PER_SCRIPT) + math.ceil(rest / LEADS_PER_SCRIPT)
+
+
 async def timed_scripts(
-    client: aioredis.Redis, scripts: int, work: Callable[[], Awaitable[T]]
+    client: aioredis.Redis, scripts: int, leads: int, work: Callable[[], Awaitable[T]]
 ) -> tuple[T, float, float]:
     """Runs `work` with Redis's command stats reset: its result, its wall seconds, and Redis's µs
-    per script. Any count of scripts but `scripts`, or any failed one (a NOSCRIPT retry, another
-    client's scripts), would make the per-script figure wrong, so it stops the run instead."""
+    per lead. Any count of scripts but `scripts`, or any failed one (a NOSCRIPT retry, another
+    client's scripts), would mean Redis's time is not these leads' alone, so it stops the run."""
     await client.config_resetstat()
     began = time.perf_counter()
     result = await work()
@@ -225,7 +234,7 @@ async def timed_scripts(
     stats = (await client.info("commandstats")).get("cmdstat_evalsha", {})
     if stats.get("calls") != scripts or stats.get("failed_calls") or stats.get("rejected_calls"):
         raise MeasurementError(f"expected {scripts} successful scripts, Redis counted {stats}")
-    return result, wall_s, stats["usec"] / scripts
+    return result, wall_s, stats["usec"] / leads
 
 
 # --- the cases ----------------------------------------------------------------------------------
@@ -237,7 +246,8 @@ async def reps_in_queue(client: aioredis.Redis, plan: Plan, reps: int) -> Row:
         # Every rep can hold every lead: none waits, whatever the strategy's spread.
         await put_reps(store, reps, capacity=plan.leads)
         leads = make_leads("lead", plan.leads)
-        decisions, wall_s, redis_us = await timed_scripts(client, len(leads), lambda: decide(store, leads, plan.batch))
+        decisions, wall_s, redis_us = await timed_scripts(client, scripts_deciding(len(leads), plan.batch), len(leads),
+                                                            lambda: decide(store, leads, plan.batch))
         expect(decisions, "assigned", len(leads))
         assigned = await store.assigned_count()
         if assigned != len(leads):
@@ -252,7 +262,8 @@ async def new_lead_waits(client: aioredis.Redis, plan: Plan, waiting: int) -> Ro
     try:
         await fill_wait_set(store, make_leads("old", waiting), plan.fill_batch)
         leads = make_leads("new", plan.queued_leads)
-        decisions, wall_s, redis_us = await timed_scripts(client, len(leads), lambda: decide(store, leads, plan.batch))
+        decisions, wall_s, redis_us = await timed_scripts(client, scripts_deciding(len(leads), plan.batch), len(leads),
+                                                            lambda: decide(store, leads, plan.batch))
         expect(decisions, "queued", len(leads))
         await expect_waiting(store, waiting + len(leads))
         return Row.measured("new lead waits", f"{waiting:,} waiting", len(leads), wall_s, redis_us)
@@ -283,7 +294,7 @@ async def drain(client: aioredis.Redis, plan: Plan, waiting: int) -> Row:
         if first != [queued[0]["id"]]:
             raise MeasurementError(f"coming online, the rep took {first}, not the oldest lead {queued[0]['id']}")
         handed, wall_s, redis_us = await timed_scripts(
-            client, plan.drained_leads, lambda: close_and_drain(store, first[0], plan.drained_leads))
+            client, plan.drained_leads, plan.drained_leads, lambda: close_and_drain(store, first[0], plan.drained_leads))
         # Everyone waits in one priority band: the oldest must go first, in the order they came.
         oldest_first = [(lead["id"], "closer") for lead in queued[1:1 + plan.drained_leads]]
         if [(a.lead_id, a.rep_id) for a in handed] != oldest_first:
@@ -300,7 +311,8 @@ async def batching(client: aioredis.Redis, plan: Plan, batched: bool) -> Row:
         await put_reps(store, plan.batching_reps, capacity=plan.batching_leads)
         leads = make_leads("lead", plan.batching_leads)
         work = (lambda: decide(store, leads, plan.batch)) if batched else (lambda: decide_one_by_one(store, leads))
-        decisions, wall_s, redis_us = await timed_scripts(client, len(leads), work)
+        scripts = scripts_deciding(len(leads), plan.batch) if batched else len(leads)
+        decisions, wall_s, redis_us = await timed_scripts(client, scripts, len(leads), work)
         expect(decisions, "assigned", len(leads))
         case = f"batches of {plan.batch}" if batched else "one by one"
         return Row.measured("batching", case, len(leads), wall_s, redis_us)
@@ -407,8 +419,8 @@ def table(summary: dict[str, Any]) -> str:
     lines += [
         "",
         f"  each figure is the median of {plan['rounds']} rounds (listed under 'each round'), every round in",
-        "  fresh workspaces. redis µs/lead: Redis's time per script (INFO commandstats, evalsha), one script",
-        "  per lead; wall µs/lead: the Store calls' time over the leads, round trips included.",
+        "  fresh workspaces. redis µs/lead: Redis's time in scripts (INFO commandstats, evalsha) over",
+        f"  the leads, {LEADS_PER_SCRIPT} leads a script in batches; wall µs/lead: the Store calls' time over the leads, round trips included.",
         f"  reps in the queue: {plan['leads']:,} leads in batches of {plan['batch']}, every rep with room for all;",
         f"  new lead waits: {plan['queued_leads']:,} leads joining the wait set, no rep with room;",
         f"  drain: {plan['drained_leads']:,} closes, each handing the rep the oldest waiting lead; 'N waiting' is",

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+from redis._parsers import BaseParser
 from redis.exceptions import NoScriptError, ResponseError
 
 from dispatcher.routing import Queue, Route, Routing
@@ -24,6 +25,10 @@ from dispatcher.state.results import (
     lead_event,
 )
 
+# Leads one decision script takes (lua/assign.lua): the layout is sent and read, and the library
+# defined, once a call, so a few dozen leads share that cost; and one call holds Redis (every
+# worker's steps and every HTTP request's) for a few milliseconds at most.
+LEADS_PER_SCRIPT = 32
 # Preparing a routing change reads state that may move meanwhile; the step is prepared again.
 APPLY_ATTEMPTS = 20
 
@@ -43,7 +48,7 @@ class Writes(Layout):
 
     async def assign_many(self, deliveries: Sequence[tuple[Mapping[str, Any], str]]) -> list[Decision]:
         """Route each validated lead (the routing in hand picks its queue and rule), then decide it:
-        several decisions in one round trip, each still its own atomic script, in order.
+        several decisions in one round trip, LEADS_PER_SCRIPT to a script, each atomic, in order.
 
         One lead's failure is that lead's alone: it comes back as a 'failed' decision and the rest
         are decided. Leads whose step met a routing change are decided again under the new one.
@@ -73,23 +78,36 @@ class Writes(Layout):
         return [decisions[i] for i in range(len(deliveries))]
 
     async def _evalsha_batch(self, steps: Sequence[tuple[tuple[Mapping[str, Any], str], Route]]) -> list[Any]:
+        """One row per step, in order: its lead's row from the script, or the error that stopped
+        its decision (its own, or that of the call that carried it)."""
         script = self._scripts["assign"]
+        calls = [steps[first:first + LEADS_PER_SCRIPT] for first in range(0, len(steps), LEADS_PER_SCRIPT)]
         for attempt in (1, 2):
             # EVALSHA straight into the pipeline: redis-py's script-in-pipeline path asks SCRIPT
             # EXISTS first, a second round trip for every batch.
             pipe = self.client.pipeline(transaction=False)
-            for (lead, source), route in steps:
-                keys, args = self._layout((lead["channel"],))
-                pipe.evalsha(script.sha, len(keys), *keys, *args, lead["id"], orjson.dumps(lead), source, route.queue,
-                             route.rule, route.sticky_key)
-            rows = await pipe.execute(raise_on_error=False)
-            if not any(isinstance(row, NoScriptError) for row in rows):
-                return rows
+            for call in calls:
+                keys, args = self._layout(tuple(sorted({lead["channel"] for (lead, _), _ in call})))
+                lead_args: list[Any] = []
+                for (lead, source), route in call:
+                    lead_args += (lead["id"], orjson.dumps(lead), source, route.queue, route.rule, route.sticky_key)
+                pipe.evalsha(script.sha, len(keys), *keys, *args, *lead_args)
+            replies = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(reply, NoScriptError) for reply in replies):
+                break
             if attempt == 2:
-                raise next(row for row in rows if isinstance(row, NoScriptError))
+                raise next(reply for reply in replies if isinstance(reply, NoScriptError))
             # Redis lost its script cache (restart, SCRIPT FLUSH): no step of the batch ran.
             await self.client.script_load(script.script)
-        raise AssertionError("unreachable")
+        rows: list[Any] = []
+        for call, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, Exception):
+                rows += [reply] * len(call)
+            else:
+                # A lead's own error, in words: parsed as redis-py parses a reply's, so OOM and
+                # READONLY read as Redis being unable to take writes, as they would from a call.
+                rows += [BaseParser.parse_error(row[1]) if row[0] == "failed" else row for row in reply]
+        return rows
 
     async def close(self, lead_id: str, outcome: str, *, actor: str = "", only_rep: str | None = None) -> Outcome:
         """`actor` names who closed it (the caller's role and identity), kept in the lead's history;

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from dispatcher.routing import parse_routing
+from dispatcher.state.writes import LEADS_PER_SCRIPT
 from tests.dispatcher.state.conftest import lead
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -342,6 +343,28 @@ async def test_one_failing_step_is_that_leads_alone(store_factory, rep_factory):
     assert [(d.lead_id, d.kind, d.status) for d in decisions] == [
         ("before", "new", "assigned"), ("broken", "failed", ""), ("after", "new", "queued")]
     assert "urgent" in decisions[1].error or "arithmetic" in decisions[1].error
+
+
+async def test_a_batch_over_several_scripts_decides_each_lead_in_order_and_alone(store_factory, rep_factory):
+    """assign_many sends LEADS_PER_SCRIPT leads to a script: leads of two channels mixed in every
+    call, a failing lead inside the second call, and capacity running out part way. Each lead is
+    decided in arrival order (the first ones of a channel take its capacity), the failing one
+    alone fails, and nothing after it in its call is lost."""
+    store = await store_factory()
+    await rep_factory(store, "web-and-chat", capacity={"web": 20, "chat": 25})
+    count = 3 * LEADS_PER_SCRIPT + 5
+    broken = LEADS_PER_SCRIPT + 8  # a web lead once web is full: waiting needs a numeric priority
+    leads = [lead(f"mixed-{n}", channel="chat" if n % 3 == 0 else "web") for n in range(count)]
+    leads[broken]["priority"] = "urgent"
+    decisions = await store.assign_many([(item, f"p@{n}") for n, item in enumerate(leads)])
+    assert [d.lead_id for d in decisions] == [item["id"] for item in leads]
+    assert decisions[broken].kind == "failed" and "arithmetic" in decisions[broken].error
+    for channel, capacity in (("web", 20), ("chat", 25)):
+        decided = [d for n, d in enumerate(decisions) if leads[n]["channel"] == channel and n != broken]
+        assert [d.status for d in decided] == ["assigned"] * capacity + ["queued"] * (len(decided) - capacity)
+    assert (await store.reps(["web-and-chat"]))[0]["load"] == {"web": 20, "chat": 25}
+    again = await store.assign_many([(item, f"p@{n}") for n, item in enumerate(leads) if n != broken])
+    assert {d.kind for d in again} == {"replay"}, "every decided lead is recognised as a replay, in any call"
 
 
 async def test_a_rep_taken_out_of_a_queue_never_gets_its_leads_again(store_factory, rep_factory):
