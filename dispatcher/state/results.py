@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +34,7 @@ class Assignment:
         lead_id, rep_id, queue, strategy, assigned_at, facts, accepted_at = row
         return cls(lead_id, rep_id, queue, strategy, int(assigned_at), orjson.loads(facts), int(accepted_at), reassigned)
 
-    @property
+    @cached_property
     def reason(self) -> str:
         return policy.reason(self.queue, self.strategy, self.facts)
 
@@ -55,11 +56,14 @@ class Assignment:
         }
 
 
-def lead_event(body: dict[str, Any]) -> dict[str, Any]:
-    """A lead event as published: the facts of an assignment become its reason in words."""
+def lead_event(body: dict[str, Any], decided: Assignment | None = None) -> dict[str, Any]:
+    """A lead event as published: the facts of an assignment become its reason in words. The
+    'assigned' entry of a lead's own decision explains `decided`, whose reason is then reused."""
     if "facts" in body:
         facts = body.pop("facts")
-        if body.get("queue") and body.get("strategy"):
+        if decided is not None and body.get("event") == "assigned":
+            body["reason"] = decided.reason
+        elif body.get("queue") and body.get("strategy"):
             body["reason"] = policy.reason(body["queue"], body["strategy"], facts)
     return body
 

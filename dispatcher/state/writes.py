@@ -71,7 +71,7 @@ class Writes(Layout):
                 else:
                     assignment = Assignment.from_script(row[2]) if row[2] else None
                     decisions[i] = Decision(lead["id"], row[0], row[1], routes[i].queue, assignment,
-                                            lead_events=tuple(lead_event(e) for e in orjson.loads(row[3])))
+                                            lead_events=tuple(lead_event(e, assignment) for e in orjson.loads(row[3])))
             if stale:
                 await self.adopt_routing()
             todo = stale

@@ -9,12 +9,15 @@ import statistics
 import time
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from dispatcher.app import DispatcherApp
 from dispatcher.embedded import free_port
 from dispatcher.settings import Settings
-from dispatcher.transport import FetchWaitConsumerThread, StreamApp, Worker
+from dispatcher.transport import FetchWaitConsumerThread, StreamApp, Worker, key_partitioner
 from tests.kafka_io import bootstrap
 
 
@@ -76,3 +79,20 @@ def test_a_worker_at_a_quiet_log_level_builds_no_debug_records(tmp_path):
 
     assert not logger.isEnabledFor(logging.DEBUG)
     assert worker.spinner is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.one_of(st.none(), st.binary(max_size=64)), count=st.integers(min_value=1, max_value=64))
+def test_keys_land_where_kafkas_own_partitioner_puts_them(key, count):
+    """Consumers of assignments and lead-events rely on a lead's records sharing its partition, as
+    Kafka's clients place them: the cached hash must not move any key."""
+    partitions = list(range(count))
+    if key is None:
+        assert key_partitioner(key, partitions, partitions) in partitions
+    else:
+        assert key_partitioner(key, partitions, partitions) == DefaultPartitioner()(key, partitions, partitions)
+        assert key_partitioner(key, partitions, partitions) == DefaultPartitioner()(key, partitions, partitions)
+
+
+def test_every_stream_app_partitions_with_the_cached_hash():
+    assert StreamApp("partitioner-check", Settings()).conf.producer_partitioner is key_partitioner

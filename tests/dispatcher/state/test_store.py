@@ -12,6 +12,7 @@ import pytest
 
 from dispatcher.routing import parse_routing
 from dispatcher.state.writes import LEADS_PER_SCRIPT
+from strategies import policy
 from tests.dispatcher.state.conftest import lead
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -365,6 +366,17 @@ async def test_a_batch_over_several_scripts_decides_each_lead_in_order_and_alone
     assert (await store.reps(["web-and-chat"]))[0]["load"] == {"web": 20, "chat": 25}
     again = await store.assign_many([(item, f"p@{n}") for n, item in enumerate(leads) if n != broken])
     assert {d.kind for d in again} == {"replay"}, "every decided lead is recognised as a replay, in any call"
+
+
+async def test_the_assigned_lead_event_gives_the_reason_of_the_assignment_it_announces(store_factory, rep_factory):
+    store = await store_factory()
+    await rep_factory(store, "r", capacity=1)
+    for kind in ("new", "replay"):
+        decision = await store.assign(lead("explained"), "p@0")
+        (assigned,) = [event for event in decision.lead_events if event["event"] == "assigned"]
+        facts = decision.assignment.facts
+        assert decision.kind == kind and "facts" not in assigned
+        assert assigned["reason"] == decision.assignment.reason == policy.reason("default", "load_aware", facts)
 
 
 async def test_a_rep_taken_out_of_a_queue_never_gets_its_leads_again(store_factory, rep_factory):
