@@ -349,18 +349,20 @@ local function decided_event_id(record, n)
 end
 
 -- Every rep an entry concerns gets it in its log (GET /v1/reps/{id}/history): the rep it names,
--- the rep a move took the lead from, and the rep the lead is with. Members "rep|time|event id|JSON"
--- (scores 0; time in microseconds, 16 digits, so entries of one millisecond keep the order they
--- were written in): a rep's log is one BYLEX range in time order. `rep log oldest` dates each
--- rep's first entry, so the retention step visits only the reps that have something to drop.
-local function log_for_reps(record, entry, event_id, body)
+-- the rep a move took the lead from, and the rep the lead is with.
+local function reps_concerned(record, entry)
     local reps, seen = {}, {}
     for _, rep in ipairs({entry.rep_id or false, entry.from_rep or false, record.rep_id or false}) do
         if type(rep) == 'string' and not seen[rep] then seen[rep] = true reps[#reps + 1] = rep end
     end
-    if #reps == 0 then return end
-    body.event_id = event_id
-    local json = encode_with_facts(body)
+    return reps
+end
+
+-- Members "rep|time|event id|JSON" (scores 0; time in microseconds, 16 digits, so entries of one
+-- millisecond keep the order they were written in): a rep's log is one BYLEX range in time order.
+-- `rep log oldest` dates each rep's first entry, so the retention step visits only the reps that
+-- have something to drop.
+local function log_for_reps(reps, event_id, json)
     local clock = redis.call('TIME')
     local micros = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
     for _, rep in ipairs(reps) do
@@ -368,6 +370,10 @@ local function log_for_reps(record, entry, event_id, body)
         redis.call('ZADD', KEYS[K_REP_OLDEST], 'NX', math.floor(micros / 1000), rep)
     end
 end
+
+-- The JSON of each entry a lead's own decision announces, by entry, as add_history wrote it to the
+-- rep log: decision_events hands the caller the same text rather than encoding it again.
+local announced_json = {}
 
 -- Every entry of a lead's history also goes to the lead-events topic, from here, in the step that
 -- writes it: through the outbox, or, for a lead's own decision, with the decision (assign.lua).
@@ -379,27 +385,33 @@ local function add_history(record, at, event, extra, detail)
     if type(record.history) ~= 'table' then record.history = {} end
     record.history[#record.history + 1] = entry
     local body = lead_event(record, entry, detail)
-    local event_id
+    local reps = reps_concerned(record, entry)
     if announced_by_caller then
         record.announced = #record.history
-        event_id = decided_event_id(record, record.announced)
+        body.event_id = decided_event_id(record, record.announced)
+        announced_json[entry] = encode_with_facts(body)
+        if #reps > 0 then log_for_reps(reps, body.event_id, announced_json[entry]) end
     else
-        event_id = emit('lead-events', record.id, 'value', cjson.encode(body))
+        body.event_id = emit('lead-events', record.id, 'value', cjson.encode(body))
+        if #reps > 0 then log_for_reps(reps, body.event_id, encode_with_facts(body)) end
     end
-    log_for_reps(record, entry, event_id, body)
 end
 
--- The lead events a lead's own decision announces, with their ids, as JSON (a list).
+-- The lead events a lead's own decision announces, with their ids, as JSON (a list): the texts
+-- this step wrote, and those of entries an earlier step wrote (accept.lua's), encoded again.
 local function decision_events(record)
     local events = {}
     for n = 1, record.announced or 0 do
         local entry = record.history[n]
-        local body = lead_event(record, entry, entry.event == 'assigned' and record.facts and {facts = record.facts} or nil)
-        body.event_id = decided_event_id(record, n)
-        events[n] = body
+        local json = announced_json[entry]
+        if not json then
+            local body = lead_event(record, entry, entry.event == 'assigned' and record.facts and {facts = record.facts} or nil)
+            body.event_id = decided_event_id(record, n)
+            json = cjson.encode(body)
+        end
+        events[n] = json
     end
-    if #events == 0 then return '[]' end
-    return cjson.encode(events)
+    return '[' .. table.concat(events, ',') .. ']'
 end
 
 local DAY_MS = 86400000
