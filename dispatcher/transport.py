@@ -7,6 +7,7 @@ falls short, up to `consumer_fetch_max_wait_ceiling_ms` (dispatcher/fetch_wait.p
 from __future__ import annotations
 
 import functools
+import gc
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -82,6 +83,16 @@ class Worker(faust.Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.spinner = None
+
+    async def on_startup_finished(self) -> None:
+        """What a worker builds to start (modules, faust's services, the clients) lives as long as
+        it does, yet every full collection walked it again: some 100,000 objects, 60-70 ms with every
+        lead of the moment waiting (gc.callbacks in a 750 leads/s knee step, one in each 10 s).
+        Once started, the garbage is collected and the rest frozen out of later collections:
+        the next full one took 1.3 ms."""
+        gc.collect()
+        gc.freeze()
+        await super().on_startup_finished()
 
 
 class StreamApp(faust.App):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import statistics
+import subprocess
+import sys
 import time
 
 from aiokafka import AIOKafkaProducer
@@ -96,3 +98,29 @@ def test_keys_land_where_kafkas_own_partitioner_puts_them(key, count):
 
 def test_every_stream_app_partitions_with_the_cached_hash():
     assert StreamApp("partitioner-check", Settings()).conf.producer_partitioner is key_partitioner
+
+
+STARTED_WORKER = """
+import asyncio, gc, sys, weakref
+from dispatcher.settings import Settings
+from dispatcher.transport import StreamApp, Worker
+
+class Garbage:
+    pass
+
+cycle = Garbage()
+cycle.itself = cycle
+dropped = weakref.ref(cycle)
+del cycle
+app = StreamApp("frozen-worker", Settings(data_dir=sys.argv[1]), web_enabled=False, web_port=int(sys.argv[2]))
+asyncio.run(Worker(app, loglevel="WARNING", quiet=True).on_startup_finished())
+print(gc.get_freeze_count(), dropped() is None)
+"""
+
+
+def test_a_started_worker_collects_its_garbage_and_freezes_the_rest(tmp_path):
+    """Full collections must not walk what a worker built to start, nor may startup garbage be
+    frozen with it (it would never be freed). In a process of its own: freezing is process-wide."""
+    out = subprocess.run([sys.executable, "-c", STARTED_WORKER, str(tmp_path), str(free_port())],
+                         capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    assert int(out[0]) > 10_000 and out[1] == "True", out
