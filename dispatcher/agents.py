@@ -58,7 +58,7 @@ DUE_BATCH = 200
 
 @app.agent(leads_topic)
 async def assign_leads(stream):  # type: ignore[no-untyped-def]
-    batches = NaturalBatches(stream, settings.batch_max, decide)
+    batches = NaturalBatches(stream, settings.batch_max, decide, linger_s=settings.batch_linger_ms / 1000)
     async for event in stream.noack().events():
         await batches.add(event)
 

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path(tempfile.gettempdir()) / "lead-dispatcher"
     # The most leads one Redis round trip decides; batches form only while a previous one runs.
     batch_max: int = Field(200, ge=1, le=10_000)
+    # How long a batch's first lead waits for others to join it (dispatcher/batches.py says why).
+    batch_linger_ms: float = Field(5.0, ge=0, le=1000)
     log_level: str = "info"
 
     @field_validator("api_tokens", mode="before")

@@ -382,3 +382,27 @@ async def test_a_failed_batch_stops_the_worker_and_the_next_one_decides_it_and_w
 
     await batches_workers.start()
     await eventually(lambda: {"boom", "next-on-0", "next-on-1"} <= batches_workers.decided(), timeout_s=20)
+
+
+async def test_a_batch_waits_the_linger_from_its_first_lead_unless_it_is_full():
+    stream, decide = FakeStream(), ControlledDecide()
+    batches = NaturalBatches(stream, 3, decide, linger_s=0.2)
+    loop = asyncio.get_running_loop()
+    first, second = FakeEvent(0, 0), FakeEvent(1, 0)
+    arrived = loop.time()
+    await batches.add(first)
+    await asyncio.sleep(0.05)
+    await batches.add(second)
+    assert await decide.nth_batch(0) == [first, second], "a lead that came within the linger joined the first"
+    assert loop.time() - arrived >= 0.2, "decided no sooner than the linger after the first lead"
+    decide.outcomes[0].set_result([])
+
+    full = [FakeEvent(0, 1), FakeEvent(0, 2), FakeEvent(1, 1)]
+    arrived = loop.time()
+    for event in full:
+        await batches.add(event)
+    assert await decide.nth_batch(1) == full
+    assert loop.time() - arrived < 0.2, "a full batch does not wait"
+    decide.outcomes[1].set_result([])
+    await eventually(lambda: len(stream.acked) == 5, timeout_s=2, every_s=0.001)
+    batches._worker.cancel()
