@@ -61,8 +61,8 @@ class NaturalBatches:
 
     Why wait at all: a batch's own cost (the round trip, the tasks, the deliveries to await, the
     acknowledgements) is paid per batch, and at a few hundred leads a second most batches were one
-    or two leads. At 800 leads/s, 5 ms of linger took the worker's CPU per lead from 0.85 to 0.73
-    ms and Redis's from 0.30 to 0.25, and p99 from 115 to 89 ms (docs/benchmarks.md, "The knee").
+    or two leads. At 800 leads/s, 5 ms of linger took the worker's CPU per lead from 0.85 to 0.76
+    ms and p99 from 140 to 107 ms (2 rounds; docs/benchmarks.md, "The knee").
 
     Two batches may be in flight, so Redis runs one batch's scripts while this process reads,
     validates and announces the other's: throughput is bound by the slower of the two, not their
