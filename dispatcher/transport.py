@@ -2,7 +2,10 @@
 hard-coded 1,500 ms. Some brokers (the embedded Tansu among them) answer a fetch only when that
 wait is over even with data waiting, so this wait is the latency floor of every lead (docs/stack-notes.md).
 It is a floor: on a long topic Tansu needs longer to find the data, so the wait grows while it
-falls short, up to `consumer_fetch_max_wait_ceiling_ms` (dispatcher/fetch_wait.py)."""
+falls short, up to `consumer_fetch_max_wait_ceiling_ms` (dispatcher/fetch_wait.py).
+
+Every stream process here (the dispatcher's workers, the benchmark's bare faust agent) runs as this
+module sets faust up: its app, its worker and its producer's partitioner."""
 
 from __future__ import annotations
 
