@@ -119,9 +119,9 @@ class NaturalBatches:
         while True:
             await self._arrived.wait()
             await self._slots.acquire()
-            linger_s = self._pending_since + self._linger_s - loop.time()
-            if linger_s > 0 and len(self._pending) < self._max_size:
-                await asyncio.sleep(linger_s)
+            linger_left_s = self._pending_since + self._linger_s - loop.time()
+            if linger_left_s > 0 and len(self._pending) < self._max_size:
+                await asyncio.sleep(linger_left_s)
             if self._failure is not None:
                 return  # the worker is stopping: decide nothing more
             batch, self._pending = self._pending[: self._max_size], self._pending[self._max_size :]

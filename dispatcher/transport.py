@@ -17,8 +17,8 @@ from typing import Any
 
 import aiokafka
 import faust
-from faust.tables import TableManager
 from aiokafka.partitioner import murmur2
+from faust.tables import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from dispatcher import metrics
