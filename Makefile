@@ -33,8 +33,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: install
 	$(BIN)/dispatcher dev
 
+# Two pytest processes, each with its own broker and redis: the suite mostly waits (processes starting,
+# groups joining), and one process took 8.5 min of CI's 10 where two take under 5. A module stays
+# in one process, so its module-scoped workers are started once.
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 # The end-to-end bench (dispatcher beside bare relays), then the Redis-level decision cost, then
 # what a lead costs in Redis memory.
