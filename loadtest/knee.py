@@ -22,12 +22,23 @@ step holds when either attempt holds. A system's ladder ends at its first step t
 hold; its knee is the highest rate it held. All systems climb together, rate by rate, taking turns
 going first, so at each rate they meet the broker and the machine in about the same state.
 
+Then each ladder that ended is refined (`--refine`, 50/s): from its knee up towards the step that
+ended it, in the finer steps, until one does not hold. A 250/s ladder alone can only tell 500 from
+750/s, so a ratio of two knees below 1,000/s could only be 0.67x, 0.75x or 1.00x, and one step
+decided it.
+
+The p99 ratio at 1,000/s (dispatcher against the aiokafka relay) is taken from rounds of its own
+(`--ratio-rounds`, 3): the two systems run that step in turn, the first of each round alternating,
+and the ratio is the median of the rounds' ratios. The ladder's own 1,000/s step would not do: it
+is retried only when it does not hold, so the try it keeps is chosen for being fast.
+
 Per step: p50/p95/p99/max, matched/sent, and the CPU seconds of each part (the system, the
 broker, redis, this process) over the measured part (the paced seconds and the wait for the last
 record) divided by the records sent: CPU ms per lead. It holds the parts' idle cost (the broker
 polls, the worker's timers), which weighs less the higher the rate: compare parts at the knee.
 
     python -m loadtest.knee [--systems dispatcher "faust relay"] [--start 250] [--step 250] [--top 4000]
+                            [--refine 50] [--ratio-rounds 3]
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -56,6 +68,8 @@ MAX_REP_CAPACITY = 10_000  # the API's ceiling on a rep's capacity (dispatcher/m
 # The sizing rule's assumptions (sizing()).
 HEADROOM = 0.7
 SIZING_RATES = (1_000, 3_000, 10_000)
+RATIO_RATE = 1_000  # the issue's p99 ratio: the dispatcher against the aiokafka relay at this rate
+RATIO_SYSTEMS = ("dispatcher", "aiokafka relay")
 
 
 @dataclass(frozen=True)
@@ -71,17 +85,34 @@ class Ladder:
     systems: tuple[str, ...] = SYSTEMS
     reps: int = 200
     start_timeout_s: float = 60.0
+    refine: int = 50  # 0: no refining
+    ratio_rounds: int = 3
 
     @property
     def rates(self) -> tuple[int, ...]:
         return tuple(range(self.start, self.top + 1, self.step))
 
+    def refined_rates(self, knee: int | None, ended_at: int) -> tuple[int, ...]:
+        """The finer steps between a ladder's knee and the step that ended it; none below the start."""
+        if not self.refine or knee is None:
+            return ()
+        return tuple(range(knee + self.refine, ended_at, self.refine))
+
+    @property
+    def measures_ratio(self) -> bool:
+        return self.ratio_rounds > 0 and set(RATIO_SYSTEMS) <= set(self.systems)
+
     def plan(self) -> Plan:
         """bench.run_phase's plan for a step. Nobody closes a lead here, so the roster gets room
         for every lead the dispatcher systems could be sent over the whole ladder, retries and
         warm-ups included: a lead that found no room would wait, and count as lost."""
+        def leads(rate: int) -> int:
+            return int(rate * self.seconds) + self.warmup
+
         dispatchers = sum(name.startswith("dispatcher") for name in self.systems)
-        most = dispatchers * (1 + self.retries) * sum(int(rate * self.seconds) + self.warmup for rate in self.rates)
+        refined_at_most = self.step // self.refine if self.refine else 0
+        climbed = sum(map(leads, self.rates)) + refined_at_most * leads(self.top)
+        most = dispatchers * (1 + self.retries) * climbed + self.measures_ratio * self.ratio_rounds * leads(RATIO_RATE)
         reps = max(self.reps, math.ceil(most / MAX_REP_CAPACITY))
         return Plan(rates=self.rates, seconds=self.seconds, warmup=self.warmup, reps=reps,
                     capacity=max(1, math.ceil(most / reps)), settle_s=self.settle_s,
@@ -118,13 +149,6 @@ def climb(rows: list[Row]) -> tuple[list[Row], Row | None]:
             return held_steps, max(attempts, key=lambda row: row.round)
         held_steps.append(held[0])
     return held_steps, None
-
-
-def deciding(rows: list[Row], system: str, rate: int) -> Row | None:
-    """The attempt that decided a system's step: the one that held, else the last."""
-    attempts = sorted((row for row in rows if row.system == system and rate_of(row) == rate), key=lambda r: r.round)
-    held = [row for row in attempts if row.extra["verdict"] == "held"]
-    return (held or attempts or [None])[-1]
 
 
 def cpu_ms_per_lead(cpu_s: dict[str, float], sent: int) -> dict[str, float]:
@@ -200,9 +224,11 @@ def sizing_inputs(found: dict) -> dict | None:
             "worker_cpu_ms": at_knee["system"], "redis_cpu_ms": at_knee.get("redis")}
 
 
-def summarize(rows: list[Row], ladder: Ladder) -> dict:
+def summarize(rows: list[Row], ladder: Ladder, ratio_rows: Sequence[Row] = ()) -> dict:
     """Per system its knee, p99 and CPU per lead there, the line through its CPU, and the step
-    that ended its ladder; the issue's two ratios; the sizing rule from the one-worker dispatcher."""
+    that ended its ladder (refined steps included); the issue's two ratios, the p99 one from
+    `ratio_rows` (RATIO_SYSTEMS at RATIO_RATE, round by round); the sizing rule from the one-worker
+    dispatcher."""
     systems: dict[str, dict] = {}
     for name in ladder.systems:
         held, ended = climb([row for row in rows if row.system == name])
@@ -220,11 +246,11 @@ def summarize(rows: list[Row], ladder: Ladder) -> dict:
     if {"dispatcher", "faust relay"} <= set(systems):
         out["ratios"].append(ratio_of_rounds("dispatcher knee / faust relay knee", [systems["dispatcher"]["knee_per_s"]],
                                              [systems["faust relay"]["knee_per_s"]], ">=0.9x"))
-    if {"dispatcher", "aiokafka relay"} <= set(systems) and 1000 in ladder.rates:
-        mine, theirs = deciding(rows, "dispatcher", 1000), deciding(rows, "aiokafka relay", 1000)
-        out["ratios"].append(ratio_of_rounds("dispatcher p99 / aiokafka relay p99 at 1000/s",
-                                             [mine.p99_ms if mine else None], [theirs.p99_ms if theirs else None],
-                                             "<=1.5x"))
+    if ratio_rows:
+        mine, theirs = ([row.p99_ms for row in sorted(ratio_rows, key=lambda r: r.round) if row.system == name]
+                        for name in RATIO_SYSTEMS)
+        out["ratios"].append(ratio_of_rounds(f"dispatcher p99 / aiokafka relay p99 at {RATIO_RATE}/s",
+                                             mine, theirs, "<=1.5x"))
     inputs = sizing_inputs(systems.get("dispatcher", {}))
     if inputs:
         basis = inputs.pop("basis")
@@ -242,35 +268,58 @@ async def run_knee(ladder: Ladder, *, workdir: Path | None = None, log=print) ->
     began = time.perf_counter()
     cpu_before = cpu_seconds()
     rows: list[Row] = []
+    ratio_rows: list[Row] = []
     with EmbeddedStack(workdir) as stack:
         log(f"knee {run_id}: broker {stack.broker_url}, redis {stack.redis_url}, logs in {workdir}")
         systems = systems_on(stack, workdir, {"DISPATCHER_DATA_DIR": str(workdir / "data")}, plan, Roster(run_id))
         stopping: list[asyncio.Future] = []
-        climbing = list(ladder.systems)
-        try:
-            for n, rate in enumerate(ladder.rates):
+
+        async def attempt(name: str, rate: int, try_: int) -> Row:
+            row = await run_phase(systems[name], f"{rate}/s", f"k{run_id}-{len(rows) + len(ratio_rows):03d}", stack,
+                                  plan, stopping)
+            row.round = try_
+            row.extra["verdict"] = verdict(row, ladder)
+            log(f"  {name:<15} {rate:>5}/s try {try_}: {row.extra['verdict']:<8} matched "
+                f"{row.matched}/{row.sent}, sent {row.send_rate:,.0f}/s (late {row.extra['pace_late_max_ms']} ms)"
+                + (f", p99 {row.p99_ms:.1f} ms" if row.p99_ms is not None else ""))
+            return row
+
+        async def climb_together(steps: dict[str, list[int]]) -> None:
+            """Each system up its own rates, all rate by rate, taking turns going first, until a
+            step does not hold after its retries."""
+            climbing = [name for name in ladder.systems if steps.get(name)]
+            for n, rate in enumerate(sorted({rate for rates in steps.values() for rate in rates})):
+                if not climbing:
+                    break
                 for name in rotated(tuple(climbing), n % len(climbing) + 1):
-                    for attempt in range(1, ladder.retries + 2):
-                        row = await run_phase(systems[name], f"{rate}/s", f"k{run_id}-{len(rows):03d}", stack, plan,
-                                              stopping)
-                        row.round = attempt
-                        row.extra["verdict"] = verdict(row, ladder)
-                        rows.append(row)
-                        log(f"  {name:<15} {rate:>5}/s try {attempt}: {row.extra['verdict']:<8} matched "
-                            f"{row.matched}/{row.sent}, sent {row.send_rate:,.0f}/s (late {row.extra['pace_late_max_ms']} ms)"
-                            + (f", p99 {row.p99_ms:.1f} ms" if row.p99_ms is not None else ""))
-                        if row.extra["verdict"] == "held":
+                    if rate not in steps[name]:
+                        continue
+                    for try_ in range(1, ladder.retries + 2):
+                        rows.append(await attempt(name, rate, try_))
+                        if rows[-1].extra["verdict"] == "held":
                             break
                     else:
                         climbing.remove(name)
-                if not climbing:
-                    break
+
+        try:
+            await climb_together({name: list(ladder.rates) for name in ladder.systems})
+            refining = {}
+            for name in ladder.systems:
+                held, ended = climb([row for row in rows if row.system == name])
+                if ended is not None:
+                    refining[name] = list(ladder.refined_rates(rate_of(held[-1]) if held else None, rate_of(ended)))
+            await climb_together(refining)
+            if ladder.measures_ratio:
+                for round_ in range(1, ladder.ratio_rounds + 1):
+                    for name in rotated(RATIO_SYSTEMS, (round_ - 1) % len(RATIO_SYSTEMS) + 1):
+                        ratio_rows.append(await attempt(name, RATIO_RATE, round_))
         finally:
             await _all_stopped(stopping)
     wall = time.perf_counter() - began
     return {
-        "ladder": asdict(ladder), "rows": [asdict(row) for row in rows], **summarize(rows, ladder),
-        "records_written": sum(row.input_len + row.output_len for row in rows), "seconds": round(wall, 1),
+        "ladder": asdict(ladder), "rows": [asdict(row) for row in rows],
+        "ratio_rows": [asdict(row) for row in ratio_rows], **summarize(rows, ladder, ratio_rows),
+        "records_written": sum(row.input_len + row.output_len for row in rows + ratio_rows), "seconds": round(wall, 1),
         "others_cpu_share": others_cpu_share(cpu_before, wall), "logs": str(workdir),
     }
 
@@ -285,7 +334,10 @@ def table(summary: dict) -> str:
              f"{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'max ms':>8}  {'verdict':<8}"
              + "".join(f"{part:>8}" for part in PARTS) + f"{'waits':>7}"]
     lines.append("-" * len(lines[0]))
-    for row in summary["rows"]:
+    ratio_rows = summary.get("ratio_rows") or []
+    for row in summary["rows"] + ratio_rows:
+        if ratio_rows and row is ratio_rows[0]:
+            lines.append(f"the p99 ratio's rounds at {RATIO_RATE}/s (try = round):")
         cpu = cpu_ms_per_lead(row["extra"]["cpu_s"], row["sent"])
         lines.append(f"{row['system']:<15}{row['phase'].removesuffix('/s'):>6}{row['round']:>4}{row['sent']:>7}"
                      f"{row['matched']:>8}{row['send_rate']:>8.0f}{row['extra']['pace_late_max_ms']:>8.1f}"
@@ -330,7 +382,9 @@ def table(summary: dict) -> str:
         f"  a step: fresh topics and process, {ladder['warmup']} records of warm-up, {ladder['seconds']:g} s paced; held = every "
         f"record out within {ladder['settle_s']:g} s and p99 <= {ladder['p99_budget_ms']:g} ms;",
         f"  a step that does not hold is tried {ladder['retries']} more time(s); unpaced = this side's producer sent below "
-        f"{PACE_SHARE:.0%} of the rate or fell more than {ladder['p99_budget_ms']:g} ms behind (not the system's fault).",
+        f"{PACE_SHARE:.0%} of the rate or fell more than {ladder['p99_budget_ms']:g} ms behind (not the system's fault);",
+        f"  a ladder that ended is refined in {ladder['refine']}/s steps above its knee"
+        + (f"; the p99 ratio is the median of its {ladder['ratio_rounds']} rounds." if ratio_rows else "."),
         "  late ms: how far the producer fell behind its schedule at worst; CPU columns: ms per lead of each part;",
         "  waits: share of a core the system's threads spent ready to run while no core was free (the machine held them up).",
         f"  All steps' topics together: {summary['records_written']:,} records on one broker.",
@@ -351,9 +405,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-s", type=float, default=default.settle_s, help="wait for a step's last records")
     parser.add_argument("--retries", type=int, default=default.retries, help="more tries of a step that did not hold")
     parser.add_argument("--p99-ms", type=float, default=default.p99_budget_ms, help="the p99 a held step stays within")
+    parser.add_argument("--refine", type=int, default=default.refine,
+                        help="the finer steps above a knee, leads/s (0: none)")
+    parser.add_argument("--ratio-rounds", type=int, default=default.ratio_rounds,
+                        help=f"rounds of the {RATIO_RATE}/s step for the p99 ratio (0: none)")
     args = parser.parse_args(argv)
     ladder = Ladder(start=args.start, step=args.step, top=args.top, seconds=args.seconds, warmup=args.warmup,
-                    settle_s=args.settle_s, retries=args.retries, p99_budget_ms=args.p99_ms, systems=tuple(args.systems))
+                    settle_s=args.settle_s, retries=args.retries, p99_budget_ms=args.p99_ms, systems=tuple(args.systems),
+                    refine=args.refine, ratio_rounds=args.ratio_rounds)
     summary = asyncio.run(run_knee(ladder))
     summary.update(when=time.strftime("%Y-%m-%d %H:%M:%S"),
                    machine={"cores": os.cpu_count(), "python": sys.version.split()[0]})
