@@ -314,12 +314,14 @@ async def test_demo_that_is_stopped_before_it_starts_returns_at_once():
 
 # --- the floor against a real worker: offers, the pool and SLAs ---------------------------------
 
-# Seconds where the default floor takes tens of them: offers run out after 0.8 s, first contact is
-# due within 0.8 s, leads go to the pool after 0.5 s, and a rep looks at the pool five times a second.
+# Seconds where the default floor takes tens of them: offers run out after 1.6 s, first contact is
+# due within 1.2 s, leads go to the pool after 0.5 s, and a rep looks at the pool five times a second.
+# Reps learn of an offer by polling (0.2 s after the post, then 0.6 s): with offers of 0.8 s, a busy
+# machine (the suite's other process) let so many run out unseen that they outnumbered the accepts.
 LIFE_PLAN = DemoPlan(
     reps=6, teams=("floor", "keys"), leads_per_second=8, burst_length_s=0, mean_handle_time_s=1.0,
     heartbeat_every_s=(0.5, 1.0), away_probability_per_min=0, reps_taking_breaks=0, polls_per_second=200,
-    accept_timeout_s=0.8, mean_answer_s=0.1, accept_share=0.7, reject_share=0.15, first_contact_s=0.8,
+    accept_timeout_s=1.6, mean_answer_s=0.1, accept_share=0.7, reject_share=0.15, first_contact_s=1.2,
     contact_share=0.7, pool_after_s=0.5, claim_every_s=0.2, seed=5,
 )
 LIFE_EVENTS = {"accepted", "rejected", "offer_timed_out", "claimed", "contacted", "sla_breached"}
