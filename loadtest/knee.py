@@ -28,9 +28,11 @@ ended it, in the finer steps, until one does not hold. A 250/s ladder alone can 
 decided it.
 
 The p99 ratio at 1,000/s (dispatcher against the aiokafka relay) is taken from rounds of its own
-(`--ratio-rounds`, 3): the two systems run that step in turn, the first of each round alternating,
+(`--ratio-rounds`, 3): the two systems run that step in turn, the first of each round rotating,
 and the ratio is the median of the rounds' ratios. The ladder's own 1,000/s step would not do: it
-is retried only when it does not hold, so the try it keeps is chosen for being fast.
+is retried only when it does not hold, so the try it keeps is chosen for being fast. When the
+bare faust agent climbs too, it runs the rounds as well, and its own ratio to the relay is printed
+beside (no target): what of the gap faust itself makes.
 
 Per step: p50/p95/p99/max, matched/sent, and the CPU seconds of each part (the system, the
 broker, redis, this process) over the measured part (the paced seconds and the wait for the last
@@ -70,6 +72,9 @@ HEADROOM = 0.7
 SIZING_RATES = (1_000, 3_000, 10_000)
 RATIO_RATE = 1_000  # the issue's p99 ratio: the dispatcher against the aiokafka relay at this rate
 RATIO_SYSTEMS = ("dispatcher", "aiokafka relay")
+# Runs the ratio's rounds too when climbing: its own ratio to the relay, beside the dispatcher's,
+# shows what of the gap is faust's.
+RATIO_REFERENCE = "faust relay"
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,13 @@ class Ladder:
     @property
     def measures_ratio(self) -> bool:
         return self.ratio_rounds > 0 and set(RATIO_SYSTEMS) <= set(self.systems)
+
+    @property
+    def ratio_systems(self) -> tuple[str, ...]:
+        """Who runs the ratio's rounds: RATIO_SYSTEMS, and RATIO_REFERENCE when it climbs too."""
+        if not self.measures_ratio:
+            return ()
+        return RATIO_SYSTEMS + ((RATIO_REFERENCE,) if RATIO_REFERENCE in self.systems else ())
 
     def plan(self) -> Plan:
         """bench.run_phase's plan for a step. Nobody closes a lead here, so the roster gets room
@@ -227,7 +239,8 @@ def sizing_inputs(found: dict) -> dict | None:
 def summarize(rows: list[Row], ladder: Ladder, ratio_rows: Sequence[Row] = ()) -> dict:
     """Per system its knee, p99 and CPU per lead there, the line through its CPU, and the step
     that ended its ladder (refined steps included); the issue's two ratios, the p99 one from
-    `ratio_rows` (RATIO_SYSTEMS at RATIO_RATE, round by round); the sizing rule from the one-worker
+    `ratio_rows` (RATIO_SYSTEMS at RATIO_RATE, round by round; RATIO_REFERENCE's beside it, with no
+    target, when it ran them too); the sizing rule from the one-worker
     dispatcher."""
     systems: dict[str, dict] = {}
     for name in ladder.systems:
@@ -247,10 +260,15 @@ def summarize(rows: list[Row], ladder: Ladder, ratio_rows: Sequence[Row] = ()) -
         out["ratios"].append(ratio_of_rounds("dispatcher knee / faust relay knee", [systems["dispatcher"]["knee_per_s"]],
                                              [systems["faust relay"]["knee_per_s"]], ">=0.9x"))
     if ratio_rows:
-        mine, theirs = ([row.p99_ms for row in sorted(ratio_rows, key=lambda r: r.round) if row.system == name]
-                        for name in RATIO_SYSTEMS)
-        out["ratios"].append(ratio_of_rounds(f"dispatcher p99 / aiokafka relay p99 at {RATIO_RATE}/s",
-                                             mine, theirs, "<=1.5x"))
+        def p99s(name: str) -> list[float | None]:
+            return [row.p99_ms for row in sorted(ratio_rows, key=lambda r: r.round) if row.system == name]
+
+        mine, relay = RATIO_SYSTEMS
+        out["ratios"].append(ratio_of_rounds(f"{mine} p99 / {relay} p99 at {RATIO_RATE}/s", p99s(mine), p99s(relay),
+                                             "<=1.5x"))
+        if reference := p99s(RATIO_REFERENCE):
+            out["ratios"].append(ratio_of_rounds(f"{RATIO_REFERENCE} p99 / {relay} p99 at {RATIO_RATE}/s", reference,
+                                                 p99s(relay), None))
     inputs = sizing_inputs(systems.get("dispatcher", {}))
     if inputs:
         basis = inputs.pop("basis")
@@ -311,7 +329,7 @@ async def run_knee(ladder: Ladder, *, workdir: Path | None = None, log=print) ->
             await climb_together(refining)
             if ladder.measures_ratio:
                 for round_ in range(1, ladder.ratio_rounds + 1):
-                    for name in rotated(RATIO_SYSTEMS, (round_ - 1) % len(RATIO_SYSTEMS) + 1):
+                    for name in rotated(ladder.ratio_systems, (round_ - 1) % len(ladder.ratio_systems) + 1):
                         ratio_rows.append(await attempt(name, RATIO_RATE, round_))
         finally:
             await _all_stopped(stopping)
@@ -365,7 +383,8 @@ def table(summary: dict) -> str:
     lines.append("")
     for ratio in summary["ratios"]:
         met = {True: "met", False: "MISSED", None: "n/a"}[ratio["met"]]
-        lines.append(f"  {ratio['ratio']:<48}{_f(ratio['value'], '.2f'):>6}x   target {ratio['target']:<7} {met}")
+        verdict_words = f"target {ratio['target']:<7} {met}" if ratio["target"] else "for reference, no target"
+        lines.append(f"  {ratio['ratio']:<48}{_f(ratio['value'], '.2f'):>6}x   {verdict_words}")
     sized = summary["sizing"]
     if sized:
         idle = f", {sized['worker_idle_cores']:.2f} of a core idle" if "worker_idle_cores" in sized else ""

@@ -72,6 +72,9 @@ def test_the_roster_has_room_for_every_lead_of_the_ladder_its_refining_and_the_r
     ladder_leads = 2 * ((2500 + 100) + (5000 + 100) + 5 * (5000 + 100))
     assert plan.reps * plan.capacity >= ladder_leads + 3 * (10_000 + 100)
     assert not Ladder(systems=("dispatcher", "faust relay")).measures_ratio, "no aiokafka relay, no p99 ratio"
+    assert Ladder(systems=("dispatcher", "aiokafka relay")).ratio_systems == ("dispatcher", "aiokafka relay")
+    assert Ladder().ratio_systems == ("dispatcher", "aiokafka relay", "faust relay"), "the bare faust agent beside"
+    assert Ladder(ratio_rounds=0).ratio_systems == ()
 
 
 def test_the_cpu_line_separates_what_a_part_burns_idle_from_what_a_lead_costs():
@@ -109,6 +112,16 @@ def test_the_summary_has_each_knee_its_cpu_per_lead_the_issue_ratios_and_the_siz
     assert p99_ratio["per_round"] == [2.0, 3.0, 1.2] and p99_ratio["value"] == 2.0, "the median of the rounds"
     assert "dispatcher p99 / aiokafka relay p99 at 1000/s" not in {
         ratio["ratio"] for ratio in summarize(rows, ladder)["ratios"]}, "no rounds of its own, no p99 ratio"
+    assert "faust relay p99 / aiokafka relay p99 at 1000/s" not in ratios, "the faust relay ran no rounds"
+    with_reference = ratio_rows + [step(1000, attempt=n, p99_ms=p99, system="faust relay")
+                                   for n, p99 in enumerate([75.0, 80.0, 40.0], 1)]
+    reference = summarize(rows, ladder, with_reference)["ratios"][-1]
+    assert reference["ratio"] == "faust relay p99 / aiokafka relay p99 at 1000/s"
+    assert reference["per_round"] == [1.5, 2.0, 0.8] and reference["value"] == 1.5 and reference["met"] is None
+    printed_reference = table({**summarize(rows, ladder, with_reference), "ladder": asdict(ladder), "rows": [],
+                               "ratio_rows": [], "records_written": 0, "others_cpu_share": 0.0})
+    (line,) = [line for line in printed_reference.splitlines() if line.strip().startswith("faust relay p99 /")]
+    assert line.split()[-5:] == ["1.50x", "for", "reference,", "no", "target"]
 
     sized = summary["sizing"]
     assert sized["basis"] == "line through the held steps" and round(sized["worker_cpu_ms"], 6) == 0.5
