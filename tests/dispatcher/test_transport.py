@@ -1,19 +1,23 @@
 """The consumer's fetch wait is the setting, not faust's hard-coded 1,500 ms (docs/stack-notes.md: on the
-embedded broker that wait is every lead's latency floor)."""
+embedded broker that wait is every lead's latency floor); its handover of each message to the streams
+runs at once where it need not wait, and is cut short as faust's is where it must."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import statistics
 import subprocess
 import sys
 import time
 
+import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mode.services import WaitResults
 from prometheus_client import REGISTRY
 
 from dispatcher.app import DispatcherApp
@@ -124,3 +128,106 @@ def test_a_started_worker_collects_its_garbage_and_freezes_the_rest(tmp_path):
     out = subprocess.run([sys.executable, "-c", STARTED_WORKER, str(tmp_path), str(free_port())],
                          capture_output=True, text=True, timeout=60, check=True).stdout.split()
     assert int(out[0]) > 10_000 and out[1] == "True", out
+
+
+# --- the consumer's handover of each message (Consumer.wait_first) -------------------------------
+
+def _unstarted_consumer(tmp_path):  # type: ignore[no-untyped-def]
+    """The consumer of a stream app that never starts: wait_first needs no broker."""
+    settings = Settings(broker="kafka://127.0.0.1:9", data_dir=tmp_path)
+    return StreamApp("handover", settings, web_enabled=False, web_port=free_port()).consumer
+
+
+async def test_a_handover_that_need_not_wait_runs_in_the_callers_task_and_the_watch_never_starts(tmp_path):
+    consumer = _unstarted_consumer(tmp_path)
+    ran_in = []
+
+    async def handover(message: int) -> int:
+        ran_in.append(asyncio.current_task())
+        return message * 2
+
+    watch = asyncio.Event().wait()
+    result = await consumer.wait_first(handover(21), watch)
+    assert result == WaitResults(result.done, [42], False)
+    assert ran_in == [asyncio.current_task()], "no task of its own"
+    assert inspect.getcoroutinestate(watch) == inspect.CORO_CLOSED, "closed unstarted: no 'never awaited' warning"
+
+
+async def test_a_handover_that_must_wait_is_carried_on_to_its_result(tmp_path):
+    consumer = _unstarted_consumer(tmp_path)
+    gate = asyncio.Event()
+
+    async def handover() -> str:
+        await asyncio.sleep(0)  # a bare yield first, then a future
+        await gate.wait()
+        return "handed over"
+
+    asyncio.get_running_loop().call_later(0.01, gate.set)
+    result = await consumer.wait_first(handover(), asyncio.Event().wait())
+    assert result.results == ["handed over"] and not result.stopped
+
+
+async def test_a_suspended_flow_cuts_short_a_stuck_handover_which_is_cancelled(tmp_path):
+    consumer = _unstarted_consumer(tmp_path)
+    suspend_flow, stuck_until = asyncio.Event(), asyncio.Event()
+    cleaned_up = asyncio.Event()
+
+    async def handover() -> None:
+        try:
+            await stuck_until.wait()
+        finally:
+            cleaned_up.set()
+
+    asyncio.get_running_loop().call_later(0.01, suspend_flow.set)
+    result = await consumer.wait_first(handover(), suspend_flow.wait())
+    assert result.results == [True] and not result.stopped, "the suspension won"
+    await asyncio.wait_for(cleaned_up.wait(), 1.0)
+
+
+async def test_a_failing_handover_raises_whether_it_fails_at_once_or_after_waiting(tmp_path):
+    consumer = _unstarted_consumer(tmp_path)
+
+    async def handover(wait_first: bool) -> None:
+        if wait_first:
+            await asyncio.sleep(0.001)
+        raise ValueError("undecodable")
+
+    for waits in (False, True):
+        watch = asyncio.Event().wait()
+        with pytest.raises(ValueError, match="undecodable"):
+            await consumer.wait_first(handover(waits), watch)
+        await asyncio.sleep(0)
+        assert inspect.getcoroutinestate(watch) == inspect.CORO_CLOSED
+
+
+async def test_cancelling_the_drain_reaches_a_carried_on_handover(tmp_path):
+    consumer = _unstarted_consumer(tmp_path)
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def handover() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    drain = asyncio.ensure_future(consumer.wait_first(handover(), asyncio.Event().wait()))
+    await started.wait()
+    drain.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await drain
+    await asyncio.wait_for(cancelled.wait(), 1.0)
+
+
+async def test_other_calls_of_wait_first_are_modes_own(tmp_path):
+    consumer = _unstarted_consumer(tmp_path)
+    ran_in = []
+
+    async def one() -> str:
+        ran_in.append(asyncio.current_task())
+        return "one"
+
+    assert (await consumer.wait_first(one())).results == ["one"]
+    assert (await consumer.wait_first(one(), asyncio.Event().wait(), timeout=1.0)).results[0] == "one"
+    assert asyncio.current_task() not in ran_in, "a task of its own, as mode runs it"
