@@ -98,7 +98,7 @@ class Ladder:
         return tuple(range(self.start, self.top + 1, self.step))
 
     def refined_rates(self, knee: int | None, ended_at: int) -> tuple[int, ...]:
-        """The finer steps between a ladder's knee and the step that ended it; none below the start."""
+        """The finer steps between a ladder's knee and the step that ended it; none without a knee."""
         if not self.refine or knee is None:
             return ()
         return tuple(range(knee + self.refine, ended_at, self.refine))
@@ -240,8 +240,7 @@ def summarize(rows: list[Row], ladder: Ladder, ratio_rows: Sequence[Row] = ()) -
     """Per system its knee, p99 and CPU per lead there, the line through its CPU, and the step
     that ended its ladder (refined steps included); the issue's two ratios, the p99 one from
     `ratio_rows` (RATIO_SYSTEMS at RATIO_RATE, round by round; RATIO_REFERENCE's beside it, with no
-    target, when it ran them too); the sizing rule from the one-worker
-    dispatcher."""
+    target, when it ran them too); the sizing rule from the one-worker dispatcher."""
     systems: dict[str, dict] = {}
     for name in ladder.systems:
         held, ended = climb([row for row in rows if row.system == name])
