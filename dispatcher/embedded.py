@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,7 +23,39 @@ STOP_GRACE_S = 5.0
 PR_SET_PDEATHSIG = 1
 
 
+# Ports below this are left to system services.
+LOWEST_CHOSEN_PORT = 20000
+# Tests seed the shared `random`; two test processes must not draw the same ports.
+_port_choice = random.SystemRandom()
+_ports_handed_out: set[int] = set()
+
+
+def _ephemeral_port_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
+    """A loopback port nothing listens on, chosen at random outside the kernel's ephemeral range.
+    bind(0) and every outgoing connection take their ports from that range, so a port from it can be
+    handed to someone else between this choice and the server's own bind (CI lost a worker's port that
+    way). Such a port can only be taken by another such choice: never one of this process's (they
+    are remembered, as a server may not have bound the last one yet), another process's by chance."""
+    low, high = _ephemeral_port_range()
+    outside = [*range(LOWEST_CHOSEN_PORT, low), *range(high + 1, 65536)]
+    for port in _port_choice.sample(outside, min(len(outside), 64)):
+        if port in _ports_handed_out:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_handed_out.add(port)
+        return port
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -65,11 +98,26 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
+def _first_error(path: Path) -> str:
+    """A dying worker logs its cause well before the shutdown lines that end its log."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return next((line for line in text.splitlines() if "[ERROR]" in line or "[CRITICAL]" in line), "")
+
+
+def _death_report(what: str, process: subprocess.Popen[bytes], log_path: Path) -> str:
+    cause = _first_error(log_path)
+    cause_line = f"\nits first error: {cause}" if cause else ""
+    return f"{what} exited with code {process.returncode}{cause_line}\nits log {log_path} ends:\n{_tail(log_path)}"
+
+
 def _wait_until(ready, process: subprocess.Popen[bytes], what: str, log_path: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not ready():
         if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {process.returncode}; its log {log_path} ends:\n{_tail(log_path)}")
+            raise RuntimeError(_death_report(what, process, log_path))
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not come up within {timeout_s:.0f} s; see {log_path}:\n{_tail(log_path)}")
         time.sleep(0.05)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
-from dispatcher.embedded import EmbeddedStack
+from dispatcher.embedded import EmbeddedStack, WorkerProcess, _ephemeral_port_range, free_port
 from tests.kafka_io import produce, read_topic
 
 
@@ -60,3 +62,24 @@ def test_children_die_when_their_parent_is_killed(tmp_path):
     while any(pid_alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(pid_alive(pid) for pid in children)
+
+
+def test_free_ports_come_from_outside_the_ephemeral_range_and_never_twice():
+    # Nothing binds these ports in between, so only the remembering keeps a port from coming back.
+    low, high = _ephemeral_port_range()
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    assert not [port for port in ports if low <= port <= high]
+
+
+def test_a_worker_that_cannot_bind_its_port_is_reported_with_its_cause(stack, tmp_path):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        env = {**stack.worker_env, "DISPATCHER_ALLOW_ANONYMOUS": "1"}
+        worker = WorkerProcess(env, squatter.getsockname()[1], tmp_path / "worker.log")
+        with pytest.raises(RuntimeError) as failure:
+            worker.start()
+    report = str(failure.value)
+    assert "the worker process exited with code 1" in report
+    assert "its first error:" in report and "address already in use" in report.split("its log")[0]
