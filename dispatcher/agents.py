@@ -2,7 +2,8 @@
 `leads` topic into one atomic decision in Redis and one assignment event; `relay_outbox` sends
 the events every other step wrote into the outbox; the timers keep the routing in step with the
 file and with the other workers, move what fell due (leads, rep shifts), forget closed leads and
-logged assignments after their retention, and sample the live picture and its gauges.
+logged assignments after their retention, and sample the fairness figures (the live picture is
+sampled when asked: dispatcher/live.py).
 Imported by workers only: an api process registers none of it (dispatcher/app.py).
 
 Delivery is at-least-once: a lead's offset is acknowledged (and so committed) only after its
@@ -323,7 +324,6 @@ async def apply_shifts() -> None:
             return
 
 
-app.timer(interval=live.SAMPLE_EVERY_S)(live.sample_live_state)
 app.timer(interval=settings.fairness_sample_s)(live.sample_fairness)
 
 

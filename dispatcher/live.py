@@ -1,8 +1,10 @@
 """The live picture supervisors watch: one snapshot of reps, queues and the latest assignments,
-sampled from Redis once a second by each worker (its timers, dispatcher/agents.py) and shared by
-every page and the gauges. An api process runs no timers: it samples when a page asks, at most
-once a second for all its pages, and exports no gauges (sampled only while someone watches, they
-would go stale and mislead the alerts; the workers export them)."""
+shared by every page and, in a worker, the gauges. It is sampled from Redis when asked, by a page
+or (in a worker) a scrape of /metrics, at most once a second for all of them, so that nobody asking
+costs nothing. A timer once sampled it every second on every worker: a read of the whole roster
+and 40-70 ms of the worker's event loop a second with 200 reps, growing with the roster, for gauges
+Prometheus reads every 15 s or so. A scrape sees a picture at most SAMPLE_EVERY_S old. An api
+process exports no gauges: the workers do, and every worker's are the same workspace-wide figures."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from dispatcher.state.results import iso_ms
 log = logging.getLogger(__name__)
 REPS_SHOWN = 200
 SAMPLE_EVERY_S = 1.0
+# Well inside Prometheus's default scrape timeout (10 s).
+GAUGES_SAMPLE_TIMEOUT_S = 3.0
 STATUSES = ("online", "away", "offline")
 NO_TEAM = "(none)"
 
@@ -164,32 +168,31 @@ def _keep(current: dict[str, Any]) -> None:
     _sampled_at = time.monotonic()
 
 
-async def sample_live_state() -> None:
-    """A worker's timer (every SAMPLE_EVERY_S)."""
-    try:
-        reps = await store.reps()
-        current = await snapshot(reps)
-        export_gauges(current, reps)
-        await export_consumer_lag()
-    except Exception:  # noqa: BLE001 - the page and gauges keep their last picture until redis answers
-        log.exception("live sample failed")
-        return
-    _keep(current)
-
-
 async def picture() -> dict[str, Any]:
-    """The picture a page shows: a worker's latest sample (one of its own before the timer's first;
-    the fairness figures stay the timer's, which exports them too). An api process, where no timer
-    samples, samples here unless it did within the last SAMPLE_EVERY_S. A failure here is the
-    request's (the caller answers it)."""
-    if settings.process_role != "api":
-        return latest or await snapshot(await store.reps())
+    """The picture a page shows, sampled here unless it was within the last SAMPLE_EVERY_S. A worker
+    exports its gauges with each sample (its fairness figures stay its timer's, which exports them
+    too). A failure here is the request's (the caller answers it)."""
+    worker = settings.process_role != "api"
     async with _sampling:
-        if time.monotonic() - _fairness_sampled_at >= settings.fairness_sample_s:
+        if not worker and time.monotonic() - _fairness_sampled_at >= settings.fairness_sample_s:
             _keep_fairness(await store.fairness(settings.fairness_window_s))
         if time.monotonic() - _sampled_at >= SAMPLE_EVERY_S:
-            _keep(await snapshot(await store.reps()))
+            reps = await store.reps()
+            current = await snapshot(reps)
+            if worker:
+                export_gauges(current, reps)
+                await export_consumer_lag()
+            _keep(current)
     return latest
+
+
+async def refresh_gauges() -> None:
+    """Before a worker answers a scrape. If Redis does not answer within GAUGES_SAMPLE_TIMEOUT_S,
+    the scrape gets the gauges of the last sample, and the failure goes to the log."""
+    try:
+        await asyncio.wait_for(picture(), GAUGES_SAMPLE_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 - a scrape must be answered; the gauges keep their last picture until redis answers
+        log.exception("live sample for the gauges failed")
 
 
 def export_fairness(figures: list[dict[str, Any]]) -> None:

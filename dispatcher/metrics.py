@@ -131,7 +131,7 @@ consumer_fetch_wait_seconds = Gauge(
     "The fetch wait the consumer uses now (it lengthens while the broker runs out of time on long topics)",
 )
 
-# Gauges sampled from Redis every second by dispatcher/live.py. Every worker reports the same
+# Gauges sampled from Redis by dispatcher/live.py when a worker is scraped. Every worker reports the same
 # workspace-wide figure, so dashboards take max() of these (and sum() of the counters above).
 UTILIZATION_BUCKETS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 TOP_REPS = 20

@@ -208,7 +208,7 @@ def _schemas() -> dict[str, Any]:
                     "assigned_at": time, "latency_ms": {"type": "integer"},
                 })},
             }),
-            "description": "The live picture the supervisor page shows, sampled once a second.",
+            "description": "The live picture the supervisor page shows, sampled when asked, at most once a second.",
         },
     }
 
