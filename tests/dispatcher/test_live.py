@@ -1,15 +1,18 @@
 """The live picture is sampled when asked (a page, a worker's scrape), at most once a second:
-a worker nobody watches or scrapes reads no roster, and a scrape sees the floor as it is."""
+a worker nobody watches or scrapes reads no roster, a scrape sees the floor as it is, and a scrape
+is answered (with the last sample's gauges) while Redis does not answer."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import re
+import time
 
 import redis.asyncio as aioredis
 
-from dispatcher.live import SAMPLE_EVERY_S
+from dispatcher.embedded import EmbeddedStack
+from dispatcher.live import GAUGES_SAMPLE_TIMEOUT_S, SAMPLE_EVERY_S
 from dispatcher.state.keys import Keys
 
 
@@ -74,3 +77,27 @@ async def test_a_scrape_sees_a_change_made_just_before_it(worker_factory, api_fa
     await asyncio.sleep(SAMPLE_EVERY_S + 0.1)
     assert (await api.call("POST", "/v1/reps/ana/presence", {"status": "away"}))[0] == 200
     assert reps_by_status(await scrape(api)) == {"online": 0, "away": 1, "offline": 0}
+
+
+async def test_a_scrape_is_answered_with_the_last_gauges_while_redis_does_not_answer(worker_factory, api_factory, tmp_path):
+    with EmbeddedStack(tmp_path / "own-redis", with_broker=False) as own:
+        worker = worker_factory(DISPATCHER_REDIS_URL=own.redis_url)
+        api = await api_factory(worker)
+        await api.rep("ana", capacity=1)
+        assert reps_by_status(await scrape(api))["online"] == 1
+        await asyncio.sleep(SAMPLE_EVERY_S + 0.1)
+        admin = aioredis.from_url(own.redis_url)
+        try:
+            # Every client's commands wait until the pause ends, well after the scrape gives up on them.
+            await admin.execute_command("CLIENT", "PAUSE", int((GAUGES_SAMPLE_TIMEOUT_S + 3) * 1000), "ALL")
+            started = time.monotonic()
+            exported = await scrape(api)
+            waited_s = time.monotonic() - started
+        finally:
+            await admin.aclose()
+        assert GAUGES_SAMPLE_TIMEOUT_S <= waited_s < GAUGES_SAMPLE_TIMEOUT_S + 2
+        assert reps_by_status(exported)["online"] == 1, "the last sample's gauges"
+        assert "live sample for the gauges failed" in worker.log_tail(200)
+        await asyncio.sleep(3)
+        assert worker.process.poll() is None
+        assert reps_by_status(await scrape(api))["online"] == 1
