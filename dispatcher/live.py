@@ -187,8 +187,11 @@ async def picture() -> dict[str, Any]:
 
 
 async def refresh_gauges() -> None:
-    """Before a worker answers a scrape. If Redis does not answer within GAUGES_SAMPLE_TIMEOUT_S,
-    the scrape gets the gauges of the last sample, and the failure goes to the log."""
+    """Before a process answers a scrape; an api process has no gauges of these to refresh. If
+    Redis does not answer within GAUGES_SAMPLE_TIMEOUT_S, the scrape gets the gauges of the last
+    sample, and the failure goes to the log."""
+    if settings.process_role == "api":
+        return
     try:
         await asyncio.wait_for(picture(), GAUGES_SAMPLE_TIMEOUT_S)
     except Exception:  # noqa: BLE001 - a scrape must be answered; the gauges keep their last picture until redis answers

@@ -131,8 +131,7 @@ class Health(View):
 @app.page("/metrics")
 class Metrics(View):
     async def get(self, request: Request) -> Response:
-        if settings.process_role != "api":
-            await live.refresh_gauges()
+        await live.refresh_gauges()
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
