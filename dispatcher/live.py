@@ -2,8 +2,8 @@
 shared by every page and, in a worker, the gauges. It is sampled from Redis when asked, by a page
 or (in a worker) a scrape of /metrics, at most once a second for all of them, so that nobody asking
 costs nothing. A timer once sampled it every second on every worker: a read of the whole roster
-and 40-70 ms of the worker's event loop a second with 200 reps, growing with the roster, for gauges
-Prometheus reads every 15 s or so. A scrape sees a picture at most SAMPLE_EVERY_S old. An api
+and a snapshot built from it (60-100 ms of wall time with 200 reps, growing with the roster), for
+gauges Prometheus reads every 15 s or so. A scrape sees a picture at most SAMPLE_EVERY_S old. An api
 process exports no gauges: the workers do, and every worker's are the same workspace-wide figures."""
 
 from __future__ import annotations
