@@ -401,7 +401,8 @@ def table(summary: dict) -> str:
         f"record out within {ladder['settle_s']:g} s and p99 <= {ladder['p99_budget_ms']:g} ms;",
         f"  a step that does not hold is tried {ladder['retries']} more time(s); unpaced = this side's producer sent below "
         f"{PACE_SHARE:.0%} of the rate or fell more than {ladder['p99_budget_ms']:g} ms behind (not the system's fault);",
-        f"  a ladder that ended is refined in {ladder['refine']}/s steps above its knee"
+        (f"  a ladder that ended is refined in {ladder['refine']}/s steps above its knee" if ladder["refine"]
+         else "  ladders are not refined")
         + (f"; the p99 ratio is the median of its {ladder['ratio_rounds']} rounds." if ratio_rows else "."),
         "  late ms: how far the producer fell behind its schedule at worst; CPU columns: ms per lead of each part;",
         "  waits: share of a core the system's threads spent ready to run while no core was free (the machine held them up).",

@@ -122,6 +122,9 @@ def test_the_summary_has_each_knee_its_cpu_per_lead_the_issue_ratios_and_the_siz
                                "ratio_rows": [], "records_written": 0, "others_cpu_share": 0.0})
     (line,) = [line for line in printed_reference.splitlines() if line.strip().startswith("faust relay p99 /")]
     assert line.split()[-5:] == ["1.50x", "for", "reference,", "no", "target"]
+    assert "  ladders are not refined." in table({**summarize(rows, ladder), "ladder": {**asdict(ladder), "refine": 0},
+                                                  "rows": [], "ratio_rows": [], "records_written": 0,
+                                                  "others_cpu_share": 0.0})
 
     sized = summary["sizing"]
     assert sized["basis"] == "line through the held steps" and round(sized["worker_cpu_ms"], 6) == 0.5
