@@ -45,7 +45,7 @@ from dispatcher.models import BadInput, routable_lead
 from dispatcher.outbox import OutboxRelay
 from dispatcher.webhooks import WebhookRelay
 from dispatcher.routing import API_SOURCE, RoutingError, load_routing, read_routing_file
-from dispatcher.state.layout import is_unavailable
+from dispatcher.state.layout import encoding_advice, is_unavailable
 from dispatcher.state.results import Decision, RoutingRefused
 
 log = logging.getLogger(__name__)
@@ -204,6 +204,19 @@ async def relay_webhooks() -> None:
         await relay.run()
     finally:
         await relay.close()
+
+
+@app.task
+async def advise_on_redis_encodings() -> None:
+    """Said once at start: a Redis set up as its defaults are costs each decision a scan per lookup."""
+    try:
+        advice = await encoding_advice(store.client)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        return
+    for words in advice:
+        log.warning("%s", words)
 
 
 # The routing file's text as last seen by this worker: an edit is what makes it apply again.

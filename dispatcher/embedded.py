@@ -18,6 +18,8 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from dispatcher.state.keys import ENCODING_CEILINGS
+
 START_TIMEOUT_S = 30.0
 STOP_GRACE_S = 5.0
 PR_SET_PDEATHSIG = 1
@@ -194,7 +196,8 @@ class EmbeddedStack:
         log_path = self.workdir / "redis.log"
         self._redis = _spawn(
             [binary, "--bind", "127.0.0.1", "--port", str(self.redis_port), "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
+             "--dir", str(self.workdir),
+             *(arg for name, ceiling in ENCODING_CEILINGS.items() for arg in (f"--{name}", str(ceiling)))],
             log_path,
         )
         _wait_until(lambda: _redis_answers(self.redis_port), self._redis, "redis-server", log_path, START_TIMEOUT_S)

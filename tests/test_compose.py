@@ -15,6 +15,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
+from dispatcher.state.keys import ENCODING_CEILINGS
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKENS = "compose-check-token,second-token"
 
@@ -120,6 +122,14 @@ def test_redis_persists_with_aof_on_a_named_volume(services: dict):
     data = [volume for volume in services["redis"]["volumes"] if volume_parts(volume)[1] == "/data"]
     assert data and not volume_parts(data[0])[0].startswith("/"), "redis data belongs on a named volume"
     assert "redis-cli" in " ".join(services["redis"]["healthcheck"]["test"])
+
+
+def test_redis_keeps_the_roster_in_hash_tables_as_the_dispatcher_advises(services: dict):
+    command = services["redis"]["command"]
+    command = command if isinstance(command, list) else command.split()
+    for name, ceiling in ENCODING_CEILINGS.items():
+        assert f"--{name}" in command, f"the redis service does not set {name}"
+        assert int(command[command.index(f"--{name}") + 1]) <= ceiling
 
 
 def test_compose_refuses_to_start_without_tokens():
