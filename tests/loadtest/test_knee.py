@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from loadtest.bench import Row
-from loadtest.knee import Ladder, climb, cpu_line, sizing, summarize, table, verdict
+from loadtest.knee import Ladder, climb, cpu_line, sizing, step_holds, summarize, table, verdict
 
 BUDGET = Ladder(p99_budget_ms=100.0)
 # What each part of a hand-made step burns at any rate (cores) and what a lead costs it (ms).
@@ -41,18 +41,36 @@ def test_a_step_holds_only_with_nothing_lost_p99_within_budget_and_the_pace_kept
 
 
 def test_the_knee_is_the_highest_rate_held_before_the_first_step_that_did_not():
-    retried = [step(250), step(500), step(750, p99_ms=140.0), step(750, attempt=2), step(1000, p99_ms=300.0),
-               step(1000, attempt=2, matched=1)]
-    held, ended = climb(retried)
-    assert [(row.phase, row.round) for row in held] == [("250/s", 1), ("500/s", 1), ("750/s", 2)], \
-        "a retry that holds holds the step"
-    assert ended is not None and ended.phase == "1000/s" and ended.round == 2 and ended.extra["verdict"] == "lost"
+    tried = [step(250), step(250, attempt=2), step(500), step(500, attempt=2), step(750, p99_ms=140.0), step(750, attempt=2, p99_ms=90.0),
+             step(750, attempt=3, p99_ms=60.0), step(1000, p99_ms=300.0), step(1000, attempt=2, matched=1)]
+    held, ended = climb(tried, tries=3)
+    assert [(row.phase, row.round) for row in held] == [("250/s", 2), ("500/s", 2), ("750/s", 2)], \
+        "two tries of three that hold hold the step, with the figures of the one whose p99 is the median of them"
+    assert ended is not None and ended.phase == "1000/s" and ended.extra["verdict"] in ("slow", "lost")
 
-    held, ended = climb([step(250), step(500, matched=1), step(750)])
+    held, ended = climb([step(250), step(500, matched=1), step(750)], tries=1)
     assert [row.phase for row in held] == ["250/s"] and ended.phase == "500/s", "nothing above the first failure counts"
-    assert climb([step(250), step(500)])[1] is None, "a ladder held to its top ended by nothing"
-    held, ended = climb([step(250, p99_ms=500.0)])
+    assert climb([step(250), step(500)], tries=1)[1] is None, "a ladder held to its top ended by nothing"
+    held, ended = climb([step(250, p99_ms=500.0)], tries=1)
     assert held == [] and ended.phase == "250/s", "a system that holds no step has no knee"
+
+
+def test_a_step_holds_by_most_of_its_tries_and_neither_try_alone_decides_it():
+    lucky = [step(750, p99_ms=150.0), step(750, attempt=2, p99_ms=80.0), step(750, attempt=3, p99_ms=130.0)]
+    held, ended = climb(lucky, tries=3)
+    assert held == [] and ended is not None, "one lucky try of three does not hold the step"
+    assert ended.p99_ms == 150.0, "the failed tries' median stands for the step"
+    unlucky = [step(750, p99_ms=150.0), step(750, attempt=2, p99_ms=80.0), step(750, attempt=3, p99_ms=70.0)]
+    assert [row.p99_ms for row in climb(unlucky, tries=3)[0]] == [80.0], "one unlucky try of three does not end it"
+    # Settled early: two alike of three leave the third untried.
+    assert step_holds([step(750), step(750, attempt=2)], 3) is True
+    assert step_holds([step(750, p99_ms=120.0), step(750, attempt=2, matched=1)], 3) is False
+    assert step_holds([step(750), step(750, attempt=2, p99_ms=120.0)], 3) is None, "one each: a third try decides"
+    assert step_holds([], 3) is None
+    # With two tries, both must hold: one of two is not most of them.
+    assert step_holds([step(750)], 2) is None
+    assert step_holds([step(750), step(750, attempt=2, p99_ms=120.0)], 2) is False
+    assert step_holds([step(750, p99_ms=120.0)], 1) is False
 
 
 def test_a_ladder_that_ended_is_refined_between_its_knee_and_the_step_that_ended_it():
@@ -61,7 +79,8 @@ def test_a_ladder_that_ended_is_refined_between_its_knee_and_the_step_that_ended
     assert ladder.refined_rates(None, 250) == (), "no knee, nothing to refine above"
     assert Ladder(refine=0).refined_rates(500, 750) == ()
     # The refined steps join the ladder's: the knee is the last held below the first that did not hold.
-    held, ended = climb([step(250), step(500), step(750, p99_ms=150.0), step(550), step(600), step(650, p99_ms=120.0)])
+    held, ended = climb([step(250), step(500), step(750, p99_ms=150.0), step(550), step(600), step(650, p99_ms=120.0)],
+                         tries=1)
     assert held[-1].phase == "600/s" and ended.phase == "650/s"
 
 
@@ -90,9 +109,11 @@ def test_the_cpu_line_separates_what_a_part_burns_idle_from_what_a_lead_costs():
 
 def test_the_summary_has_each_knee_its_cpu_per_lead_the_issue_ratios_and_the_sizing():
     ladder = Ladder(start=250, step=250, top=1000, systems=("dispatcher", "faust relay", "aiokafka relay"))
-    rows = ([step(r) for r in (250, 500, 750)] + [step(1000, p99_ms=120.0), step(1000, attempt=2, p99_ms=110.0)]
-            + [step(r, system="faust relay") for r in (250, 500, 750, 1000)]
-            + [step(r, system="aiokafka relay", p99_ms=50.0) for r in (250, 500, 750, 1000)])
+    # Each step settled by two tries alike of three.
+    rows = ([step(r, attempt=n) for r in (250, 500, 750) for n in (1, 2)]
+            + [step(1000, p99_ms=120.0), step(1000, attempt=2, p99_ms=110.0)]
+            + [step(r, attempt=n, system="faust relay") for r in (250, 500, 750, 1000) for n in (1, 2)]
+            + [step(r, attempt=n, system="aiokafka relay", p99_ms=50.0) for r in (250, 500, 750, 1000) for n in (1, 2)])
     # The p99 ratio's own rounds, not the ladder's 1,000/s tries: per round 2.0, 3.0 and 1.2.
     ratio_rows = [step(1000, attempt=n, p99_ms=p99, system=name)
                   for n, (mine, theirs) in enumerate([(100.0, 50.0), (120.0, 40.0), (60.0, 50.0)], 1)
@@ -101,7 +122,8 @@ def test_the_summary_has_each_knee_its_cpu_per_lead_the_issue_ratios_and_the_siz
 
     mine = summary["systems"]["dispatcher"]
     assert mine["knee_per_s"] == 750 and mine["p99_ms_at_knee"] == 20.0
-    assert mine["ended_by"]["rate"] == 1000 and mine["ended_by"]["p99_ms"] == 110.0, "the last attempt ends it"
+    assert mine["ended_by"]["rate"] == 1000 and mine["ended_by"]["p99_ms"] == 120.0, \
+        "the failed tries' median ends it (the higher of two)"
     # At the knee a lead carries its share of the idle use too: 0.05 cores / 750 leads/s = 0.067 ms.
     assert round(mine["cpu_ms_per_lead_at_knee"]["system"], 3) == 0.567
     assert summary["systems"]["faust relay"]["ended_by"] is None
@@ -140,7 +162,7 @@ def test_the_summary_has_each_knee_its_cpu_per_lead_the_issue_ratios_and_the_siz
     assert [line.split()[-8] for line in after_rounds.splitlines()[1:7]] == ["100.0", "50.0", "120.0", "40.0", "60.0", "50.0"]
     assert step_line.split()[-1] == "0.25", "the waits column is the system's share of a core spent waiting"
 
-    alone = summarize([step(250)], Ladder(systems=("dispatcher",)))["sizing"]
+    alone = summarize([step(250)], Ladder(systems=("dispatcher",), retries=0))["sizing"]
     assert alone["basis"] == "CPU per lead at the knee" and round(alone["worker_cpu_ms"], 3) == 0.7
 
 
