@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import math
 import os
 import statistics
@@ -309,10 +310,11 @@ async def run_knee(ladder: Ladder, *, workdir: Path | None = None, log=print) ->
         log(f"knee {run_id}: broker {stack.broker_url}, redis {stack.redis_url}, logs in {workdir}")
         systems = systems_on(stack, workdir, {"DISPATCHER_DATA_DIR": str(workdir / "data")}, plan, Roster(run_id))
         stopping: list[asyncio.Future] = []
+        # Names each try's topics: every try has fresh ones.
+        tries_made = itertools.count()
 
         async def attempt(name: str, rate: int, try_: int) -> Row:
-            row = await run_phase(systems[name], f"{rate}/s", f"k{run_id}-{len(rows) + len(ratio_rows):03d}", stack,
-                                  plan, stopping)
+            row = await run_phase(systems[name], f"{rate}/s", f"k{run_id}-{next(tries_made):03d}", stack, plan, stopping)
             row.round = try_
             row.extra["verdict"] = verdict(row, ladder)
             log(f"  {name:<15} {rate:>5}/s try {try_}: {row.extra['verdict']:<8} matched "
@@ -333,7 +335,7 @@ async def run_knee(ladder: Ladder, *, workdir: Path | None = None, log=print) ->
                     attempts: list[Row] = []
                     while (holds := step_holds(attempts, ladder.retries + 1)) is None:
                         attempts.append(await attempt(name, rate, len(attempts) + 1))
-                    rows.extend(attempts)
+                        rows.append(attempts[-1])
                     if not holds:
                         climbing.remove(name)
 
