@@ -31,8 +31,8 @@ decided it.
 
 The p99 ratio at 1,000/s (dispatcher against the aiokafka relay) is taken from rounds of its own
 (`--ratio-rounds`, 3): the two systems run that step in turn, the first of each round rotating,
-and the ratio is the median of the rounds' ratios. The ladder's own 1,000/s step would not do: it
-is retried only when it does not hold, so the try it keeps is chosen for being fast. When the
+and the ratio is the median of the rounds' ratios. The ladder's own 1,000/s step would not do: its
+tries stop once two agree, and its figures are those of the tries on the side that won. When the
 bare faust agent climbs too, it runs the rounds as well, and its own ratio to the relay is printed
 beside (no target): what of the gap faust itself makes.
 
