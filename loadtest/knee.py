@@ -20,9 +20,10 @@ Each step is tried up to three times (`--retries 2`), each try on fresh topics a
 process, and holds when most of its tries hold; the tries stop once that is settled (two alike).
 Noise on a shared 2-core machine is large (the same p99 moves by a third between runs): with one
 try, or with a step held when either of two tries held, one lucky or unlucky try decided a knee,
-and the knee ratio of two systems moved by a step between runs of the same code. A system's ladder
-ends at its first step that does not hold; its knee is the highest rate it held. All systems climb together, rate by rate, taking turns
-going first, so at each rate they meet the broker and the machine in about the same state.
+and the knee ratio of two systems moved by a step between runs of the same code. A system's
+ladder ends at its first step that does not hold; its knee is the highest rate it held. All
+systems climb together, rate by rate, taking turns going first, so at each rate they meet the
+broker and the machine in about the same state.
 
 Then each ladder that ended is refined (`--refine`, 50/s): from its knee up towards the step that
 ended it, in the finer steps, until one does not hold. A 250/s ladder alone can only tell 500 from

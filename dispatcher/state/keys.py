@@ -15,8 +15,8 @@ KEY_VERSION = "v2"
 # Redis keeps a hash of up to hash-max-listpack-entries fields (512 by default) and a sorted set of
 # up to zset-max-listpack-entries members (128) as one packed list, and finds a field or member in
 # it by a scan. The roster below keeps a field or member per rep in one key (rep:load, rep:cap,
-# rep:seen, ...), and a decision looks a rep up in them a dozen times: with 100 to 500 reps those
-# scans were 15% of a decision's instructions (docs/benchmarks.md). Redis settings for the servers
+# rep:seen, ...), and a decision looks a rep up in them a dozen times: with 100 to 200 reps those
+# scans were 15% of a decision's instructions in Redis (docs/benchmarks.md). Redis settings for the servers
 # the dispatcher uses, passed to the ones it starts and advised at a worker's start.
 ENCODING_CEILINGS = {"hash-max-listpack-entries": 32, "zset-max-listpack-entries": 32}
 

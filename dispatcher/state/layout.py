@@ -94,7 +94,7 @@ async def encoding_advice(client: aioredis.Redis) -> list[str]:
             return []
         if name in found and int(found[name]) > ceiling:
             advice.append(f"Redis has {name} {found[name]}: a decision scans the roster's packed lists rep by "
-                          f"rep, about 15% of its Redis time with 100 to 500 reps; set {name} {ceiling}")
+                          f"rep, 15% of its Redis instructions with 100 to 200 reps; set {name} {ceiling}")
     return advice
 
 
