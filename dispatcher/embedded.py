@@ -150,6 +150,9 @@ def _kafka_answers(port: int) -> bool:
 # 10 s default, 1.0 s at 2 s), and every worker or relay start pays it; 3 s still lets a consumer
 # miss a heartbeat (one a second) before the group gives its partitions away.
 EMBEDDED_SESSION_TIMEOUT_S = 3
+# Tansu can show a partition's later records before an earlier offset is readable; a worker waits
+# this long for such a hole to fill before reading past it (dispatcher/offset_holes.py).
+EMBEDDED_OFFSET_HOLE_PATIENCE_MS = 2000
 
 
 class EmbeddedStack:
@@ -177,7 +180,8 @@ class EmbeddedStack:
     def worker_env(self) -> dict[str, str]:
         """What a worker, or a relay of the bench, needs to run on this stack."""
         return {"DISPATCHER_BROKER": self.broker_url, "DISPATCHER_REDIS_URL": self.redis_url,
-                "DISPATCHER_BROKER_SESSION_TIMEOUT_S": str(EMBEDDED_SESSION_TIMEOUT_S)}
+                "DISPATCHER_BROKER_SESSION_TIMEOUT_S": str(EMBEDDED_SESSION_TIMEOUT_S),
+                "DISPATCHER_CONSUMER_OFFSET_HOLE_PATIENCE_MS": str(EMBEDDED_OFFSET_HOLE_PATIENCE_MS)}
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -131,6 +131,13 @@ consumer_fetch_wait_seconds = Gauge(
     "The fetch wait the consumer uses now (it lengthens while the broker runs out of time on long topics)",
 )
 
+consumer_offset_holes_total = Counter(
+    "dispatcher_consumer_offset_holes_total",
+    "Fetched records that skipped an offset: refetched (read again from the hole) or taken (the hole stayed "
+    "open for DISPATCHER_CONSUMER_OFFSET_HOLE_PATIENCE_MS and was read past)",
+    ["outcome"],
+)
+
 # Gauges sampled from Redis by dispatcher/live.py when a worker is scraped. Every worker reports the same
 # workspace-wide figure, so dashboards take max() of these (and sum() of the counters above).
 UTILIZATION_BUCKETS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)

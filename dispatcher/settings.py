@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     consumer_fetch_max_wait_ms: int = Field(5, ge=0, le=10_000)
     # Tansu gives up a long partition's fetch when the wait runs out, so the wait grows to this (at least the floor).
     consumer_fetch_max_wait_ceiling_ms: int = Field(1000, ge=0, le=60_000)
+    # How long a fetched run of records that skips an offset waits for the broker to fill it in
+    # (dispatcher/offset_holes.py). 0, for Apache Kafka: its holes are for good. The embedded stack sets it.
+    consumer_offset_hole_patience_ms: int = Field(0, ge=0, le=600_000)
     topic_partitions: int = Field(4, ge=1, le=1024)
     # Short timeouts let a restarted worker rejoin in seconds instead of ~30 s (docs/stack-notes.md).
     broker_session_timeout_s: float = Field(10.0, gt=0)

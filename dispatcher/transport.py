@@ -26,6 +26,7 @@ from mode.services import WaitResults
 
 from dispatcher import metrics
 from dispatcher.fetch_wait import AdaptiveFetchWait
+from dispatcher.offset_holes import OffsetHoleGuard
 from dispatcher.settings import Settings
 
 
@@ -45,6 +46,10 @@ class FetchWaitConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             settings.consumer_fetch_max_wait_ceiling_ms,
             on_change=metrics.consumer_fetch_wait_seconds.set,
         ).install(self._consumer)
+        if settings.consumer_offset_hole_patience_ms:
+            OffsetHoleGuard(settings.consumer_offset_hole_patience_ms / 1000,
+                            on_hole=lambda outcome: metrics.consumer_offset_holes_total.labels(outcome).inc(),
+                            ).install(self._consumer)
 
 
 class _CarriedOn:
