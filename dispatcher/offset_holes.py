@@ -50,6 +50,9 @@ class OffsetHoleGuard:
                 # Where the partition's next fetch starts: aiokafka moved it past the record just read.
                 records.next_fetch_offset = expected
                 return
+            if tp in self._open and record.offset >= self._open[tp][0]:
+                # Filled: were the partition read again from before it (a rebalance), its clock starts anew.
+                del self._open[tp]
             expected = record.offset + 1
             yield record
 

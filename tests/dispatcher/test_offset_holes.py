@@ -53,6 +53,16 @@ def test_a_run_stops_before_its_first_hole_and_the_next_fetch_asks_for_the_hole(
     assert heard == ["refetched", "refetched"]
 
 
+def test_a_filled_hole_met_again_after_a_seek_back_gets_the_whole_patience():
+    clock = Clock()
+    guard = OffsetHoleGuard(2.0, clock=clock)
+    assert read(guard, fetched([8], 7)) == ([], 7)
+    assert read(guard, fetched([7, 8], 7)) == ([7, 8], 9)
+    clock.now += 5.0
+    # Read again from the committed offset (a rebalance), the broker shows the same hole once more.
+    assert read(guard, fetched([5, 6, 8], 5)) == ([5, 6], 7)
+
+
 def test_without_a_hole_the_guard_changes_nothing():
     heard: list[str] = []
     guard = OffsetHoleGuard(2.0, on_hole=heard.append, clock=Clock())
