@@ -25,7 +25,7 @@ TINY_BENCH = Plan(rates=(1000,), seconds=0.5, warmup=20, burst=1000, reps=10, ca
 # The p99 budget is wide: this checks the tool on a busy machine, not the dispatcher's speed. The
 # aiokafka relay climbs too, so the p99 ratio's round runs (the faust agent's ratio beside it is in
 # test_knee.py: one more system here would add its starts to the suite's longest test).
-TINY_LADDER = Ladder(start=100, step=100, top=200, seconds=0.5, warmup=20, settle_s=10.0, retries=1,
+TINY_LADDER = Ladder(start=100, step=100, top=200, seconds=0.5, warmup=20, settle_s=10.0, retries=2,
                      p99_budget_ms=2000.0, systems=("dispatcher", "aiokafka relay"), reps=5, ratio_rounds=1)
 TINY_PROMOTION = ["--reps", "5", "--rep-capacity", "200", "--handle-time-s", "1", "--baseline-users", "1",
                   "--leads-per-user-s", "5", "--baseline-s", "3", "--ramp-s", "2", "--hold-s", "4",
@@ -94,10 +94,17 @@ def check_bench(summary: dict) -> None:
 
 
 def check_knee(summary: dict) -> None:
-    # Two tries a step, each on topics of its own (a try on the last one's would find its records).
-    assert sorted((row["system"], row["phase"], row["round"], row["extra"]["verdict"]) for row in summary["rows"]) == [
-        (system, rate, try_, "held") for system in ("aiokafka relay", "dispatcher") for rate in ("100/s", "200/s")
-        for try_ in (1, 2)]
+    # Each step settled by two tries that held, each try on topics of its own (a try on the last
+    # one's would find its records). The budget is wide, so only a busy machine fails a try (its
+    # producer falls behind: unpaced), and then a third try settles the step.
+    tries: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for row in summary["rows"]:
+        tries.setdefault((row["system"], row["phase"]), []).append((row["round"], row["extra"]["verdict"]))
+    assert set(tries) == {(system, rate) for system in ("aiokafka relay", "dispatcher") for rate in ("100/s", "200/s")}
+    for step, made in tries.items():
+        verdicts = [verdict for _, verdict in sorted(made)]
+        assert [round_ for round_, _ in sorted(made)] == list(range(1, len(made) + 1)), step
+        assert verdicts.count("held") == 2 and set(verdicts) <= {"held", "unpaced"} and len(made) <= 3, (step, made)
     assert sorted((row["system"], row["phase"], row["round"]) for row in summary["ratio_rows"]) == [
         ("aiokafka relay", "1000/s", 1), ("dispatcher", "1000/s", 1)]
     for row in summary["rows"] + summary["ratio_rows"]:
