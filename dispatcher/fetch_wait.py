@@ -55,8 +55,7 @@ class AdaptiveFetchWait:
         handle_response = fetcher._proc_fetch_request
 
         async def handle_and_adapt(assignment: Any, node_id: int, request: Any) -> bool:
-            asked = [(aiokafka.TopicPartition(topic, partition), offset)
-                     for topic, partitions in request.topics for partition, offset, _ in partitions]
+            asked = asked_offsets(request)
             answered_before = {tp: _answered_at(assignment, tp) for tp, _ in asked}
             delivered = await handle_response(assignment, node_id, request)
             starved = assignment.active and any(
@@ -68,6 +67,12 @@ class AdaptiveFetchWait:
 
         fetcher._fetch_max_wait_ms = round(self.wait_ms)
         fetcher._proc_fetch_request = handle_and_adapt
+
+
+def asked_offsets(request: Any) -> list[tuple[aiokafka.TopicPartition, int]]:
+    """Each partition an aiokafka fetch request asks for, with the offset it asks from."""
+    return [(aiokafka.TopicPartition(topic, partition), offset)
+            for topic, partitions in request.topics for partition, offset, _ in partitions]
 
 
 def _answered_at(assignment: Any, tp: aiokafka.TopicPartition) -> int | None:

@@ -23,6 +23,8 @@ from typing import Any
 import aiokafka
 from aiokafka.consumer.fetcher import FetchResult, PartitionRecords
 
+from dispatcher.fetch_wait import asked_offsets
+
 log = logging.getLogger(__name__)
 
 
@@ -85,12 +87,10 @@ class OffsetHoleGuard:
 
         async def handle_and_guard(assignment: Any, node_id: int, request: Any) -> bool:
             delivered = await handle_response(assignment, node_id, request)
-            for topic, partitions in request.topics:
-                for partition, _, _ in partitions:
-                    tp = aiokafka.TopicPartition(topic, partition)
-                    result = fetcher._records.get(tp)
-                    if isinstance(result, FetchResult) and result._partition_records is not None:
-                        self.guard(tp, result._partition_records)
+            for tp, _ in asked_offsets(request):
+                result = fetcher._records.get(tp)
+                if isinstance(result, FetchResult) and result._partition_records is not None:
+                    self.guard(tp, result._partition_records)
             return delivered
 
         fetcher._proc_fetch_request = handle_and_guard

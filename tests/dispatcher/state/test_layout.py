@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from dispatcher.embedded import _redis_answers, free_port
+from dispatcher.embedded import START_TIMEOUT_S, _redis_answers, _spawn, _stop, _wait_until, free_port
 from dispatcher.state.keys import ENCODING_CEILINGS
 from dispatcher.state.layout import encoding_advice
 
@@ -26,13 +25,10 @@ async def plain_redis(tmp_path: Any) -> AsyncIterator[Callable[..., aioredis.Red
     started: list[tuple[subprocess.Popen[bytes], aioredis.Redis]] = []
 
     def start(*args: str) -> aioredis.Redis:
-        port = free_port()
-        server = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                                   "--dir", str(tmp_path), *args], stdout=subprocess.DEVNULL)
-        for _ in range(100):
-            if _redis_answers(port):
-                break
-            time.sleep(0.05)
+        port, log_path = free_port(), tmp_path / f"redis-{len(started)}.log"
+        server = _spawn(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                         "--dir", str(tmp_path), *args], log_path)
+        _wait_until(lambda: _redis_answers(port), server, "redis-server", log_path, START_TIMEOUT_S)
         client = aioredis.from_url(f"redis://127.0.0.1:{port}/0", decode_responses=True)
         started.append((server, client))
         return client
@@ -40,8 +36,7 @@ async def plain_redis(tmp_path: Any) -> AsyncIterator[Callable[..., aioredis.Red
     yield start
     for server, client in started:
         await client.aclose()
-        server.terminate()
-        server.wait()
+        _stop(server)
 
 
 async def test_a_redis_as_shipped_is_told_which_settings_to_make(plain_redis: Callable[..., aioredis.Redis]):
