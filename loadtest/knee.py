@@ -367,6 +367,17 @@ def _f(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def sizing_lines(rows: Sequence[dict]) -> list[str]:
+    """The sizing rule's answers (sizing(), as dicts), one line each."""
+    lines = []
+    for size in rows:
+        redis = "" if size["redis_cores"] is None else (
+            f"; Redis {size['redis_cores']:.2f} of a core" + (" -- Redis is the limit" if size["redis_cores"] > HEADROOM else ""))
+        lines.append(f"    a promotion of {size['leads_per_s']:,} leads/s needs {size['workers']} worker(s) and "
+                     f"{size['partitions']} partitions ({size['per_worker_per_s']:,.0f}/s a worker{redis})")
+    return lines
+
+
 def table(summary: dict) -> str:
     ladder = summary["ladder"]
     lines = [f"{'system':<15}{'rate':>6}{'try':>4}{'sent':>7}{'matched':>8}{'sent/s':>8}{'late ms':>8}"
@@ -412,11 +423,7 @@ def table(summary: dict) -> str:
         lines += ["", f"  sizing (loadtest/knee.py sizing()): one worker {sized['worker_cpu_ms']:.3f} ms a lead{idle} "
                       f"({sized['basis']}), knee {sized['worker_knee']:,}/s;",
                   f"  each worker {HEADROOM:.0%} of a core of its own, never above the knee measured:"]
-        for size in sized["rows"]:
-            redis = "" if size["redis_cores"] is None else (
-                f"; Redis {size['redis_cores']:.2f} of a core" + (" -- Redis is the limit" if size["redis_cores"] > HEADROOM else ""))
-            lines.append(f"    a promotion of {size['leads_per_s']:,} leads/s needs {size['workers']} worker(s) and "
-                         f"{size['partitions']} partitions ({size['per_worker_per_s']:,.0f}/s a worker{redis})")
+        lines += sizing_lines(sized["rows"])
     lines += [
         "",
         f"  a step: fresh topics and process, {ladder['warmup']} records of warm-up, {ladder['seconds']:g} s paced; held = every "
