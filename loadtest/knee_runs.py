@@ -47,6 +47,8 @@ def load(path: Path) -> dict:
         raise NotAKneeRun(f"{path}: not JSON ({exc})") from None
     if not isinstance(run, dict) or not isinstance(run.get("systems"), dict) or not isinstance(run.get("ratios"), list):
         raise NotAKneeRun(f"{path}: not a knee summary (no 'systems' and 'ratios'; `make knee` writes knee-*.json)")
+    if not all(isinstance(found, dict) for found in [*run["systems"].values(), *run["ratios"]]):
+        raise NotAKneeRun(f"{path}: not a knee summary (each system and each ratio must be an object)")
     return run
 
 

@@ -75,6 +75,8 @@ def test_the_runs_are_read_from_the_files_make_knee_saved_and_printed_together(t
     (b"{not json", "not JSON"),
     (b'{"rows": []}', "not a knee summary"),
     (b"[1, 2]", "not a knee summary"),
+    (b'{"systems": {"dispatcher": 750}, "ratios": []}', "not a knee summary (each system and each ratio"),
+    (b'{"systems": {}, "ratios": ["1.2x"]}', "not a knee summary (each system and each ratio"),
 ])
 def test_a_file_that_is_not_a_knee_summary_is_refused_in_words_and_nothing_is_printed(tmp_path: Path, capsys,
                                                                                         content: bytes, words: str):
