@@ -79,6 +79,10 @@ RATIO_SYSTEMS = ("dispatcher", "aiokafka relay")
 # Runs the ratio's rounds too when climbing: its own ratio to the relay, beside the dispatcher's,
 # shows what of the gap is faust's.
 RATIO_REFERENCE = "faust relay"
+# The names the summary gives the two ratios and the reference's (loadtest/knee_runs.py reads them).
+KNEE_RATIO = "dispatcher knee / faust relay knee"
+P99_RATIO = f"{RATIO_SYSTEMS[0]} p99 / {RATIO_SYSTEMS[1]} p99 at {RATIO_RATE}/s"
+REFERENCE_RATIO = f"{RATIO_REFERENCE} p99 / {RATIO_SYSTEMS[1]} p99 at {RATIO_RATE}/s"
 
 
 @dataclass(frozen=True)
@@ -277,18 +281,16 @@ def summarize(rows: list[Row], ladder: Ladder, ratio_rows: Sequence[Row] = ()) -
         }
     out: dict = {"systems": systems, "ratios": [], "sizing": None}
     if {"dispatcher", "faust relay"} <= set(systems):
-        out["ratios"].append(ratio_of_rounds("dispatcher knee / faust relay knee", [systems["dispatcher"]["knee_per_s"]],
+        out["ratios"].append(ratio_of_rounds(KNEE_RATIO, [systems["dispatcher"]["knee_per_s"]],
                                              [systems["faust relay"]["knee_per_s"]], ">=0.9x"))
     if ratio_rows:
         def p99s(name: str) -> list[float | None]:
             return [row.p99_ms for row in sorted(ratio_rows, key=lambda r: r.round) if row.system == name]
 
         mine, relay = RATIO_SYSTEMS
-        out["ratios"].append(ratio_of_rounds(f"{mine} p99 / {relay} p99 at {RATIO_RATE}/s", p99s(mine), p99s(relay),
-                                             "<=1.5x"))
+        out["ratios"].append(ratio_of_rounds(P99_RATIO, p99s(mine), p99s(relay), "<=1.5x"))
         if reference := p99s(RATIO_REFERENCE):
-            out["ratios"].append(ratio_of_rounds(f"{RATIO_REFERENCE} p99 / {relay} p99 at {RATIO_RATE}/s", reference,
-                                                 p99s(relay), None))
+            out["ratios"].append(ratio_of_rounds(REFERENCE_RATIO, reference, p99s(relay), None))
     inputs = sizing_inputs(systems.get("dispatcher", {}))
     if inputs:
         basis = inputs.pop("basis")

@@ -27,11 +27,7 @@ from pathlib import Path
 
 import orjson
 
-from loadtest.knee import RATIO_RATE, RATIO_REFERENCE, RATIO_SYSTEMS, sizing_lines
-
-KNEE_RATIO = "dispatcher knee / faust relay knee"
-P99_RATIO = f"{RATIO_SYSTEMS[0]} p99 / {RATIO_SYSTEMS[1]} p99 at {RATIO_RATE}/s"
-REFERENCE_RATIO = f"{RATIO_REFERENCE} p99 / {RATIO_SYSTEMS[1]} p99 at {RATIO_RATE}/s"
+from loadtest.knee import KNEE_RATIO, P99_RATIO, REFERENCE_RATIO, sizing_lines
 
 
 class NotAKneeRun(ValueError):
