@@ -291,12 +291,14 @@ async def reload_routing() -> None:
         return
     if text == _routing_text:
         return
-    _routing_text = text
     try:
         await _apply(load_routing(settings.routing, text=text), f"file {settings.routing}")
     except (RoutingError, RoutingRefused) as exc:
         metrics.routing_reloads_total.labels("refused").inc()
         log.error("routing file refused, keeping the routing in force: %s", exc)
+    # Seen only once applied or refused for what it says: a run that failed on the way (Redis
+    # refusing writes, the routing moving under every attempt) leaves the edit to the next poll.
+    _routing_text = text
 
 
 @app.timer(interval=settings.due_poll_s)

@@ -150,6 +150,31 @@ async def test_a_routing_change_reaches_every_worker_and_strands_no_lead(worker_
     assert "is empty or holds only comments" in first.log_tail(200) + second.log_tail(200)
 
 
+async def test_a_routing_edit_redis_could_not_take_is_applied_once_it_can(worker_factory, api_factory, tmp_path):
+    """A poll that read the edited file but failed to apply it (Redis refusing writes here; a
+    connection lost, or the routing moving under every attempt) must not count the edit as seen:
+    the next poll applies it, with no further edit of the file."""
+    routing = tmp_path / "routing.yaml"
+    routing.write_text("queues: {general: {}}\n")
+    with EmbeddedStack(tmp_path / "own-redis", with_broker=False) as own:
+        worker = worker_factory(DISPATCHER_REDIS_URL=own.redis_url, DISPATCHER_ROUTING=str(routing),
+                                DISPATCHER_ROUTING_POLL_S="0.2")
+        api = await api_factory(worker)
+        await eventually(lambda: _routing_version(api, 1))
+        admin = aioredis.from_url(own.redis_url)
+        try:
+            await admin.config_set("maxmemory", 1)
+            routing.write_text("queues: {general: {}, vip: {}}\n")
+            await eventually(lambda: "reload_routing: redis unavailable" in worker.log_tail(400))
+            await asyncio.sleep(1.0)
+            assert await _routing_version(api, 1), "nothing applied while Redis refused writes"
+            await admin.config_set("maxmemory", 0)
+            await eventually(lambda: _routing_version(api, 2), timeout_s=10)
+        finally:
+            await admin.config_set("maxmemory", 0)
+            await admin.aclose()
+
+
 async def test_a_routing_put_on_one_worker_decides_the_next_lead_on_every_worker(worker_factory, api_factory):
     # Neither worker polls during the test: only the version check inside every decision step can
     # make a worker that did not take the change decide by it.
