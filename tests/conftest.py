@@ -22,11 +22,28 @@ from dispatcher.routing import Routing, load_routing
 
 WorkerFactory = Callable[..., WorkerProcess]
 DEFAULT_PRESENCE_TTL_S = 60.0
+# The worker processes a test or module started, a list per factory, for the failure report.
+STARTED_WORKERS = pytest.StashKey[list[list[WorkerProcess]]]()
+FAILURE_LOG_LINES = 80
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "drift_expected: the test breaks its Redis workspace on purpose, so the "
                                        "invariant check after it is skipped")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """A failing test's report ends with the logs of the workers it ran on: a failure seen once in
+    CI, on a clone whose temporary folders are gone, must carry what the workers were doing."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    for node in item.listchain():
+        for worker in (w for started in node.stash.get(STARTED_WORKERS, []) for w in started):
+            report.sections.append((f"{worker.log_path.name}, last {FAILURE_LOG_LINES} lines",
+                                    worker.log_tail(FAILURE_LOG_LINES)))
 
 
 def fail_on_drift(node: pytest.Item | pytest.Collector, redis_url: str, workspace: str, *,
@@ -121,12 +138,13 @@ async def redis_client(stack: EmbeddedStack) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-def _worker_factory(stack: EmbeddedStack, logs: Path, prefix: str,
+def _worker_factory(node: pytest.Item | pytest.Collector, stack: EmbeddedStack, logs: Path, prefix: str,
                     kind: type[WorkerProcess] = WorkerProcess) -> tuple[WorkerFactory, list[WorkerProcess]]:
     """Workers made by one factory share topics and workspace, like several workers of one
     deployment; `start=False` leaves the process to the test (a restart after a kill). With
     `kind=ApiProcess`, api processes (`dispatcher api`) instead."""
     started: list[WorkerProcess] = []
+    node.stash.setdefault(STARTED_WORKERS, []).append(started)
     scope = prefix.rstrip(".")
 
     def make(*, start: bool = True, **env_overrides: str) -> WorkerProcess:
@@ -149,7 +167,7 @@ def _worker_factory(stack: EmbeddedStack, logs: Path, prefix: str,
 @pytest.fixture
 def worker_factory(stack: EmbeddedStack, tmp_path: Path, unique_prefix: str,
                    request: pytest.FixtureRequest) -> Iterator[WorkerFactory]:
-    make, started = _worker_factory(stack, tmp_path, unique_prefix)
+    make, started = _worker_factory(request.node, stack, tmp_path, unique_prefix)
     yield make
     _stop_workers(started)
     _check_workers(request.node, started)
@@ -159,7 +177,7 @@ def worker_factory(stack: EmbeddedStack, tmp_path: Path, unique_prefix: str,
 def api_process_factory(stack: EmbeddedStack, tmp_path: Path, unique_prefix: str,
                         request: pytest.FixtureRequest) -> Iterator[WorkerFactory]:
     """Api processes on the same topics and workspace as the test's `worker_factory` workers."""
-    make, started = _worker_factory(stack, tmp_path, unique_prefix, ApiProcess)
+    make, started = _worker_factory(request.node, stack, tmp_path, unique_prefix, ApiProcess)
     yield make
     _stop_workers(started)
     _check_workers(request.node, started)
@@ -168,7 +186,7 @@ def api_process_factory(stack: EmbeddedStack, tmp_path: Path, unique_prefix: str
 @pytest.fixture(scope="module")
 def worker_factory_module(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory,
                           request: pytest.FixtureRequest) -> Iterator[WorkerFactory]:
-    make, started = _worker_factory(stack, tmp_path_factory.mktemp("workers"), _new_prefix())
+    make, started = _worker_factory(request.node, stack, tmp_path_factory.mktemp("workers"), _new_prefix())
     yield make
     _stop_workers(started)
     _check_workers(request.node, started)
