@@ -15,7 +15,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from dispatcher.state.keys import ENCODING_CEILINGS
@@ -221,6 +222,18 @@ class EmbeddedStack:
     def stop(self) -> None:
         _stop(self._broker)
         _stop(self._redis)
+
+    @contextmanager
+    def broker_hung(self) -> Iterator[None]:
+        """The broker frozen in place (SIGSTOP) until the block ends: its connections stay open and
+        nothing answers on them, as clients see a broker stuck in a long pause."""
+        if self._broker is None:
+            raise RuntimeError("this stack runs no broker")
+        self._broker.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self._broker.send_signal(signal.SIGCONT)
 
     def __enter__(self) -> EmbeddedStack:
         self.start()

@@ -8,6 +8,7 @@ here and answer with the state after it: capacity freed by a close is free when 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -38,6 +39,8 @@ from dispatcher.models import (
 from dispatcher.routing import API_SOURCE, RoutingError, parse_routing, yaml_says_nothing
 from dispatcher.state.results import Outcome, RoutingRefused, iso_ms
 from strategies import policy
+
+log = logging.getLogger(__name__)
 
 PRODUCE_TIMEOUT_S = 10.0
 PAGE = Path(__file__).parent / "static" / "index.html"
@@ -149,6 +152,9 @@ class Leads(View):
         try:
             await asyncio.wait_for(await publish_lead(lead), PRODUCE_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - the client must learn the lead was not taken
+            # Logged too: a client may not say why it saw intake fail, and a timeout cancels the
+            # delivery before the producer's own failure log could see it.
+            log.warning("lead %s answered 503, the broker did not take it: %r", lead["id"], exc)
             return rejected(503, f"the broker did not take the lead; send it again: {exc}", "leads")
         metrics.leads_received_total.labels("http").inc()
         return json_response({"id": lead["id"], "status": "accepted", "duplicate": known == "pending"}, 202)
