@@ -50,9 +50,10 @@ async def produce(topic: str, key: bytes | None, value: bytes, headers: Headers 
     return delivery
 
 
-async def publish_lead(lead: dict[str, Any]) -> Delivery:
-    """A lead accepted over HTTP, onto the topic every lead is decided from."""
-    return await produce(leads_topic.get_topic_name(), lead["id"].encode(), orjson.dumps(lead))
+async def publish_lead(lead: dict[str, Any]) -> None:
+    """A lead accepted over HTTP, onto the topic every lead is decided from; returns once the
+    broker has it, raises when it refused it."""
+    await (await produce(leads_topic.get_topic_name(), lead["id"].encode(), orjson.dumps(lead)))
 
 
 async def announce_decisions(assignments: Iterable[Assignment]) -> list[Delivery]:

@@ -150,12 +150,16 @@ class Leads(View):
         if known not in ("new", "pending"):
             return json_response({"id": lead["id"], "status": "accepted", "duplicate": True}, 202)
         try:
-            await asyncio.wait_for(await publish_lead(lead), PRODUCE_TIMEOUT_S)
+            # The send is bounded too, not only its delivery: with the broker stuck, the producer's
+            # send itself waits (for metadata, for room in a full batch) as long as its request
+            # timeout, 20 minutes.
+            await asyncio.wait_for(publish_lead(lead), PRODUCE_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - the client must learn the lead was not taken
+            why = f"not within {PRODUCE_TIMEOUT_S:.0f} s" if isinstance(exc, TimeoutError) else repr(exc)
             # Logged too: a client may not say why it saw intake fail, and a timeout cancels the
             # delivery before the producer's own failure log could see it.
-            log.warning("lead %s answered 503, the broker did not take it: %r", lead["id"], exc)
-            return rejected(503, f"the broker did not take the lead; send it again: {exc}", "leads")
+            log.warning("lead %s answered 503, the broker did not take it: %s", lead["id"], why)
+            return rejected(503, f"the broker did not take the lead ({why}); send it again", "leads")
         metrics.leads_received_total.labels("http").inc()
         return json_response({"id": lead["id"], "status": "accepted", "duplicate": known == "pending"}, 202)
 

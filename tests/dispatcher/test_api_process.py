@@ -8,11 +8,16 @@ import asyncio
 
 from aiokafka.partitioner import murmur2
 
+from dispatcher.embedded import EmbeddedStack
 from tests.dispatcher.conftest import assigned, topic, with_status
 from tests.dispatcher.test_notify import sse_events
 from tests.kafka_io import eventually, read_topic
 
 PARTITIONS = 4  # DISPATCHER_TOPIC_PARTITIONS' default
+
+
+def partition_of(lead_id: str) -> int:
+    return (murmur2(lead_id.encode()) & 0x7FFFFFFF) % PARTITIONS
 
 
 def one_lead_per_partition() -> list[str]:
@@ -22,7 +27,7 @@ def one_lead_per_partition() -> list[str]:
     n = 0
     while len(ids) < PARTITIONS:
         lead_id = f"split-{n}"
-        ids.setdefault((murmur2(lead_id.encode()) & 0x7FFFFFFF) % PARTITIONS, lead_id)
+        ids.setdefault(partition_of(lead_id), lead_id)
         n += 1
     return [ids[partition] for partition in range(PARTITIONS)]
 
@@ -55,6 +60,44 @@ async def test_leads_wait_on_an_api_process_alone_and_a_worker_decides_them_all(
     await eventually(worker_holds_every_partition, timeout_s=5)
     code, health = await back.call("GET", "/v1/health")
     assert code == 200 and health["role"] == "all"
+
+
+async def test_leads_a_hung_broker_does_not_take_are_refused_in_time_and_sent_again_decided_once(
+        api_process_factory, worker_factory, api_factory, tmp_path, drift_check):
+    """POST /v1/leads answers 202 only once the broker has the lead. With the broker stuck, every
+    post answers 503 within the produce timeout, in words and in the log, even those whose send
+    itself waits: six 6 KB leads on one partition fill the producer's batch, and a send with no
+    room waits as long as the producer's request timeout (20 minutes). Sent again once the broker
+    is back, each lead is decided once, even if its first send reached the topic after all."""
+    lead_ids = [lead_id for lead_id in (f"big-{n}" for n in range(100)) if partition_of(lead_id) == 0][:6]
+    with EmbeddedStack(tmp_path / "own-stack") as own:
+        api_process = api_process_factory(**own.worker_env)
+        front = await api_factory(api_process)
+        await front.rep("ana", capacity=10)
+        with own.broker_hung():
+            answers = await asyncio.gather(*(
+                asyncio.wait_for(front.call("POST", "/v1/leads", {"id": lead_id, "attributes": {"note": "x" * 6000}}),
+                                 30)
+                for lead_id in lead_ids))
+        refused = (503, {"error": "the broker did not take the lead (not within 10 s); send it again"})
+        assert answers == [refused] * len(lead_ids)
+        logged = api_process.log_tail(200)
+        assert all(f"lead {lead_id} answered 503, the broker did not take it: not within 10 s" in logged
+                   for lead_id in lead_ids), logged
+
+        for lead_id in lead_ids:
+            assert await front.call("POST", "/v1/leads", {"id": lead_id}) == (
+                202, {"id": lead_id, "status": "accepted", "duplicate": True})
+        worker = worker_factory(**own.worker_env)
+        for lead_id in lead_ids:
+            lead = await eventually(lambda lead_id=lead_id: assigned(front, lead_id), timeout_s=30)
+            assert [entry["event"] for entry in lead["history"]] == ["accepted", "assigned"]
+        await asyncio.sleep(1.0)  # first sends the broker kept after all are consumed by now
+        assert (await front.call("GET", "/v1/reps/ana"))[1]["load"] == len(lead_ids)
+        drift_check(own.redis_url, worker.env["DISPATCHER_WORKSPACE"])
+        # Stopped while their broker still runs: without one, stopping waits out its timeouts.
+        worker.terminate()
+        api_process.terminate()
 
 
 async def test_presence_on_the_api_process_drains_a_lead_the_worker_relays_and_sse_tells(

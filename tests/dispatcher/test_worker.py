@@ -11,7 +11,6 @@ import orjson
 import pytest
 import yaml
 
-from dispatcher.embedded import EmbeddedStack
 from tests.dispatcher.conftest import Api, assigned as _assigned, topic, with_status
 from tests.kafka_io import eventually, produce, produce_leads, read_topic
 
@@ -201,30 +200,6 @@ async def test_the_routing_file_changes_without_a_restart_and_a_bad_edit_is_refu
 
 async def _queues_of(api: Api, rep_id: str, expected: list[str]) -> bool:
     return (await api.call("GET", f"/v1/reps/{rep_id}"))[1]["queues"] == expected
-
-
-async def test_a_lead_the_broker_did_not_take_is_refused_and_when_sent_again_decided_once(
-        worker_factory, api_factory, tmp_path, drift_check):
-    """POST /v1/leads answers 202 only once the lead is on the topic. A broker that hangs gets a 503
-    that says to send the lead again, and a log line; the lead sent again is decided, once, even if
-    the first send reaches the topic after all once the broker wakes up."""
-    with EmbeddedStack(tmp_path / "own-stack") as own:
-        worker = worker_factory(**own.worker_env)
-        api = await api_factory(worker)
-        await api.rep("ana", capacity=5)
-        with own.broker_hung():
-            code, body = await api.call("POST", "/v1/leads", {"id": "hung"})
-        assert code == 503 and "the broker did not take the lead; send it again" in body["error"], body
-        assert "lead hung answered 503, the broker did not take it" in worker.log_tail(200)
-        code, body = await api.call("POST", "/v1/leads", {"id": "hung"})
-        assert (code, body) == (202, {"id": "hung", "status": "accepted", "duplicate": True})
-        lead = await eventually(lambda: _assigned(api, "hung"), timeout_s=30)
-        assert [entry["event"] for entry in lead["history"]] == ["accepted", "assigned"]
-        await asyncio.sleep(1.0)  # the first send, if the broker kept it, is consumed by now
-        code, rep = await api.call("GET", "/v1/reps/ana")
-        assert rep["load"] == 1
-        drift_check(own.redis_url, worker.env["DISPATCHER_WORKSPACE"])
-        worker.terminate()  # while its broker still runs: without one, stopping waits out timeouts
 
 
 async def test_a_resent_id_is_assigned_once_over_http_and_kafka(worker_factory, api_factory, stack):
