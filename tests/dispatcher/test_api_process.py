@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka.partitioner import murmur2
-
 from dispatcher.embedded import EmbeddedStack
+from dispatcher.transport import key_partitioner
 from tests.dispatcher.conftest import assigned, topic, with_status
 from tests.dispatcher.test_notify import sse_events
 from tests.kafka_io import eventually, read_topic
@@ -17,11 +16,12 @@ PARTITIONS = 4  # DISPATCHER_TOPIC_PARTITIONS' default
 
 
 def partition_of(lead_id: str) -> int:
-    return (murmur2(lead_id.encode()) & 0x7FFFFFFF) % PARTITIONS
+    """The partition of `leads` the producers put this lead on (the lead id is the record key)."""
+    return key_partitioner(lead_id.encode(), list(range(PARTITIONS)), [])
 
 
 def one_lead_per_partition() -> list[str]:
-    """Lead ids (the record keys) that the producer's default partitioner puts one on each
+    """Lead ids (the record keys) that the producers' partitioner puts one on each
     partition of `leads`, so a partition held by anyone but the worker would leave one undecided."""
     ids: dict[int, str] = {}
     n = 0
